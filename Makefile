@@ -1,0 +1,43 @@
+# The two set-up commands are `make run` and `make test`; everything else is a convenience.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+# What the test suite shrinks and isolates (see tests/conftest.py).
+TEST_ENV := FEEDSITE_KEY_PREFIX=fstest FEEDSITE_FANOUT_MAX_RETRIES=2 FEEDSITE_FANOUT_BACKOFF_MAX=1 \
+	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
+	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
+
+.PHONY: install run test lint format bench bench-fanout bench-read
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m feedsite.devrun
+
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m feedsite.embedded -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench-fanout: $(STAMP)
+	$(PY) -m feedsite.embedded -- $(PY) bench/fanout.py
+
+bench-read: $(STAMP)
+	$(PY) -m feedsite.embedded -- $(PY) bench/read.py
+
+bench: bench-fanout bench-read

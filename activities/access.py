@@ -1,0 +1,28 @@
+"""Load + authorize in one place."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from feedsite.errors import Forbidden, NotFound
+
+from .models import Activity
+
+
+def _load(activity_id: int | str) -> Activity:
+    try:
+        return Activity.objects.select_related("actor").get(id=int(activity_id))
+    except (Activity.DoesNotExist, ValueError, OverflowError):
+        raise NotFound("activity not found") from None
+
+
+def access_activity_for_read(*, user: AbstractBaseUser, activity_id: int | str) -> Activity:
+    return _load(activity_id)
+
+
+def access_activity_for_owner(*, user: AbstractBaseUser, activity_id: int | str) -> Activity:
+    """The actor or staff; anyone else gets 403 (the activity itself is public)."""
+    activity = _load(activity_id)
+    if activity.actor_id != user.pk and not user.is_staff:
+        raise Forbidden("only the activity's actor or staff may do this")
+    return activity

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from .ids import make_id, truncate_to_ms
+
+verb_validator = RegexValidator(
+    r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$",
+    "verb must be a lowercase slug: letters, digits, '-' or '_' (for example 'starred').",
+)
+
+
+class Activity(models.Model):
+    """Actor did verb to object (optionally in target) at time. The id orders like time."""
+
+    id = models.BigIntegerField(primary_key=True, editable=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="activities"
+    )
+    verb = models.CharField(max_length=32, validators=[verb_validator])
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=255)
+    object_title = models.CharField(max_length=255, blank=True, default="")
+    target_type = models.CharField(max_length=64, blank=True, default="")
+    target_id = models.CharField(max_length=255, blank=True, default="")
+    target_title = models.CharField(max_length=255, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    time = models.DateTimeField(default=timezone.now)
+    # NULL, not "": the unique (actor, foreign_id) constraint must ignore activities without one.
+    foreign_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "activities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["actor", "foreign_id"],
+                condition=models.Q(foreign_id__isnull=False),
+                name="activity_unique_foreign_id_per_actor",
+            )
+        ]
+        indexes = [models.Index(fields=["actor", "-id"], name="activity_actor_id_desc")]
+
+    def __str__(self) -> str:
+        return f"{self.actor_id} {self.verb} {self.object_type}:{self.object_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        # Admin and ORM saves get the same time-ordered id as the API (see ids.py).
+        if self.id is None:
+            self.time = truncate_to_ms(self.time)
+            self.id = make_id(self.time)
+            kwargs["force_insert"] = True
+        super().save(*args, **kwargs)

@@ -1,0 +1,62 @@
+"""Activity reads and the one body format shared by the API and the Redis body cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from .models import Activity
+
+BODY_FIELDS = (
+    "verb",
+    "object_type",
+    "object_id",
+    "object_title",
+    "target_type",
+    "target_id",
+    "target_title",
+    "metadata",
+    "foreign_id",
+)
+
+
+def format_time(activity: Activity) -> str:
+    return activity.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def activity_to_dict(activity: Activity) -> dict[str, Any]:
+    """The public JSON of an activity (needs ``actor`` loaded: use select_related)."""
+    body: dict[str, Any] = {
+        "id": str(activity.id),
+        "actor": {"id": activity.actor_id, "username": activity.actor.username},
+    }
+    for field in BODY_FIELDS:
+        body[field] = getattr(activity, field)
+    body["time"] = format_time(activity)
+    return body
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def activities_by_ids(ids: Sequence[int]) -> dict[int, Activity]:
+    """Bulk load: one query for any number of ids."""
+    return {a.id: a for a in Activity.objects.filter(id__in=ids).select_related("actor")}
+
+
+def activity_page(*, actor_id: int, before_id: int | None, limit: int) -> list[Activity]:
+    """An author's activities, newest first, keyset on id (index activity_actor_id_desc)."""
+    qs = Activity.objects.filter(actor_id=actor_id).select_related("actor").order_by("-id")
+    if before_id is not None:
+        qs = qs.filter(id__lt=before_id)
+    return list(qs[:limit])
+
+
+def recent_activity_ids(*, actor_id: int, limit: int) -> list[int]:
+    return list(
+        Activity.objects.filter(actor_id=actor_id)
+        .order_by("-id")
+        .values_list("id", flat=True)[:limit]
+    )

@@ -1,0 +1,78 @@
+"""Activity writes. The fan-out job row is written in the same transaction as the activity, so a
+crash between commit and enqueue leaves a visible pending job that the sweeper re-enqueues."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from feedsite.errors import InvalidInput
+
+from .ids import make_id, time_to_ms, truncate_to_ms
+from .models import Activity
+
+ID_ATTEMPTS = 5  # a random 10-bit tiebreak collides with p ~ 1/1024 per same-millisecond pair
+
+
+def _check_time(moment: Any) -> Any:
+    moment = truncate_to_ms(moment)
+    limit = timezone.now() + timedelta(seconds=settings.FEEDSITE_FUTURE_SKEW_SECONDS)
+    if moment > limit:
+        raise InvalidInput(
+            "time may not be more than "
+            f"{settings.FEEDSITE_FUTURE_SKEW_SECONDS} seconds in the future",
+            field="time",
+        )
+    try:
+        time_to_ms(moment)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="time") from exc
+    return moment
+
+
+def activity_publish(*, actor_id: int, data: dict[str, Any]) -> tuple[Activity, bool]:
+    """Create an activity (and its pending fan-out job); returns (activity, created).
+
+    The same actor posting the same ``foreign_id`` again gets the existing activity back."""
+    from feeds.models import FanoutJob
+
+    foreign_id = data.get("foreign_id") or None
+    if foreign_id is not None:
+        existing = Activity.objects.filter(actor_id=actor_id, foreign_id=foreign_id).first()
+        if existing is not None:
+            return existing, False
+    moment = _check_time(data.get("time") or timezone.now())
+    fields = {k: v for k, v in data.items() if k not in {"time", "foreign_id"}}
+    for _ in range(ID_ATTEMPTS):
+        activity = Activity(
+            id=make_id(moment), actor_id=actor_id, time=moment, foreign_id=foreign_id, **fields
+        )
+        try:
+            with transaction.atomic():
+                activity.save(force_insert=True)
+                FanoutJob.objects.create(activity_id=activity.id, actor_id=actor_id)
+        except IntegrityError:
+            if foreign_id is not None:
+                existing = Activity.objects.filter(actor_id=actor_id, foreign_id=foreign_id).first()
+                if existing is not None:  # a concurrent POST with the same foreign_id won
+                    return existing, False
+            continue  # id collision in the same millisecond: draw another tiebreak
+        return activity, True
+    raise InvalidInput("could not allocate an activity id; retry the request")
+
+
+def activity_delete(*, activity: Activity) -> None:
+    """Delete; a remove job (same transaction) takes it out of every feed it was pushed to."""
+    from feeds.models import FanoutJob
+
+    with transaction.atomic():
+        FanoutJob.objects.get_or_create(
+            activity_id=activity.id,
+            kind=FanoutJob.Kind.REMOVE,
+            defaults={"actor_id": activity.actor_id},
+        )
+        activity.delete()

@@ -1,0 +1,89 @@
+from django.contrib import admin, messages
+
+from . import fanout
+from .conf import invalidate_conf
+from .models import FanoutDeadLetter, FanoutJob, FeedSettings
+
+
+@admin.register(FeedSettings)
+class FeedSettingsAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "celebrity_threshold",
+        "feed_max_length",
+        "fanout_batch_size",
+        "follow_backfill_count",
+        "aggregation_window_seconds",
+        "inactive_after_days",
+    )
+
+    def has_add_permission(self, request) -> bool:
+        return not FeedSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        invalidate_conf()  # every process sees the change on its next read
+
+
+@admin.register(FanoutJob)
+class FanoutJobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "activity_id",
+        "actor",
+        "kind",
+        "strategy",
+        "state",
+        "recipients",
+        "skipped",
+        "batches_done",
+        "batches_failed",
+        "batches_total",
+        "duration",
+        "created_at",
+    )
+    list_filter = ("state", "kind", "strategy")
+    search_fields = ("activity_id", "actor__username")
+    raw_id_fields = ("actor",)
+    list_select_related = ("actor",)
+    show_full_result_count = False
+    exclude = ("boundaries",)
+    readonly_fields = [f.name for f in FanoutJob._meta.fields if f.name != "boundaries"]
+
+    @admin.display(description="seconds")
+    def duration(self, job: FanoutJob) -> str:
+        if job.started_at and job.finished_at:
+            return f"{(job.finished_at - job.started_at).total_seconds():.2f}"
+        return "-"
+
+
+@admin.register(FanoutDeadLetter)
+class FanoutDeadLetterAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "job",
+        "batch_no",
+        "follower_lo",
+        "follower_hi",
+        "error",
+        "created_at",
+        "replayed_at",
+    )
+    list_filter = (("replayed_at", admin.EmptyFieldListFilter),)
+    raw_id_fields = ("job",)
+    show_full_result_count = False
+    actions = ["replay"]
+
+    @admin.action(description="Replay the selected dead letters now")
+    def replay(self, request, queryset) -> None:
+        done = failed = 0
+        for dl_id in queryset.filter(replayed_at__isnull=True).values_list("id", flat=True):
+            try:
+                done += fanout.dead_letter_replay(dead_letter_id=dl_id)
+            except Exception as exc:  # noqa: BLE001 - report, keep the letter for another try
+                failed += 1
+                self.message_user(request, f"dead letter {dl_id}: {exc}", messages.ERROR)
+        self.message_user(request, f"replayed {done}, failed {failed}")

@@ -1,0 +1,48 @@
+"""Opaque, tamper-evident cursors (pure): base64url(JSON) + '.' + truncated HMAC-SHA256."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+SIG_BYTES = 16
+
+
+class CursorError(ValueError):
+    pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode_cursor(payload: dict[str, Any], key: bytes) -> str:
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    sig = hmac.new(key, body, hashlib.sha256).digest()[:SIG_BYTES]
+    return f"{_b64(body)}.{_b64(sig)}"
+
+
+def decode_cursor(token: str, key: bytes) -> dict[str, Any]:
+    """The payload, or CursorError for anything malformed, truncated or re-signed."""
+    try:
+        body_part, sig_part = token.split(".")
+        body, sig = _unb64(body_part), _unb64(sig_part)
+    except (ValueError, UnicodeError) as exc:
+        raise CursorError("cursor is malformed") from exc
+    expected = hmac.new(key, body, hashlib.sha256).digest()[:SIG_BYTES]
+    if not hmac.compare_digest(sig, expected):
+        raise CursorError("cursor is invalid or was tampered with")
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise CursorError("cursor is malformed") from exc
+    if not isinstance(payload, dict):
+        raise CursorError("cursor is malformed")
+    return payload

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
+from .models import FanoutJob
+
+
+def fanout_status(*, activity_id: int) -> dict[str, Any]:
+    """The publish job's progress; an activity saved but not yet picked up reads as pending."""
+    job = FanoutJob.objects.filter(activity_id=activity_id, kind=FanoutJob.Kind.PUBLISH).first()
+    if job is None:
+        job = FanoutJob(activity_id=activity_id)
+    return {
+        "state": job.state,
+        "strategy": job.strategy,
+        "recipients": job.recipients,
+        "skipped": job.skipped,
+        "batches_total": job.batches_total,
+        "batches_done": job.batches_done,
+        "batches_failed": job.batches_failed,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }

@@ -1,0 +1,143 @@
+"""THE Redis module: every key is built here and every Redis command is sent from here.
+
+Layout (prefix from FEEDSITE_KEY_PREFIX, default ``fs``):
+  {p}:feed:{user_id}   sorted set, member = score = activity id (53-bit, exact in a double)
+  {p}:tl:{user_id}     the author's own timeline, same shape (pull source, backfill source)
+  {p}:act:{id}         the activity body as JSON, stored once, with a TTL
+  {p}:deliv:{job}:{n}  delivery counter of one batch (poison guard)
+No command touches two users' keys, so the layout works unchanged on Redis Cluster; multi-key work
+is a non-transactional pipeline, which redis-py's cluster client splits per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import redis
+from django.conf import settings
+from django_redis import get_redis_connection
+
+# Errors a batch retries: the store or the network blinked.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+def client() -> redis.Redis:
+    return get_redis_connection("default")
+
+
+def _p() -> str:
+    return settings.FEEDSITE_KEY_PREFIX
+
+
+def feed_key(user_id: int) -> str:
+    return f"{_p()}:feed:{user_id}"
+
+
+def timeline_key(user_id: int) -> str:
+    return f"{_p()}:tl:{user_id}"
+
+
+def body_key(activity_id: int) -> str:
+    return f"{_p()}:act:{activity_id}"
+
+
+def deliveries_key(job_id: int, batch_no: int) -> str:
+    return f"{_p()}:deliv:{job_id}:{batch_no}"
+
+
+def _zadd_capped(pipe, key: str, ids: Iterable[int], cap: int) -> None:
+    mapping = {str(i): i for i in ids}
+    if mapping:
+        pipe.zadd(key, mapping)
+        # Trim by rank in the same pipeline: the feed never overshoots its cap.
+        pipe.zremrangebyrank(key, 0, -(cap + 1))
+
+
+def push_to_feeds(user_ids: Sequence[int], activity_id: int, cap: int) -> None:
+    """Add one activity to many feeds: one pipelined round trip (ZADD + trim per feed)."""
+    pipe = client().pipeline(transaction=False)
+    for uid in user_ids:
+        _zadd_capped(pipe, feed_key(uid), (activity_id,), cap)
+    pipe.execute()
+
+
+def remove_from_feeds(user_ids: Sequence[int], activity_ids: Sequence[int]) -> None:
+    if not user_ids or not activity_ids:
+        return
+    members = [str(i) for i in activity_ids]
+    pipe = client().pipeline(transaction=False)
+    for uid in user_ids:
+        pipe.zrem(feed_key(uid), *members)
+    pipe.execute()
+
+
+def add_to_feed(user_id: int, activity_ids: Sequence[int], cap: int) -> None:
+    pipe = client().pipeline(transaction=False)
+    _zadd_capped(pipe, feed_key(user_id), activity_ids, cap)
+    pipe.execute()
+
+
+def add_to_timeline(author_id: int, activity_id: int, cap: int) -> None:
+    pipe = client().pipeline(transaction=False)
+    _zadd_capped(pipe, timeline_key(author_id), (activity_id,), cap)
+    pipe.execute()
+
+
+def remove_from_timeline(author_id: int, activity_id: int) -> None:
+    client().zrem(timeline_key(author_id), str(activity_id))
+
+
+def feed_oldest_id(user_id: int) -> int | None:
+    """The lowest id still in a feed (None if empty): bounds an unfollow purge to the feed window."""
+    rows = client().zrange(feed_key(user_id), 0, 0, withscores=True)
+    return int(rows[0][1]) if rows else None
+
+
+def feed_ids(user_id: int) -> list[int]:
+    """Every id in a feed, newest first (feeds are capped, so this is bounded)."""
+    return [int(m) for m in client().zrevrange(feed_key(user_id), 0, -1)]
+
+
+def timeline_ids(author_id: int) -> list[int]:
+    return [int(m) for m in client().zrevrange(timeline_key(author_id), 0, -1)]
+
+
+def set_bodies(bodies: Mapping[int, bytes]) -> None:
+    if not bodies:
+        return
+    ttl = settings.FEEDSITE_BODY_TTL_SECONDS
+    pipe = client().pipeline(transaction=False)
+    for aid, body in bodies.items():
+        pipe.set(body_key(aid), body, ex=ttl)
+    pipe.execute()
+
+
+def get_bodies(activity_ids: Sequence[int]) -> dict[int, bytes]:
+    """Bodies found in the cache; one pipelined round trip (GETs, not a cross-slot MGET)."""
+    if not activity_ids:
+        return {}
+    pipe = client().pipeline(transaction=False)
+    for aid in activity_ids:
+        pipe.get(body_key(aid))
+    return {aid: raw for aid, raw in zip(activity_ids, pipe.execute(), strict=True) if raw}
+
+
+def delete_body(activity_id: int) -> None:
+    client().delete(body_key(activity_id))
+
+
+def count_delivery(job_id: int, batch_no: int) -> int:
+    """Count one delivery of a batch; the counter lives a day (far beyond any retry budget)."""
+    key = deliveries_key(job_id, batch_no)
+    pipe = client().pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, 86_400)
+    return int(pipe.execute()[0])
+
+
+def ping() -> bool:
+    return bool(client().ping())

@@ -1,0 +1,64 @@
+"""Thin Celery tasks: ids in, one service call. Task names are a wire format: never rename."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from . import fanout
+from .store import TRANSIENT_ERRORS
+
+RETRYABLE = (*TRANSIENT_ERRORS, OperationalError, InterfaceError, ConnectionError, TimeoutError)
+RETRY = {
+    "autoretry_for": RETRYABLE,
+    "retry_backoff": True,
+    "retry_backoff_max": settings.FEEDSITE_FANOUT_BACKOFF_MAX,
+    "retry_jitter": True,
+    "max_retries": settings.FEEDSITE_FANOUT_MAX_RETRIES,
+}
+
+
+def enqueue_batches(batches: list[fanout.BatchRef]) -> None:
+    if not batches:
+        return
+    with fanout_batch_task.app.producer_or_acquire() as producer:  # one connection for all
+        for b in batches:
+            fanout_batch_task.apply_async((b.job_id, b.batch_no, b.lo, b.hi), producer=producer)
+
+
+@shared_task(name="feeds.fanout_publish", soft_time_limit=280, time_limit=300, **RETRY)
+def fanout_publish_task(activity_id: int) -> None:
+    job_id = fanout.job_for_publish(activity_id=activity_id)
+    if job_id is not None:
+        enqueue_batches(fanout.fanout_start(job_id=job_id))
+
+
+@shared_task(name="feeds.fanout_remove", soft_time_limit=280, time_limit=300, **RETRY)
+def fanout_remove_task(activity_id: int, actor_id: int) -> None:
+    job_id = fanout.job_for_remove(activity_id=activity_id, actor_id=actor_id)
+    enqueue_batches(fanout.fanout_start(job_id=job_id))
+
+
+@shared_task(name="feeds.fanout_start", soft_time_limit=280, time_limit=300, **RETRY)
+def fanout_start_task(job_id: int) -> None:
+    enqueue_batches(fanout.fanout_start(job_id=job_id))
+
+
+class BatchTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        job_id, batch_no, lo, hi = args
+        fanout.batch_mark_failed(
+            job_id=job_id, batch_no=batch_no, lo=lo, hi=hi, error=f"{type(exc).__name__}: {exc}"
+        )
+
+
+@shared_task(name="feeds.fanout_batch", base=BatchTask, soft_time_limit=50, time_limit=60, **RETRY)
+def fanout_batch_task(job_id: int, batch_no: int, lo: int | None, hi: int | None) -> None:
+    fanout.fanout_apply_batch(job_id=job_id, batch_no=batch_no, lo=lo, hi=hi)
+
+
+@shared_task(name="feeds.sweep_stalled_jobs", soft_time_limit=50, time_limit=60)
+def sweep_stalled_jobs_task() -> None:
+    for job_id in fanout.sweep_stalled_jobs():
+        fanout_start_task.delay(job_id)

@@ -1,0 +1,27 @@
+"""One exception handler: domain errors become 4xx with a message, DRF errors keep theirs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from feedsite.errors import DomainError
+
+log = logging.getLogger("feeds.api")
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        body: dict[str, Any] = {"detail": exc.message, "code": exc.code}
+        if exc.field:
+            body[exc.field] = [exc.message]
+        return Response(body, status=exc.status_code)
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        return Response(detail, status=status.HTTP_400_BAD_REQUEST)
+    return drf_exception_handler(exc, context)

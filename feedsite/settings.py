@@ -1,0 +1,196 @@
+"""Settings: every value comes from the environment, with safe local defaults."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("FEEDSITE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+DEBUG = env_bool("DEBUG", True)
+# A local-only default; production must set SECRET_KEY (checked by `manage.py check --deploy`).
+SECRET_KEY = os.environ.get(
+    "SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789"
+)
+ALLOWED_HOSTS = [
+    h
+    for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+    if h
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "activities",
+    "follows",
+    "feeds",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "feedsite.urls"
+ASGI_APPLICATION = "feedsite.asgi.application"
+WSGI_APPLICATION = "feedsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# SQLite by default so that `make run` works on a bare machine; CI and production set DATABASE_URL.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server and the worker write concurrently: WAL + IMMEDIATE avoids "database is locked".
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if os.environ.get("FEEDSITE_TEST_DB_NAME"):
+        DATABASES["default"]["TEST"] = {"NAME": os.environ["FEEDSITE_TEST_DB_NAME"]}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": os.environ.get("FEEDSITE_KEY_PREFIX", "fs") + ":cache",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # request bodies over 64 KB are refused
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "feedsite.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "feedsite API",
+    "DESCRIPTION": "Activity feeds: publish, follow, read a merged, aggregated home feed.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- feedsite ---------------------------------------------------------------------------------
+FEEDSITE_KEY_PREFIX = os.environ.get("FEEDSITE_KEY_PREFIX", "fs")
+FEEDSITE_BODY_TTL_SECONDS = env_int("FEEDSITE_BODY_TTL_SECONDS", 7 * 24 * 3600)
+FEEDSITE_SETTINGS_CACHE_SECONDS = env_int("FEEDSITE_SETTINGS_CACHE_SECONDS", 5)
+FEEDSITE_FANOUT_MAX_RETRIES = env_int("FEEDSITE_FANOUT_MAX_RETRIES", 8)
+FEEDSITE_FANOUT_BACKOFF_MAX = env_int("FEEDSITE_FANOUT_BACKOFF_MAX", 60)
+FEEDSITE_MAX_DELIVERIES = env_int("FEEDSITE_MAX_DELIVERIES", 5)
+FEEDSITE_SWEEP_PENDING_SECONDS = env_int("FEEDSITE_SWEEP_PENDING_SECONDS", 30)
+FEEDSITE_SWEEP_STALLED_SECONDS = env_int("FEEDSITE_SWEEP_STALLED_SECONDS", 3600 + 240)
+FEEDSITE_FUTURE_SKEW_SECONDS = env_int("FEEDSITE_FUTURE_SKEW_SECONDS", 300)
+
+# --- Celery (at-least-once fan-out; see shared RELIABILITY.md) ----------------------------------
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"confirm_publish": True}
+    if CELERY_BROKER_URL.startswith("amqp")
+    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "feeds.fanout_batch": {"queue": "fanout"},
+    "feeds.fanout_start": {"queue": "fanout"},
+    "feeds.backfill_users": {"queue": "backfill"},
+}
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stalled-fanout-jobs": {"task": "feeds.sweep_stalled_jobs", "schedule": 15.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "feeds": {"handlers": ["console"], "level": os.environ.get("FEEDSITE_LOG_LEVEL", "INFO")}
+    },
+}
+
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("FEEDSITE_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = env_bool("FEEDSITE_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("FEEDSITE_SECURE_COOKIES", True)
+    SECURE_HSTS_SECONDS = env_int("FEEDSITE_HSTS_SECONDS", 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True

@@ -1,0 +1,49 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from activities import views as activity_views
+from feedsite.api.health import healthz
+from follows import views as follow_views
+
+api = [
+    path("auth/register/", follow_views.RegisterApi.as_view(), name="register"),
+    path("auth/token/", follow_views.TokenApi.as_view(), name="token"),
+    path("users/<int:user_id>/", follow_views.UserDetailApi.as_view(), name="user-detail"),
+    path("users/<int:user_id>/follow/", follow_views.UserFollowApi.as_view(), name="user-follow"),
+    path(
+        "users/<int:user_id>/followers/",
+        follow_views.UserFollowersApi.as_view(),
+        name="user-followers",
+    ),
+    path(
+        "users/<int:user_id>/following/",
+        follow_views.UserFollowingApi.as_view(),
+        name="user-following",
+    ),
+    path(
+        "users/<int:user_id>/activities/",
+        activity_views.UserActivitiesApi.as_view(),
+        name="user-activities",
+    ),
+    path("activities/", activity_views.ActivityCreateApi.as_view(), name="activity-create"),
+    path(
+        "activities/<str:activity_id>/",
+        activity_views.ActivityDetailApi.as_view(),
+        name="activity-detail",
+    ),
+    path(
+        "activities/<str:activity_id>/fanout/",
+        activity_views.ActivityFanoutApi.as_view(),
+        name="activity-fanout",
+    ),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/", include(api)),
+    path("api-auth/", include("rest_framework.urls")),
+]

@@ -1,0 +1,70 @@
+"""Reads over follows: keyset ranges of follower ids, never OFFSET over the whole set."""
+
+from __future__ import annotations
+
+from .models import Follow, UserStats
+
+
+def follower_id_boundaries(*, followee_id: int, batch_size: int) -> list[int]:
+    """Every ``batch_size``-th follower id, ascending: batch k covers (b[k-1], b[k]], the last one
+    (b[-1], +inf). One index-only probe per batch, never the whole follower list in memory."""
+    bounds: list[int] = []
+    last = 0
+    while True:
+        nxt = list(
+            Follow.objects.filter(followee_id=followee_id, follower_id__gt=last)
+            .order_by("follower_id")
+            .values_list("follower_id", flat=True)[batch_size - 1 : batch_size]
+        )
+        if not nxt:
+            return bounds
+        last = nxt[0]
+        bounds.append(last)
+
+
+def batch_ranges(boundaries: list[int]) -> list[tuple[int | None, int | None]]:
+    """(lo exclusive, hi inclusive) per batch; None is open. Pure."""
+    los: list[int | None] = [None, *boundaries]
+    his: list[int | None] = [*boundaries, None]
+    return list(zip(los, his, strict=True))
+
+
+def follower_ids_in_range(*, followee_id: int, lo: int | None, hi: int | None) -> list[int]:
+    qs = Follow.objects.filter(followee_id=followee_id)
+    if lo is not None:
+        qs = qs.filter(follower_id__gt=lo)
+    if hi is not None:
+        qs = qs.filter(follower_id__lte=hi)
+    return list(qs.order_by("follower_id").values_list("follower_id", flat=True))
+
+
+def follower_count(*, user_id: int) -> int:
+    return (
+        UserStats.objects.filter(user_id=user_id).values_list("followers_count", flat=True).first()
+        or 0
+    )
+
+
+def is_following(*, follower_id: int, followee_id: int) -> bool:
+    return Follow.objects.filter(follower_id=follower_id, followee_id=followee_id).exists()
+
+
+def followee_ids_with_min_followers(*, follower_id: int, min_followers: int) -> list[int]:
+    """Authors the user follows who are at or above the celebrity threshold (pull authors)."""
+    return list(
+        Follow.objects.filter(
+            follower_id=follower_id, followee__stats__followers_count__gte=min_followers
+        ).values_list("followee_id", flat=True)
+    )
+
+
+def follow_page(*, user_id: int, direction: str, before_id: int | None, limit: int) -> list[Follow]:
+    """Followers (direction='followers') or followees of a user, newest follow first, keyset on
+    the follow id; each row carries the other user and their counters in the same query."""
+    if direction == "followers":
+        qs = Follow.objects.filter(followee_id=user_id).select_related("follower__stats")
+    else:
+        qs = Follow.objects.filter(follower_id=user_id).select_related("followee__stats")
+    if before_id is not None:
+        qs = qs.filter(id__lt=before_id)
+    return list(qs.order_by("-id")[:limit])

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from rest_framework import serializers
+
+User = get_user_model()
+
+
+class UserSerializer(serializers.Serializer):
+    """The only public shape of a user: no email, no flags, no password hash."""
+
+    id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(read_only=True)
+    followers_count = serializers.SerializerMethodField()
+    following_count = serializers.SerializerMethodField()
+    is_celebrity = serializers.SerializerMethodField()
+
+    def _stats(self, user) -> tuple[int, int]:
+        stats = getattr(user, "stats", None)
+        return (stats.followers_count, stats.following_count) if stats else (0, 0)
+
+    def get_followers_count(self, user) -> int:
+        return self._stats(user)[0]
+
+    def get_following_count(self, user) -> int:
+        return self._stats(user)[1]
+
+    def get_is_celebrity(self, user) -> bool:
+        return self._stats(user)[0] >= self.context["celebrity_threshold"]
+
+
+class UserPageSerializer(serializers.Serializer):
+    items = UserSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class CredentialsSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    password = serializers.CharField(
+        max_length=128, write_only=True, style={"input_type": "password"}
+    )
+
+
+class RegisterSerializer(CredentialsSerializer):
+    def validate(self, attrs: dict) -> dict:
+        password_validation.validate_password(attrs["password"], User(username=attrs["username"]))
+        return attrs
+
+
+class RegisteredSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()

@@ -1,0 +1,149 @@
+"""Test wiring: real Redis (prefix-scoped cleanup), the real database, and a real Celery worker
+subprocess for fan-out paths. Nothing of our own infrastructure is mocked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from feeds import store
+from feeds.conf import invalidate_conf
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUES = ("default", "fanout", "backfill")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; fail with the last value after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def _delete_prefixed() -> None:
+    r = store.client()
+    keys = list(r.scan_iter(match=f"{settings.FEEDSITE_KEY_PREFIX}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        r.delete(*keys[start : start + 1000])
+
+
+@pytest.fixture(autouse=True)
+def clean_redis() -> Iterator[None]:
+    _delete_prefixed()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings_cache() -> Iterator[None]:
+    invalidate_conf()
+    yield
+    invalidate_conf()
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _purge_queues() -> None:
+    from feedsite.celery import app
+
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in QUEUES:
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001,S110 - a queue that does not exist yet is empty
+                pass
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
+    """A real `celery worker` (prefork, 2 processes) on the test database and Redis."""
+    _purge_queues()
+    log_path = Path(settings.VAR_DIR) / f"worker-{os.getpid()}.log"
+    env = dict(os.environ, DATABASE_URL=_database_url(), DB_CONN_MAX_AGE="0")
+    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "feedsite",
+            "worker",
+            "-Q",
+            ",".join(QUEUES),
+            "-c",
+            "2",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: "ready." in log_path.read_text() or proc.poll() is not None, timeout=60)
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited:\n{log_path.read_text()[-3000:]}")
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture
+def live_worker(celery_worker_process, transactional_db) -> subprocess.Popen:
+    """Committed data (transactional_db) that the worker process can see."""
+    return celery_worker_process
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def user_factory():
+    from tests.factories import UserFactory
+
+    return UserFactory
+
+
+def auth_client(user) -> APIClient:
+    from rest_framework.authtoken.models import Token
+
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
