@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, Exists, F, Q, Value, When
 from django.utils import timezone
 
 from activities.models import Activity
@@ -69,6 +69,12 @@ def _cache_and_timeline(activity: Activity, cap: int) -> None:
     store.add_to_feed(activity.actor_id, [activity.id], cap)  # authors see their own posts
 
 
+def _uncache_and_untimeline(actor_id: int, activity_id: int) -> None:
+    store.remove_from_timeline(actor_id, activity_id)
+    store.remove_from_feeds([actor_id], [activity_id])
+    store.delete_body(activity_id)
+
+
 def _plan(job: FanoutJob) -> None:
     """Decide strategy and batches for a pending job, and do the author-side writes."""
     conf = get_conf()
@@ -80,12 +86,15 @@ def _plan(job: FanoutJob) -> None:
             job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
             return
         _cache_and_timeline(activity, conf.feed_max_length)
+        if not Activity.objects.filter(id=activity.id).exists():
+            # Deleted while we cached it: its remove job may already have run, so undo here.
+            _uncache_and_untimeline(job.actor_id, job.activity_id)
+            job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
+            return
         recipients = follower_count(user_id=job.actor_id)
         pull = recipients >= conf.celebrity_threshold
     else:
-        store.remove_from_timeline(job.actor_id, job.activity_id)
-        store.remove_from_feeds([job.actor_id], [job.activity_id])
-        store.delete_body(job.activity_id)
+        _uncache_and_untimeline(job.actor_id, job.activity_id)
         recipients = follower_count(user_id=job.actor_id)
         published = Job.objects.filter(activity_id=job.activity_id, kind=Job.Kind.PUBLISH).first()
         pull = published is not None and published.strategy == Job.Strategy.PULL
@@ -128,12 +137,18 @@ def fanout_apply_batch(
     *, job_id: int, batch_no: int, lo: int | None, hi: int | None, replay: bool = False
 ) -> None:
     """Write (or remove) one activity for the followers in (lo, hi], then count the batch."""
-    job = Job.objects.filter(id=job_id).values("activity_id", "actor_id", "kind").first()
-    if job is None:
-        return
-    if FanoutBatch.objects.filter(job_id=job_id, batch_no=batch_no, state="done").exists():
-        return  # a redelivered batch that already counted itself
-    if not replay and store.count_delivery(job_id, batch_no) > settings.FEEDSITE_MAX_DELIVERIES:
+    done = FanoutBatch.objects.filter(job_id=job_id, batch_no=batch_no, state="done")
+    job = (
+        Job.objects.filter(id=job_id)
+        .annotate(counted=Exists(done))
+        .values("activity_id", "actor_id", "kind", "counted")
+        .first()
+    )
+    if job is None or job["counted"]:
+        return  # gone, or a redelivered batch that already counted itself
+    aid, actor_id = job["activity_id"], job["actor_id"]
+    deliveries, unfollows = store.begin_batch(job_id, batch_no, actor_id)
+    if not replay and deliveries > settings.FEEDSITE_MAX_DELIVERIES:
         batch_mark_failed(
             job_id=job_id,
             batch_no=batch_no,
@@ -142,15 +157,14 @@ def fanout_apply_batch(
             error=f"poison: delivered more than {settings.FEEDSITE_MAX_DELIVERIES} times",
         )
         return
-    aid, actor_id = job["activity_id"], job["actor_id"]
     followers = follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi)
     if job["kind"] == Job.Kind.PUBLISH:
-        store.push_to_feeds(followers, aid, get_conf().feed_max_length)
+        unfollows_after = store.push_to_feeds(followers, aid, get_conf().feed_max_length, actor_id)
         # Check after write: a delete or unfollow that committed while we wrote has already run
         # (or skipped) its own purge, so take back what it could not see.
         if not Activity.objects.filter(id=aid).exists():
             store.remove_from_feeds(followers, [aid])
-        else:
+        elif unfollows_after != unfollows:
             still = set(follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi))
             store.remove_from_feeds([f for f in followers if f not in still], [aid])
     else:
@@ -158,47 +172,60 @@ def fanout_apply_batch(
     batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=len(followers))
 
 
-def _now_fields() -> dict:
-    return {"updated_at": timezone.now()}
-
-
-def _finish(job_id: int) -> None:
-    """running -> done|failed (or failed -> done after replay); exactly one caller wins."""
-    won = (
-        Job.objects.filter(id=job_id, batches_total=F("batches_done") + F("batches_failed"))
-        .filter(Q(state=Job.State.RUNNING) | Q(state=Job.State.FAILED, batches_failed=0))
-        .update(
-            state=Case(
-                When(batches_failed=0, then=Value(Job.State.DONE)), default=Value(Job.State.FAILED)
-            ),
-            finished_at=timezone.now(),
-            **_now_fields(),
+def _insert_marker(job_id: int, batch_no: int, state: str, delivered: int) -> bool:
+    """The atomic first-time marker: True only for the call that inserted (job, batch_no)."""
+    table = FanoutBatch._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {table} (job_id, batch_no, state, delivered, skipped, finished_at) "  # noqa: S608 - table name from model meta
+            "VALUES (%s, %s, %s, %s, 0, %s) ON CONFLICT (job_id, batch_no) DO NOTHING",
+            [job_id, batch_no, state, delivered, timezone.now()],
         )
+        return cur.rowcount == 1
+
+
+def _count(job_id: int, *, done: int, failed: int) -> None:
+    """Move the counters and, when they add up, finish the job: one UPDATE, so the row lock
+    makes exactly one batch the finisher (running -> done|failed, or failed -> done on replay)."""
+    now = timezone.now()
+    complete = Q(batches_total=F("batches_done") + done + F("batches_failed") + failed)
+    clean = Q(batches_failed=-failed)  # no failed batch left after this change
+    live = Q(state=Job.State.RUNNING)
+    Job.objects.filter(id=job_id).update(
+        batches_done=F("batches_done") + done,
+        batches_failed=F("batches_failed") + failed,
+        state=Case(
+            When(complete & clean & (live | Q(state=Job.State.FAILED)), then=Value(Job.State.DONE)),
+            When(complete & live, then=Value(Job.State.FAILED)),
+            default=F("state"),
+        ),
+        finished_at=Case(
+            When(complete & (live | (clean & Q(state=Job.State.FAILED))), then=Value(now)),
+            default=F("finished_at"),
+        ),
+        updated_at=now,
     )
-    if won:
-        log.info("fanout job=%s finished", job_id)
+
+
+def _relaxed_commit() -> None:
+    """Bookkeeping commits without waiting for the WAL flush (PostgreSQL synchronous_commit off,
+    this transaction only): one fsync per batch was most of a batch's wall time. A database crash
+    can forget the last few hundred ms of markers, never half of one (marker and counters share
+    the transaction); the sweeper then re-runs those batches, which are idempotent."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def batch_mark_done(*, job_id: int, batch_no: int, delivered: int) -> None:
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                FanoutBatch.objects.create(
-                    job_id=job_id, batch_no=batch_no, state="done", delivered=delivered
-                )
-            delta = {"batches_done": F("batches_done") + 1}
-        except IntegrityError:
-            # Counted before: only a failed batch that now succeeded (replay) changes anything.
-            if not FanoutBatch.objects.filter(
-                job_id=job_id, batch_no=batch_no, state="failed"
-            ).update(state="done", delivered=delivered):
-                return
-            delta = {
-                "batches_done": F("batches_done") + 1,
-                "batches_failed": F("batches_failed") - 1,
-            }
-        Job.objects.filter(id=job_id).update(**delta, **_now_fields())
-        _finish(job_id)
+        _relaxed_commit()
+        if _insert_marker(job_id, batch_no, FanoutBatch.State.DONE, delivered):
+            _count(job_id, done=1, failed=0)
+        elif FanoutBatch.objects.filter(job_id=job_id, batch_no=batch_no, state="failed").update(
+            state="done", delivered=delivered
+        ):
+            _count(job_id, done=1, failed=-1)  # a dead letter replayed successfully
 
 
 def batch_mark_failed(
@@ -206,18 +233,12 @@ def batch_mark_failed(
 ) -> None:
     """Final failure: a dead letter an operator can see and replay; the job ends failed."""
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                FanoutBatch.objects.create(job_id=job_id, batch_no=batch_no, state="failed")
-        except IntegrityError:
+        if not _insert_marker(job_id, batch_no, FanoutBatch.State.FAILED, 0):
             return  # already counted (done, or failed once)
         FanoutDeadLetter.objects.create(
             job_id=job_id, batch_no=batch_no, follower_lo=lo, follower_hi=hi, error=error[:2000]
         )
-        Job.objects.filter(id=job_id).update(
-            batches_failed=F("batches_failed") + 1, **_now_fields()
-        )
-        _finish(job_id)
+        _count(job_id, done=0, failed=1)
     log.warning("fanout job=%s batch=%s dead-lettered: %s", job_id, batch_no, error[:200])
 
 

@@ -26,6 +26,7 @@ def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
 def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     """Remove the followee's activities from the follower's feed without scanning it: only ids
     at or above the feed's oldest entry can be in it, and PostgreSQL lists those by index."""
+    store.bump_unfollow_counter(followee_id)
     oldest = store.feed_oldest_id(follower_id)
     if oldest is None:
         return

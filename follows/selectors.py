@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from django.db import connection
+
 from .models import Follow, UserStats
 
 
 def follower_id_boundaries(*, followee_id: int, batch_size: int) -> list[int]:
     """Every ``batch_size``-th follower id, ascending: batch k covers (b[k-1], b[k]], the last one
-    (b[-1], +inf). One index-only probe per batch, never the whole follower list in memory."""
-    bounds: list[int] = []
-    last = 0
-    while True:
-        nxt = list(
-            Follow.objects.filter(followee_id=followee_id, follower_id__gt=last)
-            .order_by("follower_id")
-            .values_list("follower_id", flat=True)[batch_size - 1 : batch_size]
-        )
-        if not nxt:
-            return bounds
-        last = nxt[0]
-        bounds.append(last)
+    (b[-1], +inf). One pass over the (followee, follower) index inside the database; only the
+    boundaries (followers / batch_size ids) reach Python, never the follower list."""
+    table = Follow._meta.db_table
+    sql = (
+        f"SELECT follower_id FROM (SELECT follower_id, ROW_NUMBER() OVER (ORDER BY follower_id) AS rn "  # noqa: S608 - table name from model meta
+        f"FROM {table} WHERE followee_id = %s) AS numbered WHERE rn %% %s = 0 ORDER BY follower_id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [followee_id, batch_size])
+        return [row[0] for row in cur.fetchall()]
 
 
 def batch_ranges(boundaries: list[int]) -> list[tuple[int | None, int | None]]:

@@ -1,0 +1,149 @@
+"""Shared bench set-up: Django on the configured database, a key prefix of its own, a real worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
+os.environ.setdefault("FEEDSITE_KEY_PREFIX", "fsbench")
+os.environ.setdefault("FEEDSITE_LOG_LEVEL", "WARNING")
+os.environ.setdefault("DEBUG", "0")  # production-like: no query log in the worker
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+User = get_user_model()
+
+
+def migrate() -> None:
+    call_command("migrate", verbosity=0)
+
+
+def ensure_users(prefix: str, n: int) -> list[int]:
+    """Users prefix-0 .. prefix-(n-1), created in bulk on the first run and reused after."""
+    from follows.models import UserStats
+
+    existing = dict(
+        User.objects.filter(username__startswith=f"{prefix}-").values_list("username", "id")
+    )
+    missing = [f"{prefix}-{i}" for i in range(n) if f"{prefix}-{i}" not in existing]
+    for start in range(0, len(missing), 5000):
+        created = User.objects.bulk_create(
+            [User(username=u, password="!") for u in missing[start : start + 5000]]
+        )
+        UserStats.objects.bulk_create(
+            [UserStats(user_id=u.pk) for u in created], ignore_conflicts=True
+        )
+    if missing:
+        existing = dict(
+            User.objects.filter(username__startswith=f"{prefix}-").values_list("username", "id")
+        )
+    return [existing[f"{prefix}-{i}"] for i in range(n)]
+
+
+def ensure_follows(follower_ids: list[int], followee_id: int) -> None:
+    from follows.models import Follow, UserStats
+
+    have = Follow.objects.filter(followee_id=followee_id).count()
+    if have != len(follower_ids):
+        Follow.objects.filter(followee_id=followee_id).delete()
+        for start in range(0, len(follower_ids), 10000):
+            Follow.objects.bulk_create(
+                [
+                    Follow(follower_id=f, followee_id=followee_id)
+                    for f in follower_ids[start : start + 10000]
+                ]
+            )
+    UserStats.objects.filter(user_id=followee_id).update(followers_count=len(follower_ids))
+
+
+def apply_redis_conf() -> dict[str, str]:
+    """Apply config/redis.conf's sorted-set settings to the server the bench uses (CONFIG SET)."""
+    from feeds import store
+
+    applied = {}
+    for line in (ROOT / "config" / "redis.conf").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith("zset-"):
+            store.client().config_set(parts[0], parts[1])
+            applied[parts[0]] = parts[1]
+    return applied
+
+
+def delete_prefixed() -> None:
+    from feeds import store
+
+    r = store.client()
+    batch = []
+    for key in r.scan_iter(match=f"{settings.FEEDSITE_KEY_PREFIX}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            r.delete(*batch)
+            batch = []
+    if batch:
+        r.delete(*batch)
+
+
+class Worker:
+    """A real `celery worker` subprocess (prefork) on the bench's database, Redis and broker."""
+
+    def __init__(self, concurrency: int = 2, queues: str = "default,fanout,backfill") -> None:
+        self.log = Path(settings.VAR_DIR) / f"bench-worker-{os.getpid()}.log"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "feedsite",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-l",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"bench{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            stdout=open(self.log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # noqa: SIM115
+        )
+        from feedsite.celery import app
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=0.5)
+            if any(f"bench{os.getpid()}@" in name for r in replies for name in r):
+                return
+        self.stop()
+        raise RuntimeError(f"worker did not start; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

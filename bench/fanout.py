@@ -1,0 +1,130 @@
+"""Fan-out benchmark: publish-to-done for one activity of an author with N followers, through a
+real Celery worker, against a bare redis-py pipelined ZADD loop over the same keys in the same run.
+
+    make bench-fanout                      (embedded Redis, SQLite unless DATABASE_URL is set)
+    DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/fanout.py --followers 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import (
+    Worker,
+    apply_redis_conf,
+    delete_prefixed,
+    ensure_follows,
+    ensure_users,
+    median,
+    migrate,
+)
+
+from activities.services import activity_publish
+from feeds import store
+from feeds.conf import feed_settings_update
+from feeds.models import FanoutJob
+
+
+def publish_and_wait(author_id: int, n: int) -> tuple[float, FanoutJob]:
+    t0 = time.perf_counter()
+    activity, _ = activity_publish(
+        actor_id=author_id, data={"verb": "starred", "object_type": "project", "object_id": f"b{n}"}
+    )
+    while True:
+        job = FanoutJob.objects.filter(activity_id=activity.id, kind="publish").first()
+        if job is not None and job.state in ("done", "failed"):
+            return time.perf_counter() - t0, job
+        time.sleep(0.005)
+
+
+def bare_pipeline(follower_ids: list[int], cap: int, batch: int, value: int) -> float:
+    """The floor: one ZADD per key (no trim, no bookkeeping), pipelined per batch, one process."""
+    r = store.client()
+    t0 = time.perf_counter()
+    for start in range(0, len(follower_ids), batch):
+        pipe = r.pipeline(transaction=False)
+        for uid in follower_ids[start : start + batch]:
+            pipe.zadd(store.feed_key(uid), {str(value): value})
+        pipe.execute()
+    return time.perf_counter() - t0
+
+
+def bytes_per_entry(follower_ids: list[int], cap: int, feeds: int = 1000) -> float:
+    """Redis memory per entry of full feeds (cap entries each), measured with MEMORY USAGE."""
+    r = store.client()
+    base = 2**40  # ids of realistic size: ~ 2025 in ms << 10
+    sample = follower_ids[:feeds]
+    pipe = r.pipeline(transaction=False)
+    for uid in sample:
+        pipe.zadd(store.feed_key(uid), {str(base + i * 7919): base + i * 7919 for i in range(cap)})
+    pipe.execute()
+    pipe = r.pipeline(transaction=False)
+    for uid in sample:
+        pipe.memory_usage(store.feed_key(uid), samples=0)
+    total = sum(pipe.execute())
+    return total / (len(sample) * cap)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--followers", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--cap", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+
+    migrate()
+    conf = apply_redis_conf()
+    t0 = time.perf_counter()
+    author_id = ensure_users("bench-author", 1)[0]
+    follower_ids = ensure_users("bench-fan", args.followers)
+    ensure_follows(follower_ids, author_id)
+    print(f"setup: {args.followers} followers in {time.perf_counter() - t0:.1f}s; redis {conf}")
+    feed_settings_update(
+        celebrity_threshold=10**9, fanout_batch_size=args.batch, feed_max_length=args.cap
+    )
+    delete_prefixed()
+    worker = Worker(concurrency=args.concurrency)
+    try:
+        publish_and_wait(author_id, -1)  # warm-up: imports, connections, prefork children
+        ours, job = [], None
+        for n in range(args.runs):
+            seconds, job = publish_and_wait(author_id, n)
+            assert job.state == "done" and job.batches_done == job.batches_total, job
+            ours.append(seconds)
+            print(f"run {n}: {seconds:.3f}s  batches={job.batches_total}")
+    finally:
+        worker.stop()
+    bare = [bare_pipeline(follower_ids, args.cap, args.batch, 10**12 + n) for n in range(args.runs)]
+    delete_prefixed()
+    per_entry = bytes_per_entry(follower_ids, args.cap)
+    delete_prefixed()
+    # The same feeds under Redis's default sorted-set limit (128 entries): a skiplist per feed.
+    from feeds import store
+
+    store.client().config_set("zset-max-ziplist-entries", "128")
+    per_entry_default = bytes_per_entry(follower_ids, args.cap)
+    delete_prefixed()
+    apply_redis_conf()
+    print(
+        f"memory: {per_entry:.1f} bytes/entry with config/redis.conf, "
+        f"{per_entry_default:.1f} with Redis defaults ({per_entry_default / per_entry:.1f}x)"
+    )
+    seconds, bare_s = median(ours), median(bare)
+    ours_rate, bare_rate = args.followers / seconds, args.followers / bare_s
+    print(
+        f"followers={args.followers} batches={job.batches_total} publish-to-done median {seconds:.3f}s "
+        f"({ours_rate:,.0f} deliveries/s); bare pipelined ZADD loop median {bare_s:.3f}s "
+        f"({bare_rate:,.0f}/s); ratio {ours_rate / bare_rate:.2f}; {per_entry:.1f} bytes/entry"
+    )
+    print(
+        f"followers={args.followers} batches={job.batches_total} seconds={seconds:.3f} "
+        f"deliveries_per_s={ours_rate:.0f} bare_per_s={bare_rate:.0f} "
+        f"ratio={ours_rate / bare_rate:.2f} bytes_per_entry={per_entry:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
