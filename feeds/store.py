@@ -17,12 +17,10 @@ import redis
 from django.conf import settings
 from django_redis import get_redis_connection
 
-# Errors a batch retries: the store or the network blinked.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-)
+# Errors a batch retries. Every Redis error, not only connection ones: OOM ("used memory >
+# maxmemory"), LOADING, and Cluster MOVED/TRYAGAIN arrive as error replies and pass with time.
+# A permanent one (WRONGTYPE) spends the bounded retry budget and becomes a dead letter.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
 
 
 def client() -> redis.Redis:

@@ -1,0 +1,20 @@
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_docker_compose_describes_the_production_topology():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {"postgres", "redis", "web", "worker", "beat", "flower"} <= set(compose["services"])
+    assert "redis.conf" in " ".join(compose["services"]["redis"]["command"])
+
+
+def test_redis_conf_keeps_capped_feeds_in_the_compact_encoding():
+    conf = dict(
+        line.split(maxsplit=1)
+        for line in (ROOT / "config" / "redis.conf").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert int(conf["zset-max-ziplist-entries"]) >= 500  # the default feed_max_length
