@@ -183,3 +183,19 @@ def bump_unfollow_counter(author_id: int) -> None:
 
 def ping() -> bool:
     return bool(client().ping())
+
+
+def read_streams(
+    keys: Sequence[str], *, max_id: int | None, min_id: int | None = None, count: int | None = None
+) -> list[list[int]]:
+    """Newest-first ids of several sorted sets, ids in [min_id, max_id], at most ``count`` each:
+    one pipelined round trip (one single-key command per set)."""
+    hi = "+inf" if max_id is None else max_id
+    lo = "-inf" if min_id is None else min_id
+    pipe = client().pipeline(transaction=False)
+    for key in keys:
+        if count is None:
+            pipe.zrevrangebyscore(key, hi, lo)
+        else:
+            pipe.zrevrangebyscore(key, hi, lo, start=0, num=count)
+    return [[int(m) for m in members] for members in pipe.execute()]

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from activities import views as activity_views
+from feeds import views as feed_views
 from feedsite.api.health import healthz
 from follows import views as follow_views
 
@@ -37,6 +38,7 @@ api = [
         activity_views.ActivityFanoutApi.as_view(),
         name="activity-fanout",
     ),
+    path("feed/", feed_views.FeedListApi.as_view(), name="feed"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

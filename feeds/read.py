@@ -1,0 +1,101 @@
+"""The home feed selector: pushed feed + pulled celebrity timelines, merged, aggregated, paged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from follows.selectors import followee_ids_with_min_followers
+
+from . import store
+from .aggregation import Entry, PageCut, bucket_floor_id, cut_page, group_key
+from .conf import get_conf
+from .hydrate import hydrate
+from .merge import merge_streams
+
+MAX_ACTORS = 5
+
+
+@dataclass(frozen=True)
+class FeedCursor:
+    top: int  # the newest id when paging began: newer arrivals wait for the next fresh read
+    last: int  # the newest member of the last group shown
+
+
+def _entries(ids: list[int], bodies: dict[int, dict[str, Any]], window_ms: int) -> list[Entry]:
+    out = []
+    for aid in ids:
+        body = bodies.get(aid)
+        if body is None:  # deleted: never shown
+            continue
+        key = group_key(body["verb"], body["object_type"], body["object_id"], aid, window_ms)
+        out.append(Entry(aid, key, body["actor"]["id"]))
+    return out
+
+
+def _item(group: list[Entry], bodies: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    item = dict(bodies[group[0].id])
+    actors: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for entry in group:
+        if entry.actor_id not in seen:
+            seen.add(entry.actor_id)
+            actors.append(bodies[entry.id]["actor"])
+    item["actor_count"] = len(actors)
+    item["actors"] = actors[:MAX_ACTORS]
+    item["activity_ids"] = [str(e.id) for e in group]
+    return item
+
+
+def feed_stream_keys(user_id: int) -> list[str]:
+    conf = get_conf()
+    pull = followee_ids_with_min_followers(
+        follower_id=user_id, min_followers=conf.celebrity_threshold
+    )
+    return [store.feed_key(user_id), *(store.timeline_key(a) for a in pull)]
+
+
+def feed_page(
+    *, user_id: int, limit: int, cursor: FeedCursor | None
+) -> tuple[list[dict], FeedCursor | None]:
+    """One page of aggregated items, newest first, and the cursor of the next page (or None)."""
+    conf = get_conf()
+    window_ms = conf.aggregation_window_seconds * 1000
+    keys = feed_stream_keys(user_id)
+    bodies: dict[int, dict[str, Any]] = {}
+    exclude: frozenset = frozenset()
+    top = cursor.top if cursor else None
+    if cursor is not None:
+        # Groups of the cursor's bucket that had a member at or above it were shown already.
+        shown = merge_streams(
+            store.read_streams(
+                keys,
+                max_id=cursor.top,
+                min_id=max(cursor.last, bucket_floor_id(cursor.last, window_ms)),
+            )
+        )
+        bodies.update(hydrate(shown))
+        exclude = frozenset(e.key for e in _entries(shown, bodies, window_ms))
+    upper = cursor.last - 1 if cursor else None
+    chunk = limit * 3 + 20
+    entries: list[Entry] = []
+    cut: PageCut | None = None
+    while cut is None:
+        streams = store.read_streams(keys, max_id=upper, count=chunk)
+        full = [s[-1] for s in streams if len(s) == chunk]
+        floor = max(full) if full else None  # below it, a capped read may have missed ids
+        ids = [i for i in merge_streams(streams) if floor is None or i >= floor]
+        if top is None:
+            top = ids[0] if ids else 0
+        bodies.update(hydrate([i for i in ids if i not in bodies]))
+        entries += _entries(ids, bodies, window_ms)
+        cut = cut_page(
+            entries, limit=limit, window_ms=window_ms, exclude_keys=exclude, exhausted=floor is None
+        )
+        if floor is not None:
+            upper = floor - 1
+    items = [_item(g, bodies) for g in cut.groups]
+    next_cursor = (
+        FeedCursor(top=top, last=cut.groups[-1][0].id) if cut.has_more and cut.groups else None
+    )
+    return items, next_cursor
