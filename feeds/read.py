@@ -9,7 +9,7 @@ from follows.selectors import followee_ids_with_min_followers
 
 from . import store
 from .aggregation import Entry, PageCut, bucket_floor_id, cut_page, group_key
-from .conf import get_conf
+from .conf import FeedConf, get_conf
 from .hydrate import hydrate
 from .merge import merge_streams
 
@@ -47,8 +47,8 @@ def _item(group: list[Entry], bodies: dict[int, dict[str, Any]]) -> dict[str, An
     return item
 
 
-def feed_stream_keys(user_id: int) -> list[str]:
-    conf = get_conf()
+def feed_stream_keys(user_id: int, conf: FeedConf | None = None) -> list[str]:
+    conf = conf or get_conf()
     pull = followee_ids_with_min_followers(
         follower_id=user_id, min_followers=conf.celebrity_threshold
     )
@@ -61,7 +61,7 @@ def feed_page(
     """One page of aggregated items, newest first, and the cursor of the next page (or None)."""
     conf = get_conf()
     window_ms = conf.aggregation_window_seconds * 1000
-    keys = feed_stream_keys(user_id)
+    keys = feed_stream_keys(user_id, conf)
     bodies: dict[int, dict[str, Any]] = {}
     exclude: frozenset = frozenset()
     top = cursor.top if cursor else None
@@ -87,11 +87,22 @@ def feed_page(
         ids = [i for i in merge_streams(streams) if floor is None or i >= floor]
         if top is None:
             top = ids[0] if ids else 0
-        bodies.update(hydrate([i for i in ids if i not in bodies]))
-        entries += _entries(ids, bodies, window_ms)
-        cut = cut_page(
-            entries, limit=limit, window_ms=window_ms, exclude_keys=exclude, exhausted=floor is None
-        )
+        # Hydrate a slice at a time: most pages are decided by the first limit + a few bodies.
+        step = limit + 5
+        for start in range(0, max(len(ids), 1), step):
+            part = ids[start : start + step]
+            bodies.update(hydrate([i for i in part if i not in bodies]))
+            entries += _entries(part, bodies, window_ms)
+            last_slice = start + step >= len(ids)
+            cut = cut_page(
+                entries,
+                limit=limit,
+                window_ms=window_ms,
+                exclude_keys=exclude,
+                exhausted=last_slice and floor is None,
+            )
+            if cut is not None:
+                break
         if floor is not None:
             upper = floor - 1
     items = [_item(g, bodies) for g in cut.groups]

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "feedsite.api.timing.ServerTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -54,7 +55,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "feedsite.urls"
+ROOT_URLCONF = os.environ.get("FEEDSITE_URLCONF", "feedsite.urls")
 ASGI_APPLICATION = "feedsite.asgi.application"
 WSGI_APPLICATION = "feedsite.wsgi.application"
 
@@ -89,10 +90,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+elif env_bool("FEEDSITE_DB_POOL", True):
+    # Under ASGI each request's sync code may run on a fresh thread, so per-thread persistent
+    # connections pile up ("too many clients"); Django's psycopg pool is the documented fix.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": env_int("DB_POOL_MIN", 2),
+            "max_size": env_int("DB_POOL_MAX", 8),
+            "timeout": env_int("DB_POOL_TIMEOUT", 10),
+        }
+    }
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if os.environ.get("FEEDSITE_TEST_DB_NAME"):
-        DATABASES["default"]["TEST"] = {"NAME": os.environ["FEEDSITE_TEST_DB_NAME"]}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -49,12 +49,15 @@ def is_following(*, follower_id: int, followee_id: int) -> bool:
 
 
 def followee_ids_with_min_followers(*, follower_id: int, min_followers: int) -> list[int]:
-    """Authors the user follows who are at or above the celebrity threshold (pull authors)."""
-    return list(
-        Follow.objects.filter(
-            follower_id=follower_id, followee__stats__followers_count__gte=min_followers
-        ).values_list("followee_id", flat=True)
+    """Authors the user follows who are at or above the celebrity threshold (pull authors).
+    On every feed read: one index probe per followee on (follower, followee) and the stats PK."""
+    sql = (
+        f"SELECT f.followee_id FROM {Follow._meta.db_table} f JOIN {UserStats._meta.db_table} s "  # noqa: S608 - table names from model meta
+        "ON s.user_id = f.followee_id WHERE f.follower_id = %s AND s.followers_count >= %s"
     )
+    with connection.cursor() as cur:
+        cur.execute(sql, [follower_id, min_followers])
+        return [row[0] for row in cur.fetchall()]
 
 
 def follow_page(*, user_id: int, direction: str, before_id: int | None, limit: int) -> list[Follow]:
