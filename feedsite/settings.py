@@ -95,6 +95,9 @@ elif env_bool("FEEDSITE_DB_POOL", True):
     # connections pile up ("too many clients"); Django's psycopg pool is the documented fix.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
+        # Server-side binding lets psycopg prepare hot statements (token lookup, pull authors,
+        # follower ranges) after 5 runs: planning was most of their time.
+        "server_side_binding": env_bool("FEEDSITE_DB_SERVER_SIDE_BINDING", True),
         "pool": {
             "min_size": env_int("DB_POOL_MIN", 2),
             "max_size": env_int("DB_POOL_MAX", 8),
