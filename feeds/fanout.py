@@ -93,6 +93,7 @@ def _plan(job: FanoutJob) -> None:
             return
         recipients = follower_count(user_id=job.actor_id)
         pull = recipients >= conf.celebrity_threshold
+        store.announce(job.actor_id, job.activity_id)  # live streams (SSE) of followers
     else:
         _uncache_and_untimeline(job.actor_id, job.activity_id)
         recipients = follower_count(user_id=job.actor_id)

@@ -47,6 +47,21 @@ def _item(group: list[Entry], bodies: dict[int, dict[str, Any]]) -> dict[str, An
     return item
 
 
+def feed_items_after(*, user_id: int, after_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """Feed entries newer than ``after_id``, oldest first, one item each: a reconnecting stream
+    (Last-Event-ID) replays what it missed."""
+    keys = feed_stream_keys(user_id)
+    ids = merge_streams(store.read_streams(keys, max_id=None, min_id=after_id + 1, count=limit))
+    ids = sorted(ids)[-limit:]
+    bodies = hydrate(ids)
+    return [single_item(bodies[i]) for i in ids if i in bodies]
+
+
+def single_item(body: dict[str, Any]) -> dict[str, Any]:
+    """An activity as a feed item of its own (what the stream sends)."""
+    return {**body, "actor_count": 1, "actors": [body["actor"]], "activity_ids": [body["id"]]}
+
+
 def feed_stream_keys(user_id: int, conf: FeedConf | None = None) -> list[str]:
     conf = conf or get_conf()
     pull = followee_ids_with_min_followers(

@@ -199,3 +199,38 @@ def read_streams(
         else:
             pipe.zrevrangebyscore(key, hi, lo, start=0, num=count)
     return [[int(m) for m in members] for members in pipe.execute()]
+
+
+def live_channel(author_id: int) -> str:
+    return f"{_p()}:live:{author_id}"
+
+
+def streams_key(user_id: int) -> str:
+    return f"{_p()}:streams:{user_id}"
+
+
+def announce(author_id: int, activity_id: int) -> None:
+    """Tell open streams of the author's followers (and the author) that an activity landed."""
+    client().publish(live_channel(author_id), str(activity_id))
+
+
+def async_client():
+    """A redis.asyncio client for the SSE stream (its own pool, on the event loop)."""
+    import redis.asyncio
+
+    return redis.asyncio.from_url(settings.REDIS_URL)
+
+
+async def stream_register(r, user_id: int, stream_id: str, now: float, stale_after: float) -> int:
+    """Register (or refresh) an open stream; returns how many of the user's streams are live."""
+    key = streams_key(user_id)
+    pipe = r.pipeline(transaction=False)
+    pipe.zremrangebyscore(key, "-inf", now - stale_after)
+    pipe.zadd(key, {stream_id: now})
+    pipe.expire(key, int(stale_after) + 60)
+    pipe.zcard(key)
+    return int((await pipe.execute())[-1])
+
+
+async def stream_unregister(r, user_id: int, stream_id: str) -> None:
+    await r.zrem(streams_key(user_id), stream_id)

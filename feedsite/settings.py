@@ -102,7 +102,7 @@ elif env_bool("FEEDSITE_DB_POOL", True):
             "min_size": env_int("DB_POOL_MIN", 2),
             "max_size": env_int("DB_POOL_MAX", 8),
             "timeout": env_int("DB_POOL_TIMEOUT", 10),
-        }
+        },
     }
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -211,3 +211,5 @@ if not DEBUG:
 # Celery's Django fixup closes the database connection after every task unless this is set;
 # a fan-out batch is ~20 ms, so reconnecting each time cost a fifth of it. Reuse, recycle often.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 200)
+FEEDSITE_SSE_HEARTBEAT_SECONDS = env_int("FEEDSITE_SSE_HEARTBEAT_SECONDS", 15)
+FEEDSITE_SSE_MAX_STREAMS = env_int("FEEDSITE_SSE_MAX_STREAMS", 5)

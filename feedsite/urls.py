@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from activities import views as activity_views
 from feeds import views as feed_views
+from feeds.stream import feed_stream
 from feedsite.api.health import healthz
 from follows import views as follow_views
 
@@ -39,6 +40,7 @@ api = [
         name="activity-fanout",
     ),
     path("feed/", feed_views.FeedListApi.as_view(), name="feed"),
+    path("feed/stream/", feed_stream, name="feed-stream"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -122,6 +122,55 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
         log.close()
 
 
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """The production ASGI server (uvicorn) on the test database and Redis; yields its URL."""
+    from feedsite.embedded import free_port
+
+    port = free_port()
+    log_path = Path(settings.VAR_DIR) / f"uvicorn-{os.getpid()}.log"
+    env = dict(os.environ, DATABASE_URL=_database_url(), FEEDSITE_SSE_HEARTBEAT_SECONDS="1")
+    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "feedsite.asgi:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    import httpx
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    try:
+        wait_until(up, timeout=60)
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited:\n{log_path.read_text()[-3000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
 @pytest.fixture
 def live_worker(celery_worker_process, transactional_db) -> subprocess.Popen:
     """Committed data (transactional_db) that the worker process can see."""
