@@ -14,6 +14,7 @@ from .hydrate import hydrate
 from .merge import merge_streams
 
 MAX_ACTORS = 5
+PULL_AUTHORS_TTL = 60
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,12 @@ PURGE_CHUNK = 1000
 def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
     """Copy the followee's most recent activities into the follower's feed (push authors only:
     a pull author's activities are merged at read time anyway)."""
+    store.drop_pull_authors(follower_id)
     conf = get_conf()
-    if follower_count(user_id=followee_id) >= conf.celebrity_threshold:
+    followers = follower_count(user_id=followee_id)
+    if followers == conf.celebrity_threshold:  # this follow made the author a pull author
+        store.bump_pull_version()
+    if followers >= conf.celebrity_threshold:
         return
     ids = recent_activity_ids(actor_id=followee_id, limit=conf.follow_backfill_count)
     if ids:
@@ -27,6 +31,9 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     """Remove the followee's activities from the follower's feed without scanning it: only ids
     at or above the feed's oldest entry can be in it, and PostgreSQL lists those by index."""
     store.bump_unfollow_counter(followee_id)
+    store.drop_pull_authors(follower_id)
+    if follower_count(user_id=followee_id) == get_conf().celebrity_threshold - 1:
+        store.bump_pull_version()  # this unfollow made the author a push author again
     oldest = store.feed_oldest_id(follower_id)
     if oldest is None:
         return

@@ -234,3 +234,40 @@ async def stream_register(r, user_id: int, stream_id: str, now: float, stale_aft
 
 async def stream_unregister(r, user_id: int, stream_id: str) -> None:
     await r.zrem(streams_key(user_id), stream_id)
+
+
+def pull_authors_key(user_id: int) -> str:
+    return f"{_p()}:pull:{user_id}"
+
+
+def pull_version_key() -> str:
+    return f"{_p()}:pullver"
+
+
+def bump_pull_version() -> None:
+    """An author crossed the celebrity threshold: every cached pull-author list is stale."""
+    client().incr(pull_version_key())
+
+
+def get_pull_authors(user_id: int, threshold: int) -> tuple[list[int] | None, str]:
+    """(cached pull-author ids or None, the current version tag to cache under): one round trip.
+    A list cached under another threshold or before an author crossed it does not count."""
+    pipe = client().pipeline(transaction=False)
+    pipe.get(pull_version_key())
+    pipe.get(pull_authors_key(user_id))
+    version, raw = pipe.execute()
+    tag = f"{threshold}.{int(version or 0)}"
+    if raw is None:
+        return None, tag
+    cached_tag, _, ids = raw.decode().partition(":")
+    if cached_tag != tag:
+        return None, tag
+    return [int(i) for i in ids.split(",") if i], tag
+
+
+def set_pull_authors(user_id: int, tag: str, ids: Sequence[int], ttl: int) -> None:
+    client().set(pull_authors_key(user_id), f"{tag}:{','.join(map(str, ids))}", ex=ttl)
+
+
+def drop_pull_authors(user_id: int) -> None:
+    client().delete(pull_authors_key(user_id))

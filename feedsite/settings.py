@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "feedsite.apps.FeedsiteConfig",
     "activities",
     "follows",
     "feeds",
@@ -136,7 +137,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # request bodies over 64 KB are refused
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "feedsite.api.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -323,3 +323,20 @@ def test_healthz_reports_each_part(api: APIClient):
 def test_openapi_schema_and_docs_are_served(api: APIClient):
     assert api.get("/api/schema/").status_code == 200
     assert api.get("/api/docs/").status_code == 200
+
+
+def test_a_deleted_token_or_deactivated_user_stops_at_once_despite_the_auth_cache():
+    from rest_framework.authtoken.models import Token
+
+    ana = UserFactory()
+    client = auth_client(ana)
+    assert client.get(f"/api/users/{ana.pk}/").status_code == 200  # now cached
+    assert client.get(f"/api/users/{ana.pk}/").status_code == 200
+    Token.objects.filter(user=ana).delete()
+    assert client.get(f"/api/users/{ana.pk}/").status_code == 401
+    bo = UserFactory()
+    client = auth_client(bo)
+    assert client.get(f"/api/users/{bo.pk}/").status_code == 200
+    bo.is_active = False
+    bo.save()
+    assert client.get(f"/api/users/{bo.pk}/").status_code == 401

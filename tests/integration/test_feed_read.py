@@ -103,6 +103,7 @@ def test_celebrity_posts_are_merged_and_deduplicated_with_pushed_ones(live_worke
     follow_create(follower_id=reader.pk, followee_id=star.pk)
     follow_create(follower_id=reader.pk, followee_id=normal.pk)
     pushed_while_small = post(star, object_id="early")  # 1 follower: pushed
+    assert all_ids(read_all(reader)) == [pushed_while_small]  # caches the reader's pull authors
     for _ in range(2):
         follow_create(follower_id=UserFactory().pk, followee_id=star.pk)
     pulled = post(star, object_id="late")  # 3 followers now: pull
