@@ -8,6 +8,7 @@ conditional UPDATE that exactly one finisher wins.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -147,6 +148,7 @@ def fanout_apply_batch(
     )
     if job is None or job["counted"]:
         return  # gone, or a redelivered batch that already counted itself
+    started = time.perf_counter()
     aid, actor_id = job["activity_id"], job["actor_id"]
     deliveries, unfollows = store.begin_batch(job_id, batch_no, actor_id)
     if not replay and deliveries > settings.FEEDSITE_MAX_DELIVERIES:
@@ -159,8 +161,11 @@ def fanout_apply_batch(
         )
         return
     followers = follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi)
+    written = len(followers)
     if job["kind"] == Job.Kind.PUBLISH:
-        unfollows_after = store.push_to_feeds(followers, aid, get_conf().feed_max_length, actor_id)
+        written, unfollows_after = store.push_to_feeds(
+            followers, [aid], get_conf().feed_max_length, actor_id
+        )
         # Check after write: a delete or unfollow that committed while we wrote has already run
         # (or skipped) its own purge, so take back what it could not see.
         if not Activity.objects.filter(id=aid).exists():
@@ -170,22 +175,38 @@ def fanout_apply_batch(
             store.remove_from_feeds([f for f in followers if f not in still], [aid])
     else:
         store.remove_from_feeds(followers, [aid])
-    batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=len(followers))
+    skipped = len(followers) - written  # owners of missing feeds: rebuilt when they next read
+    batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=written, skipped=skipped)
+    store.observe(
+        "batch_seconds",
+        (time.perf_counter() - started) * 1000,
+        {"deliveries": written, "skipped": skipped} if job["kind"] == Job.Kind.PUBLISH else None,
+    )
+    log.debug(
+        "fanout job=%s activity=%s batch=%s delivered=%s skipped=%s",
+        job_id,
+        aid,
+        batch_no,
+        written,
+        skipped,
+    )
 
 
-def _insert_marker(job_id: int, batch_no: int, state: str, delivered: int) -> bool:
+def _insert_marker(
+    job_id: int, batch_no: int, state: str, delivered: int, skipped: int = 0
+) -> bool:
     """The atomic first-time marker: True only for the call that inserted (job, batch_no)."""
     table = FanoutBatch._meta.db_table
     with connection.cursor() as cur:
         cur.execute(
             f"INSERT INTO {table} (job_id, batch_no, state, delivered, skipped, finished_at) "  # noqa: S608 - table name from model meta
-            "VALUES (%s, %s, %s, %s, 0, %s) ON CONFLICT (job_id, batch_no) DO NOTHING",
-            [job_id, batch_no, state, delivered, timezone.now()],
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, batch_no) DO NOTHING",
+            [job_id, batch_no, state, delivered, skipped, timezone.now()],
         )
         return cur.rowcount == 1
 
 
-def _count(job_id: int, *, done: int, failed: int) -> None:
+def _count(job_id: int, *, done: int, failed: int, skipped: int = 0) -> None:
     """Move the counters and, when they add up, finish the job: one UPDATE, so the row lock
     makes exactly one batch the finisher (running -> done|failed, or failed -> done on replay)."""
     now = timezone.now()
@@ -195,6 +216,7 @@ def _count(job_id: int, *, done: int, failed: int) -> None:
     Job.objects.filter(id=job_id).update(
         batches_done=F("batches_done") + done,
         batches_failed=F("batches_failed") + failed,
+        skipped=F("skipped") + skipped,
         state=Case(
             When(complete & clean & (live | Q(state=Job.State.FAILED)), then=Value(Job.State.DONE)),
             When(complete & live, then=Value(Job.State.FAILED)),
@@ -218,15 +240,15 @@ def _relaxed_commit() -> None:
             cur.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def batch_mark_done(*, job_id: int, batch_no: int, delivered: int) -> None:
+def batch_mark_done(*, job_id: int, batch_no: int, delivered: int, skipped: int = 0) -> None:
     with transaction.atomic():
         _relaxed_commit()
-        if _insert_marker(job_id, batch_no, FanoutBatch.State.DONE, delivered):
-            _count(job_id, done=1, failed=0)
+        if _insert_marker(job_id, batch_no, FanoutBatch.State.DONE, delivered, skipped):
+            _count(job_id, done=1, failed=0, skipped=skipped)
         elif FanoutBatch.objects.filter(job_id=job_id, batch_no=batch_no, state="failed").update(
-            state="done", delivered=delivered
+            state="done", delivered=delivered, skipped=skipped
         ):
-            _count(job_id, done=1, failed=-1)  # a dead letter replayed successfully
+            _count(job_id, done=1, failed=-1, skipped=skipped)  # a dead letter replayed
 
 
 def batch_mark_failed(
@@ -240,6 +262,7 @@ def batch_mark_failed(
             job_id=job_id, batch_no=batch_no, follower_lo=lo, follower_hi=hi, error=error[:2000]
         )
         _count(job_id, done=0, failed=1)
+    store.count_stat("dead_letters")
     log.warning("fanout job=%s batch=%s dead-lettered: %s", job_id, batch_no, error[:200])
 
 

@@ -12,6 +12,7 @@ from .aggregation import Entry, PageCut, bucket_floor_id, cut_page, group_key
 from .conf import FeedConf, get_conf
 from .hydrate import hydrate
 from .merge import merge_streams
+from .rebuild import feed_ensure
 
 MAX_ACTORS = 5
 PULL_AUTHORS_TTL = 60
@@ -51,7 +52,9 @@ def _item(group: list[Entry], bodies: dict[int, dict[str, Any]]) -> dict[str, An
 def feed_items_after(*, user_id: int, after_id: int, limit: int = 100) -> list[dict[str, Any]]:
     """Feed entries newer than ``after_id``, oldest first, one item each: a reconnecting stream
     (Last-Event-ID) replays what it missed."""
-    keys = feed_stream_keys(user_id)
+    conf = get_conf()
+    feed_ensure(user_id=user_id, conf=conf)
+    keys = feed_stream_keys(user_id, conf)
     ids = merge_streams(store.read_streams(keys, max_id=None, min_id=after_id + 1, count=limit))
     ids = sorted(ids)[-limit:]
     bodies = hydrate(ids)
@@ -76,6 +79,7 @@ def feed_page(
 ) -> tuple[list[dict], FeedCursor | None]:
     """One page of aggregated items, newest first, and the cursor of the next page (or None)."""
     conf = get_conf()
+    feed_ensure(user_id=user_id, conf=conf)  # a missing feed is rebuilt, once, before reading
     window_ms = conf.aggregation_window_seconds * 1000
     keys = feed_stream_keys(user_id, conf)
     bodies: dict[int, dict[str, Any]] = {}

@@ -53,14 +53,24 @@ def unfollows_key(author_id: int) -> str:
 
 # One command per feed instead of ZADD + ZREMRANGEBYRANK: half the commands to pack, send and
 # parse (the client's cost dominates a 1,000-feed batch). One key per call: Redis Cluster safe.
+#
+# Only feeds that exist are written: a feed that is missing (never built, evicted, or expired
+# because its owner stopped reading) would otherwise hold a partial feed. It is rebuilt from
+# PostgreSQL on its owner's next read, so fan-out cost follows active readers, not followers.
+# ARGV: cap, then ids. Returns 1 when written, 0 when skipped.
 _ADD_CAPPED_LUA = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1])
-local cap = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cap = tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i]) end
 if redis.call('ZCARD', KEYS[1]) > cap then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1))
 end
-return 0
+return 1
 """
+# A built feed always exists: an empty one holds only this member (score 0), so a reader with no
+# follows and no posts is not rebuilt on every read. When the feed is full, trimming removes it
+# first (lowest score), and a full feed needs no marker.
+SENTINEL = "0"
 _add_capped_sha: str | None = None
 
 
@@ -79,17 +89,20 @@ def _zadd_capped(pipe, key: str, ids: Iterable[int], cap: int) -> None:
         pipe.zremrangebyrank(key, 0, -(cap + 1))
 
 
-def push_to_feeds(user_ids: Sequence[int], activity_id: int, cap: int, author_id: int) -> int:
-    """Add one activity to many feeds: one pipelined round trip (capped add per feed). Returns the
-    author's unfollow counter read at the end of that same round trip (see unfollow_counter)."""
+def push_to_feeds(
+    user_ids: Sequence[int], activity_ids: Sequence[int], cap: int, author_id: int
+) -> tuple[int, int]:
+    """Add activities to many existing feeds: one pipelined round trip (one capped add per
+    feed). Returns (feeds written, the author's unfollow counter read in the same round trip)."""
     for attempt in (1, 2):
         sha = _add_capped_sha_loaded()
         pipe = client().pipeline(transaction=False)
         for uid in user_ids:
-            pipe.execute_command("EVALSHA", sha, 1, feed_key(uid), activity_id, cap)
+            pipe.execute_command("EVALSHA", sha, 1, feed_key(uid), cap, *activity_ids)
         pipe.get(unfollows_key(author_id))
         try:
-            return int(pipe.execute()[-1] or 0)
+            *written, unfollows = pipe.execute()
+            return sum(written), int(unfollows or 0)
         except redis.exceptions.NoScriptError:
             # The server lost its script cache (restart, SCRIPT FLUSH): load again, once.
             global _add_capped_sha
@@ -108,10 +121,88 @@ def remove_from_feeds(user_ids: Sequence[int], activity_ids: Sequence[int]) -> N
     pipe.execute()
 
 
-def add_to_feed(user_id: int, activity_ids: Sequence[int], cap: int) -> None:
-    pipe = client().pipeline(transaction=False)
-    _zadd_capped(pipe, feed_key(user_id), activity_ids, cap)
+def add_to_feed(user_id: int, activity_ids: Sequence[int], cap: int) -> bool:
+    """Add to one feed if it exists (see _ADD_CAPPED_LUA); True when written."""
+    if not activity_ids:
+        return False
+    written, _ = push_to_feeds([user_id], activity_ids, cap, user_id)
+    return bool(written)
+
+
+def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) -> None:
+    """A rebuilt feed: the ids (merged with what is there: concurrent fan-out is kept), the
+    built marker, the cap and the inactivity TTL, atomically on one key."""
+    key = feed_key(user_id)
+    pipe = client().pipeline(transaction=True)
+    pipe.zadd(key, {SENTINEL: 0, **{str(i): i for i in activity_ids}})
+    pipe.zremrangebyrank(key, 0, -(cap + 1))
+    if ttl:
+        pipe.expire(key, ttl)
     pipe.execute()
+
+
+def write_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> None:
+    if not activity_ids:
+        return
+    pipe = client().pipeline(transaction=False)
+    _zadd_capped(pipe, timeline_key(author_id), activity_ids, cap)
+    pipe.execute()
+
+
+def touch_feed(user_id: int, ttl: int) -> bool:
+    """Mark a read (the feed lives ``ttl`` more seconds); False when the feed does not exist."""
+    key = feed_key(user_id)
+    return bool(client().expire(key, ttl) if ttl else client().exists(key))
+
+
+def lock_rebuild(user_id: int, seconds: int = 30) -> bool:
+    return bool(client().set(f"{_p()}:rebuild:{user_id}", "1", nx=True, ex=seconds))
+
+
+def unlock_rebuild(user_id: int) -> None:
+    client().delete(f"{_p()}:rebuild:{user_id}")
+
+
+def rebuild_locked(user_id: int) -> bool:
+    return bool(client().exists(f"{_p()}:rebuild:{user_id}"))
+
+
+def stats_key(name: str) -> str:
+    return f"{_p()}:stats:{name}"
+
+
+def count_stat(name: str, amount: int = 1) -> None:
+    client().incrby(stats_key(name), amount)
+
+
+# Latency histograms kept in Redis hashes, so every process (web workers, pool children) adds to
+# one set of counters that /metrics reads. Bucket bounds in milliseconds.
+LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+def observe(name: str, ms: float, counters: dict[str, int] | None = None) -> None:
+    """One observation of a latency histogram (and optional counters): one round trip."""
+    key = stats_key(name)
+    pipe = client().pipeline(transaction=False)
+    for bound in LATENCY_BUCKETS_MS:
+        if ms <= bound:
+            pipe.hincrby(key, f"le_{bound}", 1)
+            break
+    else:
+        pipe.hincrby(key, "le_inf", 1)
+    pipe.hincrbyfloat(key, "sum", ms / 1000)
+    pipe.hincrby(key, "count", 1)
+    for counter, amount in (counters or {}).items():
+        pipe.incrby(stats_key(counter), amount)
+    pipe.execute()
+
+
+def read_histogram(name: str) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in client().hgetall(stats_key(name)).items()}
+
+
+def read_stat(name: str) -> int:
+    return int(client().get(stats_key(name)) or 0)
 
 
 def add_to_timeline(author_id: int, activity_id: int, cap: int) -> None:
@@ -126,13 +217,13 @@ def remove_from_timeline(author_id: int, activity_id: int) -> None:
 
 def feed_oldest_id(user_id: int) -> int | None:
     """The lowest id still in a feed (None if empty): bounds an unfollow purge to the feed window."""
-    rows = client().zrange(feed_key(user_id), 0, 0, withscores=True)
-    return int(rows[0][1]) if rows else None
+    rows = client().zrangebyscore(feed_key(user_id), "(0", "+inf", start=0, num=1)
+    return int(rows[0]) if rows else None
 
 
 def feed_ids(user_id: int) -> list[int]:
     """Every id in a feed, newest first (feeds are capped, so this is bounded)."""
-    return [int(m) for m in client().zrevrange(feed_key(user_id), 0, -1)]
+    return [int(m) for m in client().zrevrangebyscore(feed_key(user_id), "+inf", "(0")]
 
 
 def timeline_ids(author_id: int) -> list[int]:
@@ -191,7 +282,7 @@ def read_streams(
     """Newest-first ids of several sorted sets, ids in [min_id, max_id], at most ``count`` each:
     one pipelined round trip (one single-key command per set)."""
     hi = "+inf" if max_id is None else max_id
-    lo = "-inf" if min_id is None else min_id
+    lo = "(0" if min_id is None else max(min_id, 1)  # never the built marker
     pipe = client().pipeline(transaction=False)
     for key in keys:
         if count is None:

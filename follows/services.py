@@ -68,6 +68,9 @@ def user_register(*, username: str, password: str):
         with transaction.atomic():
             user = user_model.objects.create_user(username=username, password=password)
             UserStats.objects.create(user=user)
+        from feeds.rebuild import users_rebuild
+
+        users_rebuild(user_ids=[user.pk])  # a new user is an active reader: an (empty) feed
     except IntegrityError:
         raise InvalidInput("a user with that username already exists", field="username") from None
     return user

@@ -14,7 +14,7 @@ from feeds import fanout, store
 from feeds.conf import feed_settings_update
 from feeds.models import FanoutDeadLetter, FanoutJob
 from follows.services import follow_create, follow_delete
-from tests.conftest import auth_client, wait_until
+from tests.conftest import activate, auth_client, wait_until
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.worker
@@ -40,6 +40,7 @@ def wait_job(activity_id: int, kind: str = "publish", states=("done",)) -> Fanou
 def author_with_followers(n: int):
     author = UserFactory()
     fans = [UserFactory() for _ in range(n)]
+    activate(author, *fans)
     for fan in fans:
         follow_create(follower_id=fan.pk, followee_id=author.pk)
     return author, fans
@@ -121,7 +122,9 @@ def test_failed_batch_becomes_a_dead_letter_and_replay_completes_the_feeds(live_
     # It was retried with backoff (FEEDSITE_FANOUT_MAX_RETRIES=2 in tests) before it was parked.
     log = live_worker.log_path.read_text()
     assert log.count("Retry in") >= 2 and "WRONGTYPE" in log
+    # The operator repairs the key (an empty built feed, without the activity), then replays.
     store.client().delete(store.feed_key(fans[2].pk))
+    store.write_feed(fans[2].pk, [], 500, 0)
     call_command("replay_dead_letters")
     job.refresh_from_db()
     assert (job.state, job.batches_done, job.batches_failed) == ("done", job.batches_total, 0)
@@ -166,6 +169,7 @@ def test_follow_backfills_and_unfollow_purges(live_worker):
     other, _ = author_with_followers(0)
     other_post = publish(other)
     reader = UserFactory()
+    activate(reader)
     follow_create(follower_id=reader.pk, followee_id=other.pk)
     follow_create(follower_id=reader.pk, followee_id=author.pk)
     newest_three = sorted((a.id for a in posts), reverse=True)[:3]

@@ -122,6 +122,7 @@ def test_celebrity_posts_are_merged_and_deduplicated_with_pushed_ones(live_worke
 
 def test_deleted_activity_never_shows_even_with_a_stale_entry(live_worker):
     author, reader = UserFactory(), UserFactory()
+    read_all(reader)  # an active reader: fan-out writes to the built feed
     follow_create(follower_id=reader.pk, followee_id=author.pk)
     keep, gone = post(author, object_id="keep"), post(author, object_id="gone")
     # Delete behind the service's back (no remove job): the feed still holds the id.
@@ -166,7 +167,11 @@ def test_hydration_is_bulk(django_assert_max_num_queries):
         )[0].id
         for i in range(30)
     ]
-    store.add_to_feed(reader.pk, ids, 500)  # bodies not cached: all come from the database
+    from tests.conftest import activate
+
+    FanoutJob.objects.filter(activity_id__in=ids).update(strategy="push", state="done")
+    activate(reader)  # the feed is built; bodies are not cached: all come from the database
+    store.client().delete(*[store.body_key(i) for i in ids])
     client = auth_client(reader)
     from feeds.conf import get_conf
 

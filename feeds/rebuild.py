@@ -1,0 +1,96 @@
+"""Rebuilding feeds and timelines from PostgreSQL (the truth; Redis is a cache that can be lost).
+
+A feed holds the reader's own activities and those of the authors they follow that were fanned
+out by push (the strategy recorded on each publish job); pull authors are merged at read time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Exists, OuterRef, Q
+
+from activities.models import Activity
+from follows.models import Follow
+
+from . import store
+from .conf import FeedConf, get_conf
+from .models import FanoutJob
+
+log = logging.getLogger("feeds.rebuild")
+WAIT_FOR_OTHER_REBUILD_SECONDS = 5.0
+
+
+def feed_ttl(conf: FeedConf) -> int:
+    return conf.inactive_after_days * 86_400
+
+
+def feed_ids_from_db(*, user_id: int, cap: int, since: datetime | None = None) -> list[int]:
+    """The newest ``cap`` ids that belong in a user's feed, by index on (actor, id)."""
+    followees = Follow.objects.filter(follower_id=user_id).values("followee_id")
+    pushed = FanoutJob.objects.filter(
+        activity_id=OuterRef("id"), kind=FanoutJob.Kind.PUBLISH, strategy=FanoutJob.Strategy.PUSH
+    )
+    qs = Activity.objects.filter(Q(actor_id=user_id) | (Q(actor_id__in=followees) & Exists(pushed)))
+    if since is not None:
+        qs = qs.filter(time__gte=since)
+    return list(qs.order_by("-id").values_list("id", flat=True)[:cap])
+
+
+def timeline_ids_from_db(*, author_id: int, cap: int, since: datetime | None = None) -> list[int]:
+    qs = Activity.objects.filter(actor_id=author_id)
+    if since is not None:
+        qs = qs.filter(time__gte=since)
+    return list(qs.order_by("-id").values_list("id", flat=True)[:cap])
+
+
+@dataclass
+class RebuildResult:
+    users: int = 0
+    entries: int = 0
+
+
+def users_rebuild(
+    *, user_ids: list[int], since: datetime | None = None, dry_run: bool = False
+) -> RebuildResult:
+    """Rebuild the feed and the timeline of each user. Idempotent: ids are merged in (ZADD), so a
+    second run, or a run beside live fan-out, changes nothing that is right."""
+    conf = get_conf()
+    result = RebuildResult()
+    for uid in user_ids:
+        ids = feed_ids_from_db(user_id=uid, cap=conf.feed_max_length, since=since)
+        own = timeline_ids_from_db(author_id=uid, cap=conf.feed_max_length, since=since)
+        if not dry_run:
+            store.write_feed(uid, ids, conf.feed_max_length, feed_ttl(conf))
+            store.write_timeline(uid, own, conf.feed_max_length)
+        result.users += 1
+        result.entries += len(ids) + len(own)
+    return result
+
+
+def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
+    """Make sure the reader's feed exists, rebuilding it from PostgreSQL when it is missing;
+    concurrent first reads rebuild once (a lock), the others wait for it. True if rebuilt here."""
+    if store.touch_feed(user_id, feed_ttl(conf)):
+        return False
+    if store.lock_rebuild(user_id):
+        try:
+            started = time.perf_counter()
+            ids = feed_ids_from_db(user_id=user_id, cap=conf.feed_max_length)
+            store.write_feed(user_id, ids, conf.feed_max_length, feed_ttl(conf))
+            store.count_stat("rebuilds")
+            log.info(
+                "lazy rebuild user=%s entries=%s in %.1f ms",
+                user_id,
+                len(ids),
+                (time.perf_counter() - started) * 1000,
+            )
+            return True
+        finally:
+            store.unlock_rebuild(user_id)
+    deadline = time.monotonic() + WAIT_FOR_OTHER_REBUILD_SECONDS
+    while time.monotonic() < deadline and store.rebuild_locked(user_id):
+        time.sleep(0.01)
+    return False
