@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from . import fanout
-from .conf import invalidate_conf
+from .conf import settings_changed
 from .models import FanoutDeadLetter, FanoutJob, FeedSettings
 
 
@@ -24,8 +24,15 @@ class FeedSettingsAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change) -> None:
+        old = (
+            FeedSettings.objects.filter(pk=obj.pk)
+            .values_list("celebrity_threshold", flat=True)
+            .first()
+        )
         super().save_model(request, obj, form, change)
-        invalidate_conf()  # every process sees the change on its next read
+        settings_changed(
+            old_threshold=old or obj.celebrity_threshold, new_threshold=obj.celebrity_threshold
+        )
 
 
 @admin.register(FanoutJob)

@@ -39,14 +39,29 @@ def get_conf() -> FeedConf:
 def feed_settings_update(**values: int) -> FeedConf:
     """Change settings and drop the cached snapshot so every process sees them at once."""
     row, _ = FeedSettings.objects.get_or_create(pk=1)
+    old_threshold = row.celebrity_threshold
     for name, value in values.items():
         if name not in FeedConf.__dataclass_fields__:
             raise ValueError(f"unknown feed setting {name!r}")
         setattr(row, name, value)
     row.full_clean()
     row.save()
-    cache.delete(CACHE_KEY)
+    settings_changed(old_threshold=old_threshold, new_threshold=row.celebrity_threshold)
     return _from_row(row)
+
+
+def settings_changed(*, old_threshold: int, new_threshold: int) -> None:
+    """After a settings change (service or admin): every process sees it at once, and a raised
+    threshold fans out again the recent activities of authors who are push authors now."""
+    cache.delete(CACHE_KEY)
+    if new_threshold > old_threshold:
+        from django.db import transaction
+
+        from .tasks import threshold_changed_task
+
+        transaction.on_commit(
+            lambda: threshold_changed_task.delay(old_threshold, new_threshold), robust=True
+        )
 
 
 def invalidate_conf() -> None:

@@ -278,6 +278,55 @@ def dead_letter_replay(*, dead_letter_id: int) -> bool:
     return True
 
 
+def author_repush(*, author_id: int) -> list[int]:
+    """An author went from pull to push (lost followers, or the threshold was raised): their
+    recent activities, read by followers from the timeline until now, must be in the followers'
+    feeds. Their publish jobs start again (pending); planning now chooses push. Returns job ids."""
+    conf = get_conf()
+    recent = (
+        Activity.objects.filter(actor_id=author_id)
+        .order_by("-id")
+        .values_list("id", flat=True)[: conf.feed_max_length]
+    )
+    with transaction.atomic():
+        jobs = Job.objects.filter(
+            activity_id__in=list(recent),
+            kind=Job.Kind.PUBLISH,
+            strategy=Job.Strategy.PULL,
+            state=Job.State.DONE,
+        )
+        ids = list(jobs.values_list("id", flat=True))
+        FanoutBatch.objects.filter(job_id__in=ids).delete()
+        Job.objects.filter(id__in=ids).update(
+            state=Job.State.PENDING,
+            strategy=Job.Strategy.UNDECIDED,
+            batches_total=0,
+            batches_done=0,
+            batches_failed=0,
+            skipped=0,
+            boundaries=[],
+            started_at=None,
+            finished_at=None,
+            updated_at=timezone.now(),
+        )
+    if ids:
+        log.info("author=%s moved to push: %d activities fanned out again", author_id, len(ids))
+    return ids
+
+
+def authors_moved_to_push(*, old_threshold: int, new_threshold: int) -> list[int]:
+    """Authors whose follower count lies in [old, new) after the threshold was raised."""
+    from follows.models import UserStats
+
+    if new_threshold <= old_threshold:
+        return []  # push -> pull: what was pushed stays, reads deduplicate
+    return list(
+        UserStats.objects.filter(
+            followers_count__gte=old_threshold, followers_count__lt=new_threshold
+        ).values_list("user_id", flat=True)
+    )
+
+
 def sweep_stalled_jobs(*, limit: int = 500) -> list[int]:
     """Jobs left pending (crash or broker error between commit and enqueue) or stalled; the caller
     re-enqueues `fanout_start` for each. Two sweepers skip each other's rows (SKIP LOCKED)."""

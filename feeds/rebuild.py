@@ -77,6 +77,8 @@ def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
         return False
     if store.lock_rebuild(user_id):
         try:
+            if store.touch_feed(user_id, feed_ttl(conf)):
+                return False  # another reader rebuilt it between our check and our lock
             started = time.perf_counter()
             ids = feed_ids_from_db(user_id=user_id, cap=conf.feed_max_length)
             store.write_feed(user_id, ids, conf.feed_max_length, feed_ttl(conf))
@@ -94,3 +96,20 @@ def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
     while time.monotonic() < deadline and store.rebuild_locked(user_id):
         time.sleep(0.01)
     return False
+
+
+def user_ids_in_range(*, lo: int, hi: int) -> list[int]:
+    from django.contrib.auth import get_user_model
+
+    return list(
+        get_user_model()
+        .objects.filter(id__gt=lo, id__lte=hi)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def backfill_progress(run_id: str, result: RebuildResult) -> None:
+    """Celery backfill tasks report here; the command polls it."""
+    store.count_stat(f"backfill:{run_id}:users", result.users)
+    store.count_stat(f"backfill:{run_id}:entries", result.entries)

@@ -33,7 +33,12 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     store.bump_unfollow_counter(followee_id)
     store.drop_pull_authors(follower_id)
     if follower_count(user_id=followee_id) == get_conf().celebrity_threshold - 1:
-        store.bump_pull_version()  # this unfollow made the author a push author again
+        # This unfollow made the author a push author again: readers stop pulling them, so
+        # their recent activities go into the followers' feeds.
+        store.bump_pull_version()
+        from .tasks import author_to_push_task
+
+        author_to_push_task.delay(followee_id)
     oldest = store.feed_oldest_id(follower_id)
     if oldest is None:
         return

@@ -62,3 +62,30 @@ def fanout_batch_task(job_id: int, batch_no: int, lo: int | None, hi: int | None
 def sweep_stalled_jobs_task() -> None:
     for job_id in fanout.sweep_stalled_jobs():
         fanout_start_task.delay(job_id)
+
+
+@shared_task(name="feeds.author_to_push", soft_time_limit=280, time_limit=300, **RETRY)
+def author_to_push_task(author_id: int) -> None:
+    for job_id in fanout.author_repush(author_id=author_id):
+        fanout_start_task.delay(job_id)
+
+
+@shared_task(name="feeds.threshold_changed", soft_time_limit=280, time_limit=300, **RETRY)
+def threshold_changed_task(old_threshold: int, new_threshold: int) -> None:
+    for author_id in fanout.authors_moved_to_push(
+        old_threshold=old_threshold, new_threshold=new_threshold
+    ):
+        author_to_push_task.delay(author_id)
+
+
+@shared_task(name="feeds.backfill_users", soft_time_limit=1700, time_limit=1800, **RETRY)
+def backfill_users_task(lo: int, hi: int, since: str | None, run_id: str) -> None:
+    from datetime import datetime
+
+    from . import rebuild
+
+    result = rebuild.users_rebuild(
+        user_ids=rebuild.user_ids_in_range(lo=lo, hi=hi),
+        since=datetime.fromisoformat(since) if since else None,
+    )
+    rebuild.backfill_progress(run_id, result)
