@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -10,6 +12,7 @@ from activities.serializers import ActivityOutSerializer
 from feedsite.api.params import cursor_int, make_cursor, parse_cursor, parse_limit
 from feedsite.api.throttles import FeedReadThrottle
 
+from . import store
 from .read import FeedCursor, feed_page
 
 
@@ -41,6 +44,8 @@ class FeedListApi(APIView):
         limit = parse_limit(request.query_params.get("limit"))
         payload = parse_cursor("feed", request.query_params.get("cursor"))
         cursor = FeedCursor(cursor_int(payload, "t"), cursor_int(payload, "c")) if payload else None
+        started = time.perf_counter()
         items, nxt = feed_page(user_id=request.user.pk, limit=limit, cursor=cursor)
+        store.observe("read_seconds", (time.perf_counter() - started) * 1000)
         token = make_cursor("feed", {"t": nxt.top, "c": nxt.last}) if nxt else None
         return Response({"items": items, "next_cursor": token})

@@ -194,7 +194,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # logfmt-style lines; fan-out messages carry job= and activity= so one post is traceable
+    # from the web process through every worker batch.
+    "formatters": {
+        "plain": {"format": "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "feeds": {"handlers": ["console"], "level": os.environ.get("FEEDSITE_LOG_LEVEL", "INFO")}

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from activities import views as activity_views
 from feeds import views as feed_views
+from feeds.metrics import metrics_view
 from feeds.stream import feed_stream
 from feedsite.api.health import healthz
 from follows import views as follow_views
@@ -47,6 +48,7 @@ api = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include(api)),
     path("api-auth/", include("rest_framework.urls")),

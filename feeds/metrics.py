@@ -1,0 +1,88 @@
+"""Prometheus metrics, collected at scrape time from PostgreSQL, Redis and the broker, so every
+process (web workers, worker pool children) is counted without a multiprocess registry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from . import store
+from .models import FanoutDeadLetter, FanoutJob
+
+QUEUES = ("default", "fanout", "backfill")
+
+
+def _histogram(name: str, doc: str, stat: str) -> HistogramMetricFamily:
+    raw = store.read_histogram(stat)
+    buckets, running = [], 0.0
+    for bound in store.LATENCY_BUCKETS_MS:
+        running += raw.get(f"le_{bound}", 0.0)
+        buckets.append((str(bound / 1000), running))
+    buckets.append(("+Inf", running + raw.get("le_inf", 0.0)))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=raw.get("sum", 0.0))
+
+
+def _queue_depths() -> dict[str, int]:
+    from feedsite.celery import app
+
+    depths = {}
+    with app.connection_for_write() as conn:
+        for queue in QUEUES:
+            try:
+                depths[queue] = conn.default_channel.queue_declare(
+                    queue, passive=True
+                ).message_count
+            except Exception:  # noqa: BLE001 - not declared yet: empty
+                depths[queue] = 0
+                conn.close()
+                conn.connect()
+    return depths
+
+
+class FeedCollector:
+    def collect(self) -> Iterator:
+        jobs = GaugeMetricFamily("feedsite_fanout_jobs", "Fan-out jobs by state", labels=["state"])
+        counts = dict(FanoutJob.objects.values_list("state").annotate(n=Count("id")).order_by())
+        for state in FanoutJob.State.values:
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "feedsite_dead_letters_open",
+            "Dead letters not yet replayed",
+            value=FanoutDeadLetter.objects.filter(replayed_at__isnull=True).count(),
+        )
+        for stat, doc in (
+            ("deliveries", "Feed entries written by fan-out"),
+            ("skipped", "Fan-out recipients skipped (no feed: inactive)"),
+            ("dead_letters", "Batches dead-lettered"),
+            ("rebuilds", "Feeds rebuilt lazily on read"),
+        ):
+            yield CounterMetricFamily(f"feedsite_{stat}", doc, value=store.read_stat(stat))
+        yield _histogram("feedsite_fanout_batch_seconds", "Fan-out batch duration", "batch_seconds")
+        yield _histogram("feedsite_feed_read_seconds", "GET /api/feed/ duration", "read_seconds")
+        depth = GaugeMetricFamily("feedsite_queue_depth", "Messages waiting", labels=["queue"])
+        for queue, n in _queue_depths().items():
+            depth.add_metric([queue], n)
+        yield depth
+
+
+registry = CollectorRegistry()
+registry.register(FeedCollector())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics. With FEEDSITE_METRICS_TOKEN set, a `Bearer <token>` header is required."""
+    token = os.environ.get("FEEDSITE_METRICS_TOKEN")
+    if token and request.headers.get("Authorization") != f"Bearer {token}":
+        return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

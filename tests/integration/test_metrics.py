@@ -1,0 +1,31 @@
+import pytest
+from rest_framework.test import APIClient
+
+from tests.conftest import auth_client, wait_until
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.worker
+
+
+def test_metrics_expose_jobs_deliveries_latency_and_queues(live_worker):
+    from feeds.models import FanoutJob
+    from follows.services import follow_create
+    from tests.conftest import activate
+
+    author, fan = UserFactory(), UserFactory()
+    activate(author, fan)
+    follow_create(follower_id=fan.pk, followee_id=author.pk)
+    res = auth_client(author).post(
+        "/api/activities/", {"verb": "starred", "object_type": "p", "object_id": "1"}, format="json"
+    )
+    wait_until(
+        lambda: FanoutJob.objects.filter(activity_id=int(res.json()["id"]), state="done").exists()
+    )
+    auth_client(fan).get("/api/feed/")
+    body = APIClient().get("/metrics").content.decode()
+    assert 'feedsite_fanout_jobs{state="done"} 1.0' in body
+    assert "feedsite_deliveries_total 1.0" in body
+    assert "feedsite_fanout_batch_seconds_count 1.0" in body
+    assert "feedsite_feed_read_seconds_count 1.0" in body
+    assert 'feedsite_queue_depth{queue="fanout"}' in body
+    assert "feedsite_dead_letters_open 0.0" in body
