@@ -163,12 +163,14 @@ def fanout_apply_batch(
     followers = follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi)
     written = len(followers)
     if job["kind"] == Job.Kind.PUBLISH:
-        written, unfollows_after = store.push_to_feeds(
+        written, unfollows_after, body_cached = store.push_to_feeds(
             followers, [aid], get_conf().feed_max_length, actor_id
         )
         # Check after write: a delete or unfollow that committed while we wrote has already run
-        # (or skipped) its own purge, so take back what it could not see.
-        if not Activity.objects.filter(id=aid).exists():
+        # (or skipped) its own purge, so take back what it could not see. A delete drops the
+        # body before its removal batches run, so a body still cached after our writes means
+        # those batches are still to come; only without it do we ask PostgreSQL.
+        if not body_cached and not Activity.objects.filter(id=aid).exists():
             store.remove_from_feeds(followers, [aid])
         elif unfollows_after != unfollows:
             still = set(follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi))

@@ -91,18 +91,20 @@ def _zadd_capped(pipe, key: str, ids: Iterable[int], cap: int) -> None:
 
 def push_to_feeds(
     user_ids: Sequence[int], activity_ids: Sequence[int], cap: int, author_id: int
-) -> tuple[int, int]:
+) -> tuple[int, int, bool]:
     """Add activities to many existing feeds: one pipelined round trip (one capped add per
-    feed). Returns (feeds written, the author's unfollow counter read in the same round trip)."""
+    feed). Returns (feeds written, the author's unfollow counter, whether the first activity's
+    body is still cached), the last two read after the writes in the same round trip."""
     for attempt in (1, 2):
         sha = _add_capped_sha_loaded()
         pipe = client().pipeline(transaction=False)
         for uid in user_ids:
             pipe.execute_command("EVALSHA", sha, 1, feed_key(uid), cap, *activity_ids)
         pipe.get(unfollows_key(author_id))
+        pipe.exists(body_key(activity_ids[0]))
         try:
-            *written, unfollows = pipe.execute()
-            return sum(written), int(unfollows or 0)
+            *written, unfollows, body = pipe.execute()
+            return sum(written), int(unfollows or 0), bool(body)
         except redis.exceptions.NoScriptError:
             # The server lost its script cache (restart, SCRIPT FLUSH): load again, once.
             global _add_capped_sha
@@ -125,7 +127,7 @@ def add_to_feed(user_id: int, activity_ids: Sequence[int], cap: int) -> bool:
     """Add to one feed if it exists (see _ADD_CAPPED_LUA); True when written."""
     if not activity_ids:
         return False
-    written, _ = push_to_feeds([user_id], activity_ids, cap, user_id)
+    written, _, _ = push_to_feeds([user_id], activity_ids, cap, user_id)
     return bool(written)
 
 
