@@ -69,7 +69,7 @@ def main() -> int:
                     "-Q",
                     "default,fanout,backfill",
                     "-c",
-                    env.get("WORKER_CONCURRENCY", "2"),
+                    env.get("WORKER_CONCURRENCY", "3"),
                     "-l",
                     "INFO",
                 ],
