@@ -82,7 +82,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--cap", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=3)  # batches wait on I/O ~30%: 3 on 2 cores
+    parser.add_argument(
+        "--concurrency", type=int, default=3
+    )  # batches wait on I/O ~30%: 3 on 2 cores
     args = parser.parse_args()
 
     migrate()

@@ -5,15 +5,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 
 class ServerTimingMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    # Both sync and async: a sync-only middleware at the top of an ASGI stack makes Django hop
+    # threads twice more per request (async -> sync -> async -> sync), which tripled the time
+    # of a feed read under uvicorn.
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        start = time.perf_counter()
-        response = self.get_response(request)
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _stamp(self, response: HttpResponse, start: float) -> HttpResponse:
         response["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.3f}"
         return response
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        start = time.perf_counter()
+        return self._stamp(self.get_response(request), start)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        start = time.perf_counter()
+        return self._stamp(await self.get_response(request), start)
