@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -137,12 +136,9 @@ class Worker:
         raise RuntimeError(f"worker did not start; see {self.log}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        from feedsite.embedded import stop_group
+
+        stop_group(self.proc)
 
 
 def median(values: list[float]) -> float:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from feedsite.embedded import start_redis, stop
+from feedsite.embedded import start_redis, stop, stop_group
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -17,19 +17,8 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def _stop_all(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 15
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    for p in reversed(procs):  # the web server first, then the worker
+        stop_group(p, timeout=15)
 
 
 def main() -> int:

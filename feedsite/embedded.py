@@ -82,6 +82,23 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait()
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM a child started with start_new_session=True and all of its children (a Celery
+    pool, uvicorn workers); SIGKILL what is still there after ``timeout`` seconds."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]

@@ -3,8 +3,8 @@ subprocess for fan-out paths. Nothing of our own infrastructure is mocked."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from feeds import store
 from feeds.conf import invalidate_conf
+from feedsite.embedded import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("default", "fanout", "backfill")
@@ -74,101 +75,84 @@ def _purge_queues() -> None:
                 pass
 
 
+@contextlib.contextmanager
+def _service(args: list[str], name: str, ready, **env: str) -> Iterator[subprocess.Popen]:
+    """A real server process on the test database and Redis, its output in var/NAME-PID.log;
+    ``ready(proc, log_text)`` says when it serves. Stopped with its children afterwards."""
+    log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}.log"
+    full_env = dict(os.environ, DATABASE_URL=_database_url(), **env)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: proc.poll() is not None or ready(log_path.read_text()), timeout=60)
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{log_path.read_text()[-3000:]}")
+            proc.log_path = log_path  # type: ignore[attr-defined]
+            yield proc
+        finally:
+            stop_group(proc)
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
-    """A real `celery worker` (prefork, 2 processes) on the test database and Redis."""
+    """A real `celery worker` (prefork, 2 processes)."""
     _purge_queues()
-    log_path = Path(settings.VAR_DIR) / f"worker-{os.getpid()}.log"
-    env = dict(os.environ, DATABASE_URL=_database_url(), DB_CONN_MAX_AGE="0")
-    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "feedsite",
-            "worker",
-            "-Q",
-            ",".join(QUEUES),
-            "-c",
-            "2",
-            "-l",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: "ready." in log_path.read_text() or proc.poll() is not None, timeout=60)
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited:\n{log_path.read_text()[-3000:]}")
-        proc.log_path = log_path  # type: ignore[attr-defined]
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "feedsite",
+        "worker",
+        "-Q",
+        ",".join(QUEUES),
+        "-c",
+        "2",
+        "-l",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        f"test{os.getpid()}@%h",
+    ]
+    with _service(args, "worker", lambda text: "ready." in text, DB_CONN_MAX_AGE="0") as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.fixture(scope="session")
 def asgi_server(django_db_setup, django_db_blocker) -> Iterator[str]:
-    """The production ASGI server (uvicorn) on the test database and Redis; yields its URL."""
+    """The production ASGI server (uvicorn); yields its URL."""
+    import httpx
+
     from feedsite.embedded import free_port
 
     port = free_port()
-    log_path = Path(settings.VAR_DIR) / f"uvicorn-{os.getpid()}.log"
-    env = dict(os.environ, DATABASE_URL=_database_url(), FEEDSITE_SSE_HEARTBEAT_SECONDS="1")
-    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "feedsite.asgi:application",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    import httpx
 
-    def up() -> bool:
+    def up(_text: str) -> bool:
         try:
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            return proc.poll() is not None
+            return False
 
-    try:
-        wait_until(up, timeout=60)
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited:\n{log_path.read_text()[-3000:]}")
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "feedsite.asgi:application",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    with _service(args, "uvicorn", up, FEEDSITE_SSE_HEARTBEAT_SECONDS="1"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def _queued_messages() -> int:
