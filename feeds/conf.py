@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
@@ -26,13 +27,25 @@ def _from_row(row: FeedSettings) -> FeedConf:
     return FeedConf(**{f: getattr(row, f) for f in FeedConf.__dataclass_fields__})
 
 
+# In-process copy for FEEDSITE_SETTINGS_LOCAL_SECONDS (1 s; 0 in tests): a feed read then costs
+# no round trip for settings. Other processes see a change within that second plus the
+# Redis-cached snapshot's lifetime, which the change itself drops.
+_local: tuple[float, FeedConf] | None = None
+
+
 def get_conf() -> FeedConf:
+    global _local
+    now = time.monotonic()
+    if _local is not None and _local[0] > now:
+        return _local[1]
     cached = cache.get(CACHE_KEY)
     if cached is not None:
-        return FeedConf(**cached)
-    row, _ = FeedSettings.objects.get_or_create(pk=1)
-    conf = _from_row(row)
-    cache.set(CACHE_KEY, asdict(conf), settings.FEEDSITE_SETTINGS_CACHE_SECONDS)
+        conf = FeedConf(**cached)
+    else:
+        row, _ = FeedSettings.objects.get_or_create(pk=1)
+        conf = _from_row(row)
+        cache.set(CACHE_KEY, asdict(conf), settings.FEEDSITE_SETTINGS_CACHE_SECONDS)
+    _local = (now + settings.FEEDSITE_SETTINGS_LOCAL_SECONDS, conf)
     return conf
 
 
@@ -53,7 +66,7 @@ def feed_settings_update(**values: int) -> FeedConf:
 def settings_changed(*, old_threshold: int, new_threshold: int) -> None:
     """After a settings change (service or admin): every process sees it at once, and a raised
     threshold fans out again the recent activities of authors who are push authors now."""
-    cache.delete(CACHE_KEY)
+    invalidate_conf()
     if new_threshold > old_threshold:
         from django.db import transaction
 
@@ -65,4 +78,6 @@ def settings_changed(*, old_threshold: int, new_threshold: int) -> None:
 
 
 def invalidate_conf() -> None:
+    global _local
+    _local = None
     cache.delete(CACHE_KEY)

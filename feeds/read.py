@@ -12,7 +12,7 @@ from .aggregation import Entry, PageCut, bucket_floor_id, cut_page, group_key
 from .conf import FeedConf, get_conf
 from .hydrate import hydrate
 from .merge import merge_streams
-from .rebuild import feed_ensure
+from .rebuild import feed_ensure, feed_ttl
 
 MAX_ACTORS = 5
 PULL_AUTHORS_TTL = 60
@@ -53,7 +53,6 @@ def feed_items_after(*, user_id: int, after_id: int, limit: int = 100) -> list[d
     """Feed entries newer than ``after_id``, oldest first, one item each: a reconnecting stream
     (Last-Event-ID) replays what it missed."""
     conf = get_conf()
-    feed_ensure(user_id=user_id, conf=conf)
     keys = feed_stream_keys(user_id, conf)
     ids = merge_streams(store.read_streams(keys, max_id=None, min_id=after_id + 1, count=limit))
     ids = sorted(ids)[-limit:]
@@ -67,10 +66,18 @@ def single_item(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def feed_stream_keys(user_id: int, conf: FeedConf | None = None) -> list[str]:
+    """The sorted sets a reader's feed is merged from; a missing feed is rebuilt first (once).
+    One Redis round trip when warm: the read mark, the feed check and the cached pull authors."""
     conf = conf or get_conf()
-    pull = followee_ids_with_min_followers(
-        follower_id=user_id, min_followers=conf.celebrity_threshold
-    )
+    threshold = conf.celebrity_threshold
+    exists, pull, tag = store.begin_read(user_id, feed_ttl(conf), threshold)
+    if not exists:
+        feed_ensure(user_id=user_id, conf=conf)
+    if pull is None:
+        # Cached until the reader follows or unfollows, the threshold changes or any author
+        # crosses it (the tag), or PULL_AUTHORS_TTL passes.
+        pull = followee_ids_with_min_followers(follower_id=user_id, min_followers=threshold)
+        store.set_pull_authors(user_id, tag, pull, PULL_AUTHORS_TTL)
     return [store.feed_key(user_id), *(store.timeline_key(a) for a in pull)]
 
 
@@ -79,7 +86,6 @@ def feed_page(
 ) -> tuple[list[dict], FeedCursor | None]:
     """One page of aggregated items, newest first, and the cursor of the next page (or None)."""
     conf = get_conf()
-    feed_ensure(user_id=user_id, conf=conf)  # a missing feed is rebuilt, once, before reading
     window_ms = conf.aggregation_window_seconds * 1000
     keys = feed_stream_keys(user_id, conf)
     bodies: dict[int, dict[str, Any]] = {}

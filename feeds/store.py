@@ -342,20 +342,27 @@ def bump_pull_version() -> None:
     client().incr(pull_version_key())
 
 
-def get_pull_authors(user_id: int, threshold: int) -> tuple[list[int] | None, str]:
-    """(cached pull-author ids or None, the current version tag to cache under): one round trip.
-    A list cached under another threshold or before an author crossed it does not count."""
+def begin_read(user_id: int, ttl: int, threshold: int) -> tuple[bool, list[int] | None, str]:
+    """The first round trip of a feed read: mark the read (the feed lives ``ttl`` more seconds)
+    and fetch the cached pull-author list. Returns (feed exists, pull-author ids or None, the
+    version tag to cache a fresh list under). A list cached under another threshold, or before
+    some author crossed it, does not count."""
+    key = feed_key(user_id)
     pipe = client().pipeline(transaction=False)
+    if ttl:
+        pipe.expire(key, ttl)
+    else:
+        pipe.exists(key)
     pipe.get(pull_version_key())
     pipe.get(pull_authors_key(user_id))
-    version, raw = pipe.execute()
+    exists, version, raw = pipe.execute()
     tag = f"{threshold}.{int(version or 0)}"
     if raw is None:
-        return None, tag
+        return bool(exists), None, tag
     cached_tag, _, ids = raw.decode().partition(":")
     if cached_tag != tag:
-        return None, tag
-    return [int(i) for i in ids.split(",") if i], tag
+        return bool(exists), None, tag
+    return bool(exists), [int(i) for i in ids.split(",") if i], tag
 
 
 def set_pull_authors(user_id: int, tag: str, ids: Sequence[int], ttl: int) -> None:
@@ -364,3 +371,15 @@ def set_pull_authors(user_id: int, tag: str, ids: Sequence[int], ttl: int) -> No
 
 def drop_pull_authors(user_id: int) -> None:
     client().delete(pull_authors_key(user_id))
+
+
+def hit_window(name: str, ident: str, window_seconds: int) -> tuple[int, int]:
+    """Count one hit in the current fixed window: (hits so far, seconds the window has left).
+    One round trip (SET NX EX opens the window, INCR counts; works on Redis 6.2 too)."""
+    key = f"{_p()}:throttle:{name}:{ident}"
+    pipe = client().pipeline(transaction=False)
+    pipe.set(key, 0, ex=window_seconds, nx=True)
+    pipe.incr(key)
+    pipe.ttl(key)
+    _, hits, ttl = pipe.execute()
+    return int(hits), max(int(ttl), 1)

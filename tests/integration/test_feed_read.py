@@ -179,3 +179,37 @@ def test_hydration_is_bulk(django_assert_max_num_queries):
     with django_assert_max_num_queries(3):  # token, pull authors, one bulk body load
         res = client.get("/api/feed/", {"limit": 30})
     assert len(res.json()["items"]) == 30
+    with django_assert_max_num_queries(0):  # warm: token, pull authors and bodies all cached
+        again = client.get("/api/feed/", {"limit": 30})
+    assert again.json() == res.json()
+
+
+@pytest.mark.django_db
+def test_feed_reads_are_throttled_per_user_with_retry_after(settings):
+    from feedsite.api.throttles import FeedReadThrottle
+
+    old = FeedReadThrottle.rate
+    FeedReadThrottle.rate = "3/min"
+    try:
+        ana, bo = UserFactory(), UserFactory()
+        codes = [auth_client(ana).get("/api/feed/").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        res = auth_client(ana).get("/api/feed/")
+        assert res.status_code == 429 and 0 < int(res["Retry-After"]) <= 60
+        assert auth_client(bo).get("/api/feed/").status_code == 200  # others unaffected
+    finally:
+        FeedReadThrottle.rate = old
+
+
+@pytest.mark.django_db
+def test_pull_author_list_is_cached_and_dropped_on_follow(django_capture_on_commit_callbacks):
+    star, reader = UserFactory(), UserFactory()
+    feed_settings_update(celebrity_threshold=1)
+    client = auth_client(reader)
+    client.get("/api/feed/")
+    assert store.begin_read(reader.pk, 0, 1)[1] == []  # cached: no pull authors
+    with django_capture_on_commit_callbacks(execute=True):
+        follow_create(follower_id=reader.pk, followee_id=star.pk)  # star has 1 follower: pull
+    assert store.begin_read(reader.pk, 0, 1)[1] is None  # the follow dropped the cached list
+    client.get("/api/feed/")
+    assert store.begin_read(reader.pk, 0, 1)[1] == [star.pk]
