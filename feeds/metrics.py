@@ -51,6 +51,7 @@ def _queue_depths() -> dict[str, int]:
 
 class FeedCollector:
     def collect(self) -> Iterator:
+        store.flush_buffered()  # this process's pending read latencies
         jobs = GaugeMetricFamily("feedsite_fanout_jobs", "Fan-out jobs by state", labels=["state"])
         counts = dict(FanoutJob.objects.values_list("state").annotate(n=Count("id")).order_by())
         for state in FanoutJob.State.values:

@@ -46,6 +46,6 @@ class FeedListApi(APIView):
         cursor = FeedCursor(cursor_int(payload, "t"), cursor_int(payload, "c")) if payload else None
         started = time.perf_counter()
         items, nxt = feed_page(user_id=request.user.pk, limit=limit, cursor=cursor)
-        store.observe("read_seconds", (time.perf_counter() - started) * 1000)
+        store.observe_buffered("read_seconds", (time.perf_counter() - started) * 1000)
         token = make_cursor("feed", {"t": nxt.top, "c": nxt.last}) if nxt else None
         return Response({"items": items, "next_cursor": token})
