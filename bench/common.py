@@ -101,25 +101,15 @@ class Worker:
 
     def __init__(self, concurrency: int = 2, queues: str = "default,fanout,backfill") -> None:
         self.log = Path(settings.VAR_DIR) / f"bench-worker-{os.getpid()}.log"
+        from feedsite.embedded import celery_worker_args
+
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "feedsite",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                str(concurrency),
-                "-l",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"bench{os.getpid()}@%h",
-            ],
+            celery_worker_args(
+                queues=queues,
+                concurrency=concurrency,
+                loglevel="WARNING",
+                node=f"bench{os.getpid()}@%h",
+            ),
             cwd=ROOT,
             stdout=open(self.log, "w"),
             stderr=subprocess.STDOUT,

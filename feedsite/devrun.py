@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from feedsite.embedded import start_redis, stop, stop_group
+from feedsite.embedded import celery_worker_args, start_redis, stop, stop_group
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -47,21 +47,11 @@ def main() -> int:
         subprocess.run([*manage, "ensure_demo_admin"], env=env, check=True)
         procs.append(
             _spawn(
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "feedsite",
-                    "worker",
-                    "-B",
-                    "-Q",
-                    "default,fanout,backfill",
-                    "-c",
-                    env.get("WORKER_CONCURRENCY", "3"),
-                    "-l",
-                    "INFO",
-                ],
+                celery_worker_args(
+                    queues="default,fanout,backfill",
+                    concurrency=int(env.get("WORKER_CONCURRENCY", "3")),
+                    beat=True,
+                ),
                 env,
             )
         )

@@ -82,6 +82,36 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait()
 
 
+def celery_worker_args(
+    *,
+    queues: str,
+    concurrency: int,
+    node: str | None = None,
+    loglevel: str = "INFO",
+    beat: bool = False,
+) -> list[str]:
+    """The one command line for a real Celery worker (make run, tests, benchmarks)."""
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "feedsite",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "-l",
+        loglevel,
+    ]
+    if beat:
+        args.append("-B")
+    if node:  # tests and benches: a private node name, no cluster chatter
+        args += ["--without-gossip", "--without-mingle", "-n", node]
+    return args
+
+
 def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
     """SIGTERM a child started with start_new_session=True and all of its children (a Celery
     pool, uvicorn workers); SIGKILL what is still there after ``timeout`` seconds."""

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from feeds import store
 from feeds.conf import invalidate_conf
-from feedsite.embedded import stop_group
+from feedsite.embedded import celery_worker_args, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("default", "fanout", "backfill")
@@ -104,24 +104,7 @@ def _service(args: list[str], name: str, ready, **env: str) -> Iterator[subproce
 def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
     """A real `celery worker` (prefork, 2 processes)."""
     _purge_queues()
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "feedsite",
-        "worker",
-        "-Q",
-        ",".join(QUEUES),
-        "-c",
-        "2",
-        "-l",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-        "-n",
-        f"test{os.getpid()}@%h",
-    ]
+    args = celery_worker_args(queues=",".join(QUEUES), concurrency=2, node=f"test{os.getpid()}@%h")
     with _service(args, "worker", lambda text: "ready." in text, DB_CONN_MAX_AGE="0") as proc:
         yield proc
 
