@@ -44,10 +44,6 @@ def follower_count(*, user_id: int) -> int:
     )
 
 
-def is_following(*, follower_id: int, followee_id: int) -> bool:
-    return Follow.objects.filter(follower_id=follower_id, followee_id=followee_id).exists()
-
-
 def followee_ids_with_min_followers(*, follower_id: int, min_followers: int) -> list[int]:
     """Authors the user follows who are at or above the celebrity threshold (pull authors).
     On every feed read: one index probe per followee on (follower, followee) and the stats PK."""
