@@ -49,6 +49,12 @@ def clean_redis() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    # Factories hash a password per user; PBKDF2's 1M rounds made user-heavy tests take minutes.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def fresh_settings_cache() -> Iterator[None]:
     invalidate_conf()
     yield
