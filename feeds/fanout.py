@@ -66,7 +66,7 @@ def job_for_remove(*, activity_id: int, actor_id: int) -> int:
 
 def _cache_and_timeline(activity: Activity, cap: int) -> None:
     store.set_bodies({activity.id: encode_body(activity_to_dict(activity))})
-    store.add_to_timeline(activity.actor_id, activity.id, cap)
+    store.write_timeline(activity.actor_id, [activity.id], cap)
     store.add_to_feed(activity.actor_id, [activity.id], cap)  # authors see their own posts
 
 

@@ -159,16 +159,20 @@ def touch_feed(user_id: int, ttl: int) -> bool:
     return bool(client().expire(key, ttl) if ttl else client().exists(key))
 
 
+def rebuild_lock_key(user_id: int) -> str:
+    return f"{_p()}:rebuild:{user_id}"
+
+
 def lock_rebuild(user_id: int, seconds: int = 30) -> bool:
-    return bool(client().set(f"{_p()}:rebuild:{user_id}", "1", nx=True, ex=seconds))
+    return bool(client().set(rebuild_lock_key(user_id), "1", nx=True, ex=seconds))
 
 
 def unlock_rebuild(user_id: int) -> None:
-    client().delete(f"{_p()}:rebuild:{user_id}")
+    client().delete(rebuild_lock_key(user_id))
 
 
 def rebuild_locked(user_id: int) -> bool:
-    return bool(client().exists(f"{_p()}:rebuild:{user_id}"))
+    return bool(client().exists(rebuild_lock_key(user_id)))
 
 
 def stats_key(name: str) -> str:
@@ -184,18 +188,23 @@ def count_stat(name: str, amount: int = 1) -> None:
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
+def _queue_histogram(pipe, name: str, values: Sequence[float]) -> None:
+    """Add latency observations (ms) to a histogram hash: one HINCRBY per bucket touched."""
+    key = stats_key(name)
+    buckets: dict[str, int] = {}
+    for value in values:
+        bucket = next((f"le_{b}" for b in LATENCY_BUCKETS_MS if value <= b), "le_inf")
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+    for bucket, count in buckets.items():
+        pipe.hincrby(key, bucket, count)
+    pipe.hincrbyfloat(key, "sum", sum(values) / 1000)
+    pipe.hincrby(key, "count", len(values))
+
+
 def observe(name: str, ms: float, counters: dict[str, int] | None = None) -> None:
     """One observation of a latency histogram (and optional counters): one round trip."""
-    key = stats_key(name)
     pipe = client().pipeline(transaction=False)
-    for bound in LATENCY_BUCKETS_MS:
-        if ms <= bound:
-            pipe.hincrby(key, f"le_{bound}", 1)
-            break
-    else:
-        pipe.hincrby(key, "le_inf", 1)
-    pipe.hincrbyfloat(key, "sum", ms / 1000)
-    pipe.hincrby(key, "count", 1)
+    _queue_histogram(pipe, name, [ms])
     for counter, amount in (counters or {}).items():
         pipe.incrby(stats_key(counter), amount)
     pipe.execute()
@@ -225,15 +234,7 @@ def flush_buffered(older_than: float = 0.0) -> None:
         _flushed_at = now
     pipe = client().pipeline(transaction=False)
     for hist, values in pending.items():
-        key = stats_key(hist)
-        buckets: dict[str, int] = {}
-        for value in values:
-            bucket = next((f"le_{b}" for b in LATENCY_BUCKETS_MS if value <= b), "le_inf")
-            buckets[bucket] = buckets.get(bucket, 0) + 1
-        for bucket, count in buckets.items():
-            pipe.hincrby(key, bucket, count)
-        pipe.hincrbyfloat(key, "sum", sum(values) / 1000)
-        pipe.hincrby(key, "count", len(values))
+        _queue_histogram(pipe, hist, values)
     pipe.execute()
 
 
@@ -243,12 +244,6 @@ def read_histogram(name: str) -> dict[str, float]:
 
 def read_stat(name: str) -> int:
     return int(client().get(stats_key(name)) or 0)
-
-
-def add_to_timeline(author_id: int, activity_id: int, cap: int) -> None:
-    pipe = client().pipeline(transaction=False)
-    _zadd_capped(pipe, timeline_key(author_id), (activity_id,), cap)
-    pipe.execute()
 
 
 def remove_from_timeline(author_id: int, activity_id: int) -> None:
