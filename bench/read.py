@@ -120,9 +120,11 @@ def build(
     pipe.execute()
     from rest_framework.authtoken.models import Token
 
+    from feedsite.api.auth import new_token_key
+
     have = set(Token.objects.filter(user_id__in=reader_ids).values_list("user_id", flat=True))
     Token.objects.bulk_create(
-        [Token(user_id=u, key=Token.generate_key()) for u in reader_ids if u not in have],
+        [Token(user_id=u, key=new_token_key(u)) for u in reader_ids if u not in have],
         batch_size=5000,
     )
     return list(Token.objects.filter(user_id__in=reader_ids).values_list("key", flat=True))

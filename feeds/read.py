@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from django.conf import settings
 
 from follows.selectors import followee_ids_with_min_followers
 
@@ -15,7 +17,6 @@ from .merge import merge_streams
 from .rebuild import feed_ensure, feed_ttl
 
 MAX_ACTORS = 5
-PULL_AUTHORS_TTL = 60
 
 
 @dataclass(frozen=True)
@@ -65,59 +66,95 @@ def single_item(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "actor_count": 1, "actors": [body["actor"]], "activity_ids": [body["id"]]}
 
 
-def feed_stream_keys(user_id: int, conf: FeedConf | None = None) -> list[str]:
-    """The sorted sets a reader's feed is merged from; a missing feed is rebuilt first (once).
-    One Redis round trip when warm: the read mark, the feed check and the cached pull authors."""
-    conf = conf or get_conf()
-    threshold = conf.celebrity_threshold
-    exists, pull, tag = store.begin_read(user_id, feed_ttl(conf), threshold)
-    if not exists:
+def feed_sources_prepare(
+    *,
+    user_id: int,
+    conf: FeedConf,
+    feed_exists: bool,
+    pull_raw: bytes | None,
+    pull_version: int,
+) -> list[str]:
+    """The sorted sets a reader's feed is merged from, given what the read's first round trip
+    found: a missing feed is rebuilt first (once, under a lock), a missing or stale pull-author
+    list is read from the database and cached. Nothing to do on a warm read."""
+    if not feed_exists:
         feed_ensure(user_id=user_id, conf=conf)
+    threshold = conf.celebrity_threshold
+    tag = f"{threshold}.{pull_version}"
+    pull = store.pull_authors_from_cache(pull_raw, tag)
     if pull is None:
         # Cached until the reader follows or unfollows, the threshold changes or any author
-        # crosses it (the tag), or PULL_AUTHORS_TTL passes.
+        # crosses it (the tag), or FEEDSITE_PULL_AUTHORS_CACHE_SECONDS pass.
         pull = followee_ids_with_min_followers(follower_id=user_id, min_followers=threshold)
-        store.set_pull_authors(user_id, tag, pull, PULL_AUTHORS_TTL)
+        store.set_pull_authors(user_id, tag, pull, settings.FEEDSITE_PULL_AUTHORS_CACHE_SECONDS)
     return [store.feed_key(user_id), *(store.timeline_key(a) for a in pull)]
 
 
+def feed_stream_keys(user_id: int, conf: FeedConf | None = None) -> list[str]:
+    """feed_sources_prepare with its own round trip (the stream and the browsable API; the
+    lean feed read folds this round trip into its first one)."""
+    conf = conf or get_conf()
+    exists, raw, version = store.begin_read(user_id, feed_ttl(conf))
+    return feed_sources_prepare(
+        user_id=user_id, conf=conf, feed_exists=exists, pull_raw=raw, pull_version=version
+    )
+
+
+class IdSource(Protocol):
+    """Where a page's ids come from: the Redis feed store in service, SQL in the benchmark's
+    comparison (same paging, aggregation and hydration; only the ids differ)."""
+
+    def read(
+        self, *, max_id: int | None, count: int, nbodies: int, shown: tuple[int, int] | None
+    ) -> store.PageRead: ...
+
+
+@dataclass(frozen=True)
+class RedisSource:
+    keys: list[str]
+
+    def read(
+        self, *, max_id: int | None, count: int, nbodies: int, shown: tuple[int, int] | None
+    ) -> store.PageRead:
+        return store.read_page(self.keys, max_id=max_id, count=count, nbodies=nbodies, shown=shown)
+
+
 def feed_page(
-    *, user_id: int, limit: int, cursor: FeedCursor | None
+    *, user_id: int, limit: int, cursor: FeedCursor | None, source: IdSource | None = None
 ) -> tuple[list[dict], FeedCursor | None]:
-    """One page of aggregated items, newest first, and the cursor of the next page (or None)."""
+    """One page of aggregated items, newest first, and the cursor of the next page (or None).
+    On a warm feed one round trip (store.read_page) decides most pages: the ids of every source
+    and the bodies of the first ones. A page that needs more (large groups) reads on."""
     conf = get_conf()
     window_ms = conf.aggregation_window_seconds * 1000
-    keys = feed_stream_keys(user_id, conf)
+    if source is None:
+        source = RedisSource(feed_stream_keys(user_id, conf))
+    raw: dict[int, bytes | None] = {}
     bodies: dict[int, dict[str, Any]] = {}
     exclude: frozenset = frozenset()
     top = cursor.top if cursor else None
-    if cursor is not None:
-        # Groups of the cursor's bucket that had a member at or above it were shown already.
-        shown = merge_streams(
-            store.read_streams(
-                keys,
-                max_id=cursor.top,
-                min_id=max(cursor.last, bucket_floor_id(cursor.last, window_ms)),
-            )
-        )
-        bodies.update(hydrate(shown))
-        exclude = frozenset(e.key for e in _entries(shown, bodies, window_ms))
+    # Groups of the cursor's bucket that had a member at or above it were shown already.
+    shown_range = (
+        (cursor.top, max(cursor.last, bucket_floor_id(cursor.last, window_ms))) if cursor else None
+    )
     upper = cursor.last - 1 if cursor else None
-    chunk = limit * 3 + 20
+    count = limit + 10  # ids read per stream: enough to decide most pages in one round trip
+    step = limit + 5  # most pages are decided by the first limit + a few bodies
     entries: list[Entry] = []
     cut: PageCut | None = None
     while cut is None:
-        streams = store.read_streams(keys, max_id=upper, count=chunk)
-        full = [s[-1] for s in streams if len(s) == chunk]
-        floor = max(full) if full else None  # below it, a capped read may have missed ids
-        ids = [i for i in merge_streams(streams) if floor is None or i >= floor]
+        page = source.read(max_id=upper, count=count, nbodies=step, shown=shown_range)
+        raw.update(page.bodies)
+        if shown_range is not None:
+            bodies.update(hydrate(page.shown, raw))
+            exclude = frozenset(e.key for e in _entries(page.shown, bodies, window_ms))
+            shown_range = None
+        ids, floor = page.ids, page.floor  # below the floor, a capped read may have missed ids
         if top is None:
             top = ids[0] if ids else 0
-        # Hydrate a slice at a time: most pages are decided by the first limit + a few bodies.
-        step = limit + 5
         for start in range(0, max(len(ids), 1), step):
             part = ids[start : start + step]
-            bodies.update(hydrate([i for i in part if i not in bodies]))
+            bodies.update(hydrate([i for i in part if i not in bodies], raw))
             entries += _entries(part, bodies, window_ms)
             last_slice = start + step >= len(ids)
             cut = cut_page(
@@ -131,6 +168,7 @@ def feed_page(
                 break
         if floor is not None:
             upper = floor - 1
+            count = limit * 3 + 20  # large groups: read on in bigger steps
     items = [_item(g, bodies) for g in cut.groups]
     next_cursor = (
         FeedCursor(top=top, last=cut.groups[-1][0].id) if cut.has_more and cut.groups else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
@@ -25,8 +26,15 @@ from django_redis import get_redis_connection
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
 
 
+_client: redis.Redis | None = None
+
+
 def client() -> redis.Redis:
-    return get_redis_connection("default")
+    """The process's Redis client (django-redis' pool; redis-py resets it after a fork)."""
+    global _client
+    if _client is None:
+        _client = get_redis_connection("default")
+    return _client
 
 
 def _p() -> str:
@@ -375,27 +383,19 @@ def bump_pull_version() -> None:
     client().incr(pull_version_key())
 
 
-def begin_read(user_id: int, ttl: int, threshold: int) -> tuple[bool, list[int] | None, str]:
-    """The first round trip of a feed read: mark the read (the feed lives ``ttl`` more seconds)
-    and fetch the cached pull-author list. Returns (feed exists, pull-author ids or None, the
-    version tag to cache a fresh list under). A list cached under another threshold, or before
-    some author crossed it, does not count."""
+def begin_read(user_id: int, ttl: int) -> tuple[bool, bytes | None, int]:
+    """Mark a read (the feed lives ``ttl`` more seconds) and fetch the cached pull-author list
+    and its version: (feed exists, raw list, version), one round trip."""
     key = feed_key(user_id)
     pipe = client().pipeline(transaction=False)
     if ttl:
         pipe.expire(key, ttl)
     else:
         pipe.exists(key)
-    pipe.get(pull_version_key())
     pipe.get(pull_authors_key(user_id))
-    exists, version, raw = pipe.execute()
-    tag = f"{threshold}.{int(version or 0)}"
-    if raw is None:
-        return bool(exists), None, tag
-    cached_tag, _, ids = raw.decode().partition(":")
-    if cached_tag != tag:
-        return bool(exists), None, tag
-    return bool(exists), [int(i) for i in ids.split(",") if i], tag
+    pipe.get(pull_version_key())
+    exists, raw, version = pipe.execute()
+    return bool(exists), raw, int(version or 0)
 
 
 def set_pull_authors(user_id: int, tag: str, ids: Sequence[int], ttl: int) -> None:
@@ -406,13 +406,197 @@ def drop_pull_authors(user_id: int) -> None:
     client().delete(pull_authors_key(user_id))
 
 
-def hit_window(name: str, ident: str, window_seconds: int) -> tuple[int, int]:
-    """Count one hit in the current fixed window: (hits so far, seconds the window has left).
-    One round trip (SET NX EX opens the window, INCR counts; works on Redis 6.2 too)."""
-    key = f"{_p()}:throttle:{name}:{ident}"
-    pipe = client().pipeline(transaction=False)
-    pipe.set(key, 0, ex=window_seconds, nx=True)
+def throttle_key(name: str, ident: str, window_no: int) -> str:
+    return f"{_p()}:throttle:{name}:{ident}:{window_no}"
+
+
+def _queue_hit(pipe, name: str, ident: str, window_seconds: int, now: float) -> int:
+    """Queue one hit of a fixed window; returns the seconds the window has left. The window's
+    number is part of the key, so a key that lost its expiry can never outlive its window (it is
+    simply not read again): a user can not be locked out for good. INCR + EXPIRE, one key."""
+    window_no = int(now // window_seconds)
+    key = throttle_key(name, ident, window_no)
     pipe.incr(key)
-    pipe.ttl(key)
-    _, hits, ttl = pipe.execute()
-    return int(hits), max(int(ttl), 1)
+    pipe.expire(key, window_seconds * 2)
+    return max(1, int((window_no + 1) * window_seconds - now + 0.999))
+
+
+def hit_window(name: str, ident: str, window_seconds: int) -> tuple[int, int]:
+    """Count one hit in the current fixed window: (hits so far, seconds the window has left)."""
+    pipe = client().pipeline(transaction=False)
+    left = _queue_hit(pipe, name, ident, window_seconds, time.time())
+    hits, _ = pipe.execute()
+    return int(hits), left
+
+
+# --- the warm feed read: two round trips -------------------------------------------------------
+
+
+def token_key(digest: str) -> str:
+    return f"{_p()}:tok:{digest}"
+
+
+def token_get(digest: str) -> bytes | None:
+    return client().get(token_key(digest))
+
+
+def token_set(digest: str, value: bytes, ttl: int) -> None:
+    client().set(token_key(digest), value, ex=ttl)
+
+
+def token_delete(digests: Sequence[str]) -> None:
+    if digests:
+        client().delete(*(token_key(d) for d in digests))
+
+
+@dataclass(frozen=True)
+class ReadPrelude:
+    """What the first round trip of a feed read brings back."""
+
+    token: bytes | None  # the cached token entry (None: not cached, or revoked)
+    hits: int  # throttle hits in the current window, this one included
+    window_left: int  # seconds until the throttle window ends
+    feed_exists: bool
+    pull_raw: bytes | None  # the cached pull-author list ("tag:id,id,...")
+    pull_version: int
+
+
+def read_prelude(*, digest: str, user_id: int, ttl: int, throttle: tuple[str, int]) -> ReadPrelude:
+    """Round trip 1 of a warm read, one pipeline of single-key commands (one parallel round on a
+    cluster): the token entry (checks the caller's cached user id), the throttle hit, the read
+    mark (the feed lives ``ttl`` more seconds; tells whether it exists), the pull-author list
+    and its version."""
+    key = feed_key(user_id)
+    pipe = client().pipeline(transaction=False)
+    pipe.get(token_key(digest))
+    left = _queue_hit(pipe, throttle[0], str(user_id), throttle[1], time.time())
+    if ttl:
+        pipe.expire(key, ttl)
+    else:
+        pipe.exists(key)
+    pipe.get(pull_authors_key(user_id))
+    pipe.get(pull_version_key())
+    token, hits, _, exists, pull_raw, version = pipe.execute()
+    return ReadPrelude(token, int(hits), left, bool(exists), pull_raw, int(version or 0))
+
+
+def pull_authors_from_cache(raw: bytes | None, tag: str) -> list[int] | None:
+    """The cached pull-author ids, or None when absent or cached under another tag (another
+    threshold, or before some author crossed it)."""
+    if raw is None:
+        return None
+    cached_tag, _, ids = raw.decode().partition(":")
+    if cached_tag != tag:
+        return None
+    return [int(i) for i in ids.split(",") if i]
+
+
+# Round trip 2: the page. Each stream (the reader's feed, the pull authors' timelines) is read
+# newest first, at most `count` ids at or below `hi`; they are merged without duplicates down to
+# the floor (the highest last id of a stream that returned `count` ids: below it a stream may
+# hold ids that were not read), and the bodies of the newest `nbodies` come along. With a
+# "shown" range (a cursor's bucket), its merged ids and all their bodies too.
+# KEYS: the streams. ARGV: body key prefix, nbodies, hi, count, shown hi, shown lo (or '', '').
+# Returns {merged ids, floor or '', shown ids, body ids, bodies}.
+# Body keys are read from the script (not declared in KEYS): that is fine on one Redis; on
+# Redis Cluster the same two phases are two parallel rounds (streams, then bodies).
+_READ_PAGE_LUA = """
+local prefix, nbodies, hi, count = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+-- A k-way merge of newest-first lists, distinct ids down to `floor` (a sort with a comparator
+-- costs ~2 ms for 300 ids in Redis' Lua; this touches each id once).
+local function merge(lists, floor)
+  local pos, heads, out, last = {}, {}, {}, nil
+  for i, l in ipairs(lists) do
+    pos[i] = 1
+    heads[i] = l[1] and tonumber(l[1])
+  end
+  while true do
+    local best, bi = nil, nil
+    for i = 1, #lists do
+      local h = heads[i]
+      if h and (best == nil or h > best) then best, bi = h, i end
+    end
+    if bi == nil or (floor and best < floor) then break end
+    if best ~= last then
+      last = best
+      out[#out + 1] = lists[bi][pos[bi]]
+    end
+    pos[bi] = pos[bi] + 1
+    local nxt = lists[bi][pos[bi]]
+    heads[bi] = nxt and tonumber(nxt)
+  end
+  return out
+end
+local streams, floor = {}, nil
+for i, key in ipairs(KEYS) do
+  local ids = redis.call('ZREVRANGEBYSCORE', key, hi, '(0', 'LIMIT', 0, count)
+  streams[i] = ids
+  if #ids == count then
+    local last = tonumber(ids[#ids])
+    if floor == nil or last > floor then floor = last end
+  end
+end
+local merged = merge(streams, floor)
+local wanted = {}
+for i = 1, math.min(nbodies, #merged) do wanted[i] = merged[i] end
+local shown = {}
+if ARGV[5] ~= '' then
+  local lists = {}
+  for i, key in ipairs(KEYS) do
+    lists[i] = redis.call('ZREVRANGEBYSCORE', key, ARGV[5], ARGV[6])
+  end
+  shown = merge(lists, nil)
+  local have = {}
+  for _, m in ipairs(wanted) do have[m] = true end
+  for _, m in ipairs(shown) do
+    if not have[m] then wanted[#wanted + 1] = m end
+  end
+end
+local bodies = {}
+for i, m in ipairs(wanted) do bodies[i] = redis.call('GET', prefix .. m) end
+return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies}
+"""
+_read_page_sha: str | None = None
+
+
+@dataclass
+class PageRead:
+    ids: list[int]  # merged, newest first, distinct, complete down to the floor
+    floor: int | None  # None: every stream was read to its end (at or below max_id)
+    shown: list[int]  # ids of the "shown" range, newest first, distinct
+    bodies: dict[int, bytes | None]  # raw bodies of ids read along (None: not cached)
+
+
+def read_page(
+    keys: Sequence[str],
+    *,
+    max_id: int | None,
+    count: int,
+    nbodies: int,
+    shown: tuple[int, int] | None = None,
+) -> PageRead:
+    """Round trip 2 of a feed read (see _READ_PAGE_LUA): the merged ids of every stream at or
+    below ``max_id`` (at most ``count`` read from each), the bodies of the newest ``nbodies``,
+    and with ``shown`` = (hi, lo) the ids in that range and all their bodies."""
+    global _read_page_sha
+    hi = "+inf" if max_id is None else str(max_id)
+    args = [f"{_p()}:act:", nbodies, hi, count]
+    args += [shown[0], max(shown[1], 1)] if shown else ["", ""]
+    for attempt in (1, 2):
+        if _read_page_sha is None:
+            _read_page_sha = client().script_load(_READ_PAGE_LUA)
+        try:
+            merged, floor, shown_ids, wanted, raws = client().evalsha(
+                _read_page_sha, len(keys), *keys, *args
+            )
+            break
+        except redis.exceptions.NoScriptError:
+            _read_page_sha = None  # the server lost its script cache: load again, once
+            if attempt == 2:
+                raise
+    return PageRead(
+        ids=[int(m) for m in merged],
+        floor=int(floor) if floor else None,
+        shown=[int(m) for m in shown_ids],
+        bodies={int(m): raw for m, raw in zip(wanted, raws, strict=True)},
+    )

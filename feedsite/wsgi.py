@@ -1,6 +1,59 @@
+"""The WSGI application: granian serves it in the production layout (feedsite.serve).
+
+`GET /api/feed/` from an API client (token, JSON) takes a lane past Django's middleware stack,
+straight to feeds.views.lean_feed_read: the stack cost ~0.5 ms of a ~1.8 ms warm read (CPU, in
+process), a third of the read. The lane keeps what the stack would add to that response: host
+validation, the HTTPS redirect, the security and frame headers (Django's own middleware
+methods), Server-Timing, the request_started/finished signals (database connections go back to
+the pool) and Django's handling of an unexpected exception (a logged 500). Every other request,
+and any feed request the lane declines (a browser, a session, an unknown token), goes through
+the whole Django stack."""
+
 import os
+import time
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from django.core import signals  # noqa: E402 - after Django is set up
+from django.core.handlers.exception import response_for_exception  # noqa: E402
+from django.core.handlers.wsgi import WSGIHandler, WSGIRequest  # noqa: E402
+from django.middleware.clickjacking import XFrameOptionsMiddleware  # noqa: E402
+from django.middleware.security import SecurityMiddleware  # noqa: E402
+
+from feeds.views import lean_feed_read  # noqa: E402
+from feedsite.api.timing import stamp_server_timing  # noqa: E402
+
+FEED_PATH = "/api/feed/"
+_security = SecurityMiddleware(lambda request: None)
+_frames = XFrameOptionsMiddleware(lambda request: None)
+
+
+def _feed_lane(environ):
+    """The lean feed response, or None to let the Django stack answer."""
+    start = time.perf_counter()
+    request = WSGIRequest(environ)
+    signals.request_started.send(sender=WSGIHandler, environ=environ)
+    try:
+        request.get_host()  # DisallowedHost: a 400, as the stack gives it
+        response = _security.process_request(request) or lean_feed_read(request)
+    except Exception as exc:  # noqa: BLE001 - Django's own answer to any exception
+        response = response_for_exception(request, exc)
+    if response is None:
+        return None
+    response = _frames.process_response(request, _security.process_response(request, response))
+    response._resource_closers.append(request.close)
+    return stamp_server_timing(response, start)
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO") == FEED_PATH and environ.get("REQUEST_METHOD") == "GET":
+        response = _feed_lane(environ)
+        if response is not None:
+            start_response(
+                f"{response.status_code} {response.reason_phrase}", list(response.items())
+            )
+            return response  # its close() sends request_finished, as Django's handler does
+    return django_application(environ, start_response)

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from activities.views import PAGE_PARAMS
 from feeds.conf import get_conf
+from feedsite.api.auth import new_token_key
 from feedsite.api.params import cursor_int, make_cursor, parse_cursor, parse_limit
 from feedsite.api.throttles import LoginThrottle, RegisterThrottle, WriteThrottle
 from feedsite.errors import InvalidInput
@@ -57,7 +58,7 @@ class TokenApi(APIView):
         user = authenticate(request=request, **data.validated_data)
         if user is None:
             raise InvalidInput("unable to log in with the given username and password")
-        token, _ = Token.objects.get_or_create(user=user)
+        token, _ = Token.objects.get_or_create(user=user, defaults={"key": new_token_key(user.pk)})
         return Response({"token": token.key})
 
 

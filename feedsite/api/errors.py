@@ -15,12 +15,16 @@ from feedsite.errors import DomainError
 log = logging.getLogger("feeds.api")
 
 
+def domain_error_body(exc: DomainError) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": exc.message, "code": exc.code}
+    if exc.field:
+        body[exc.field] = [exc.message]
+    return body
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
-        body: dict[str, Any] = {"detail": exc.message, "code": exc.code}
-        if exc.field:
-            body[exc.field] = [exc.message]
-        return Response(body, status=exc.status_code)
+        return Response(domain_error_body(exc), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)

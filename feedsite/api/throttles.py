@@ -45,18 +45,26 @@ class WriteThrottle(UserRateThrottle):
         return super().allow_request(request, view)
 
 
+def parse_rate(rate: str) -> tuple[int, int]:
+    """ "1200/min" -> (1200, 60): requests per window of seconds (DRF's rate syntax)."""
+    num, period = rate.split("/")
+    return int(num), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+
+
 class FeedReadThrottle(BaseThrottle):
-    """Per user, a fixed one-minute window counted in Redis in one round trip (DRF's sliding
-    log costs a read and a write of a pickled list on every feed read)."""
+    """Per user, a fixed window counted in Redis in one round trip (DRF's sliding log costs a
+    read and a write of a pickled list on every feed read). The lean feed read counts the same
+    window inside its first round trip (feeds.views)."""
 
     rate = _rate("feed", "1200/min")
+    scope = "feed"
 
     def allow_request(self, request, view) -> bool:
         from feeds import store
 
-        limit = int(self.rate.split("/")[0])
+        limit, window = parse_rate(self.rate)
         ident = str(request.user.pk) if request.user.is_authenticated else self.get_ident(request)
-        hits, self.left = store.hit_window("feed", ident, 60)
+        hits, self.left = store.hit_window(self.scope, ident, window)
         return hits <= limit
 
     def wait(self) -> float:

