@@ -139,7 +139,7 @@ def feed_page(
     )
     upper = cursor.last - 1 if cursor else None
     count = limit + 10  # ids read per stream: enough to decide most pages in one round trip
-    step = limit + 5  # most pages are decided by the first limit + a few bodies
+    step = count  # bodies read along with the ids: a page rarely needs more
     entries: list[Entry] = []
     cut: PageCut | None = None
     while cut is None:
