@@ -37,7 +37,12 @@ format: $(STAMP)
 bench-fanout: $(STAMP)
 	$(PY) -m feedsite.embedded -- $(PY) bench/fanout.py
 
+# The read bench measures what users run: PostgreSQL and a Redis server (this machine's, unless
+# DATABASE_URL / REDIS_URL say otherwise), and wrk for the load (`apt-get install wrk`).
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/feedsite_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/5
 bench-read: $(STAMP)
-	$(PY) -m feedsite.embedded -- $(PY) bench/read.py
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
+		$(PY) bench/read.py $(BENCH_ARGS)
 
 bench: bench-fanout bench-read

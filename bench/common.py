@@ -28,6 +28,26 @@ User = get_user_model()
 
 
 def migrate() -> None:
+    """Create the bench's PostgreSQL database when it does not exist yet, then migrate."""
+    db = settings.DATABASES["default"]
+    if "postgresql" in db["ENGINE"]:
+        import psycopg
+        from psycopg import sql
+
+        admin = psycopg.connect(
+            host=db["HOST"],
+            port=db["PORT"] or 5432,
+            user=db["USER"],
+            password=db["PASSWORD"],
+            dbname="postgres",
+            autocommit=True,
+        )
+        with admin:
+            exists = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]
+            ).fetchone()
+            if not exists:
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
     call_command("migrate", verbosity=0)
 
 

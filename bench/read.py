@@ -1,8 +1,11 @@
-"""Read benchmark: GET /api/feed/?limit=20 under load (concurrency 16, 30 s) against uvicorn,
-server-side latency from the Server-Timing header, and fan-out on read in SQL on the same data
-and stack for comparison.
+"""Read benchmark: GET /api/feed/?limit=20 through the production layout (Caddy in front of
+granian's WSGI workers, feedsite.serve), at concurrency 16 from wrk (the Python generator when
+wrk is not installed), 10,000 readers, server-side latency from the Server-Timing header; then,
+in the same run and through the same layout and code, fan-out on read in SQL (bench/wsgi_sql.py:
+only the source of ids differs), and the server floor (a trivial Django view).
 
-    DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/read.py
+    make bench-read     # PostgreSQL and Redis of this machine; see the Makefile
+    DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/read.py [--seconds 30]
 """
 
 from __future__ import annotations
@@ -12,18 +15,24 @@ import asyncio
 import heapq
 import os
 import random
+import re
+import shutil
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from common import ROOT, apply_redis_conf, delete_prefixed, ensure_users, median, migrate
+from common import ROOT, apply_redis_conf, delete_prefixed, ensure_users, migrate
+from django.conf import settings
 
 from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_to_dict, encode_body
 from feeds import store
 from feeds.conf import feed_settings_update
+from feedsite.serve import serving
 from follows.models import Follow, UserStats
 
 VERBS = ["starred", "commented", "forked", "released"]
@@ -131,11 +140,12 @@ def build(
 
 
 async def load(
-    url: str, tokens: list[str], concurrency: int, seconds: float
+    url: str, tokens: list[str], concurrency: int, seconds: float, ordered: bool = False
 ) -> tuple[list[float], list[float], int]:
-    """A closed-loop load generator: `concurrency` keep-alive HTTP/1.1 connections, each sending
-    the next request when the last answer is in. Plain asyncio streams: a full HTTP client
-    library cost more CPU than the server it measured, on the same 2 cores."""
+    """A closed-loop load generator for machines without wrk: `concurrency` keep-alive HTTP/1.1
+    connections, each sending the next request when the last answer is in (plain asyncio
+    streams: a full HTTP client cost more CPU than the server it measured). ``ordered``: every
+    token once, in order (the warm-up), instead of random tokens for ``seconds``."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -144,6 +154,7 @@ async def load(
     client_ms: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
+    queue = iter(tokens)
 
     async def one(seed: int) -> None:
         nonlocal errors
@@ -151,10 +162,13 @@ async def load(
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         try:
             while time.monotonic() < deadline:
+                token = next(queue, None) if ordered else rng.choice(tokens)
+                if token is None:
+                    return
                 t0 = time.perf_counter()
                 writer.write(
                     f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                    f"Authorization: Token {rng.choice(tokens)}\r\n\r\n".encode()
+                    f"Authorization: Token {token}\r\n\r\n".encode()
                 )
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
                 lines = head.split("\r\n")
@@ -174,7 +188,63 @@ async def load(
     return server_ms, client_ms, errors
 
 
+@dataclass
+class Run:
+    requests: int
+    errors: int
+    rps: float
+    server_ms: list[float]
+
+    def line(self, name: str) -> str:
+        return (
+            f"{name}: {self.requests} requests, {self.errors} errors, {self.rps:.0f} req/s, "
+            f"server p50 {pct(self.server_ms, 0.5):.2f} ms p99 {pct(self.server_ms, 0.99):.2f} ms"
+        )
+
+
+def run_wrk(url: str, tokens_file: Path, concurrency: int, seconds: float) -> Run:
+    out = tokens_file.with_suffix(".timings")
+    parts = urlsplit(url)
+    env = dict(
+        os.environ,
+        BENCH_TOKENS=str(tokens_file),
+        BENCH_PATH=f"{parts.path}?{parts.query}" if parts.query else parts.path,
+        BENCH_OUT=str(out),
+    )
+    res = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{concurrency}",
+            f"-d{seconds:.0f}s",
+            "-s",
+            str(ROOT / "bench" / "feed.lua"),
+            f"{parts.scheme}://{parts.netloc}/",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", res.stdout).group(1))
+    total = int(re.search(r"(\d+) requests in", res.stdout).group(1))
+    server_ms, errors = [], 0
+    for line in out.read_text().splitlines():
+        if line.startswith("errors "):
+            errors += int(line.split()[1])
+        elif line:
+            server_ms.append(float(line))
+    return Run(total, errors, rps, server_ms)
+
+
+def run_python(url: str, tokens: list[str], concurrency: int, seconds: float) -> Run:
+    server_ms, client_ms, errors = asyncio.run(load(url, tokens, concurrency, seconds))
+    return Run(len(client_ms), errors, len(client_ms) / seconds, server_ms)
+
+
 def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p))]
 
@@ -183,10 +253,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readers", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
+    if "postgresql" not in settings.DATABASES["default"]["ENGINE"] or not os.environ.get(
+        "REDIS_URL"
+    ):
+        raise SystemExit(
+            "bench/read.py measures what users run: set DATABASE_URL to PostgreSQL and REDIS_URL "
+            "to a Redis server (make bench-read does)"
+        )
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if shutil.which("wrk") else "python"
     migrate()
     apply_redis_conf()
     cap = 500
@@ -196,66 +277,48 @@ def main() -> None:
     t0 = time.perf_counter()
     tokens = build(args.readers, 200, 5, 20, 100, cap, seed=7)
     print(
-        f"setup: {args.readers} readers, feeds of {cap}, 3 pull authors each, in {time.perf_counter() - t0:.0f}s"
+        f"setup: {args.readers} readers, feeds of {cap}, 20 push + 3 pull authors each, "
+        f"in {time.perf_counter() - t0:.0f}s; generator {generator}",
+        flush=True,
     )
+    tokens_file = Path(settings.VAR_DIR) / "bench-read-tokens.txt"
+    tokens_file.write_text("\n".join(tokens) + "\n")
     env = dict(
         os.environ,
+        DEBUG="0",
         FEEDSITE_URLCONF="bench.urls_sql",
+        FEEDSITE_WSGI_APP="bench.wsgi_sql:application",
         FEEDSITE_SECURE_SSL_REDIRECT="0",
-        FEEDSITE_THROTTLE_FEED="100000/min",
+        FEEDSITE_THROTTLE_FEED="100000000/min",
     )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "feedsite.asgi:application",
-            "--port",
-            str(args.port),
-            "--workers",
-            str(args.web_workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        base = f"http://127.0.0.1:{args.port}"
-        import httpx
 
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        # Warm-up: auth and pull-author caches of the 10k readers, as on a server in service.
-        asyncio.run(load(f"{base}/api/feed/?limit=20", tokens, args.concurrency, 20))
-        feed, feed_client, feed_err = asyncio.run(
-            load(f"{base}/api/feed/?limit=20", tokens, args.concurrency, args.seconds)
-        )
-        asyncio.run(load(f"{base}/bench/feed-sql/?limit=20", tokens, args.concurrency, 3))
-        sql, sql_client, sql_err = asyncio.run(
-            load(f"{base}/bench/feed-sql/?limit=20", tokens, args.concurrency, args.seconds)
-        )
-    finally:
-        server.terminate()
-        server.wait(20)
-    p50, p99, sql_p50, sql_p99 = pct(feed, 0.5), pct(feed, 0.99), pct(sql, 0.5), pct(sql, 0.99)
-    rps = len(feed_client) / args.seconds
+    def measure(path: str, seconds: float) -> Run:
+        url = f"http://127.0.0.1:{args.port}{path}"
+        if generator == "wrk":
+            return run_wrk(url, tokens_file, args.concurrency, seconds)
+        return run_python(url, tokens, args.concurrency, seconds)
+
+    log = open(Path(settings.VAR_DIR) / "bench-read-server.log", "w")  # noqa: SIM115
+    with serving(env, port=args.port, stdout=log):
+        base = f"http://127.0.0.1:{args.port}"
+        # Warm every reader once (token entry, pull-author list), as on a server in service.
+        t0 = time.perf_counter()
+        asyncio.run(load(f"{base}/api/feed/?limit=20", tokens, args.concurrency, 3600, True))
+        print(f"warm-up: {len(tokens)} readers in {time.perf_counter() - t0:.0f}s", flush=True)
+        measure("/bench/floor/", args.warmup)
+        floor = measure("/bench/floor/", min(args.seconds, 10))
+        measure("/api/feed/?limit=20", args.warmup)
+        feed = measure("/api/feed/?limit=20", args.seconds)
+        measure("/bench/feed-sql/?limit=20", args.warmup)
+        sql = measure("/bench/feed-sql/?limit=20", args.seconds)
+    print(floor.line("server floor (static JSON view, whole Django stack)"))
+    print(feed.line("/api/feed/ (Redis, merged + aggregated)"))
+    print(sql.line("SQL fan-out on read (LATERAL per followee), same code path"))
+    p50, p99 = pct(feed.server_ms, 0.5), pct(feed.server_ms, 0.99)
     print(
-        f"/api/feed/ (Redis, merged + aggregated): {len(feed)} requests, {feed_err} errors, {rps:.0f} req/s, "
-        f"server p50 {p50:.2f} ms p99 {p99:.2f} ms; client p50 {median(feed_client):.1f} ms"
-    )
-    print(
-        f"SQL fan-out on read (LATERAL, index-only): {len(sql)} requests, {sql_err} errors, "
-        f"{len(sql_client) / args.seconds:.0f} req/s, server p50 {sql_p50:.2f} ms p99 {sql_p99:.2f} ms"
-    )
-    print(
-        f"p50_ms={p50:.2f} p99_ms={p99:.2f} rps={rps:.0f} sql_p50_ms={sql_p50:.2f} sql_p99_ms={sql_p99:.2f} "
-        f"ratio={sql_p50 / p50:.2f}"
+        f"p50_ms={p50:.2f} p99_ms={p99:.2f} rps={feed.rps:.0f} "
+        f"sql_p50_ms={pct(sql.server_ms, 0.5):.2f} sql_rps={sql.rps:.0f} "
+        f"ratio={feed.rps / sql.rps:.2f} floor_rps={floor.rps:.0f} generator={generator}"
     )
 
 

@@ -11,6 +11,7 @@ the whole Django stack."""
 
 import os
 import time
+from collections.abc import Callable
 
 from django.core.wsgi import get_wsgi_application
 
@@ -20,6 +21,7 @@ django_application = get_wsgi_application()
 from django.core import signals  # noqa: E402 - after Django is set up
 from django.core.handlers.exception import response_for_exception  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest  # noqa: E402
+from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.middleware.clickjacking import XFrameOptionsMiddleware  # noqa: E402
 from django.middleware.security import SecurityMiddleware  # noqa: E402
 
@@ -27,33 +29,45 @@ from feeds.views import lean_feed_read  # noqa: E402
 from feedsite.api.timing import stamp_server_timing  # noqa: E402
 
 FEED_PATH = "/api/feed/"
+Lane = Callable[[HttpRequest], HttpResponse | None]
 _security = SecurityMiddleware(lambda request: None)
 _frames = XFrameOptionsMiddleware(lambda request: None)
 
 
-def _feed_lane(environ):
-    """The lean feed response, or None to let the Django stack answer."""
+def _lane_response(environ, lane: Lane) -> HttpResponse | None:
+    """The lane's response, or None to let the Django stack answer."""
     start = time.perf_counter()
     request = WSGIRequest(environ)
     signals.request_started.send(sender=WSGIHandler, environ=environ)
     try:
         request.get_host()  # DisallowedHost: a 400, as the stack gives it
-        response = _security.process_request(request) or lean_feed_read(request)
+        response = _security.process_request(request) or lane(request)
     except Exception as exc:  # noqa: BLE001 - Django's own answer to any exception
         response = response_for_exception(request, exc)
     if response is None:
         return None
     response = _frames.process_response(request, _security.process_response(request, response))
+    if not response.streaming and not response.has_header("Content-Length"):
+        response.headers["Content-Length"] = str(len(response.content))  # as CommonMiddleware
     response._resource_closers.append(request.close)
     return stamp_server_timing(response, start)
 
 
-def application(environ, start_response):
-    if environ.get("PATH_INFO") == FEED_PATH and environ.get("REQUEST_METHOD") == "GET":
-        response = _feed_lane(environ)
-        if response is not None:
-            start_response(
-                f"{response.status_code} {response.reason_phrase}", list(response.items())
-            )
-            return response  # its close() sends request_finished, as Django's handler does
-    return django_application(environ, start_response)
+def lane_application(lanes: dict[str, Lane]):
+    """A WSGI application: GET requests to a path in ``lanes`` try that lane first."""
+
+    def application(environ, start_response):
+        lane = lanes.get(environ.get("PATH_INFO", ""))
+        if lane is not None and environ.get("REQUEST_METHOD") == "GET":
+            response = _lane_response(environ, lane)
+            if response is not None:
+                start_response(
+                    f"{response.status_code} {response.reason_phrase}", list(response.items())
+                )
+                return response  # its close() sends request_finished, as Django's handler does
+        return django_application(environ, start_response)
+
+    return application
+
+
+application = lane_application({FEED_PATH: lean_feed_read})
