@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,32 +115,27 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
 
 
 @pytest.fixture(scope="session")
-def asgi_server(django_db_setup, django_db_blocker) -> Iterator[str]:
-    """The production ASGI server (uvicorn); yields its URL."""
-    import httpx
-
+def served(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """The production layout (feedsite.serve: Caddy in front of granian's WSGI workers and
+    uvicorn's SSE stream) on the test database and Redis; yields its URL."""
     from feedsite.embedded import free_port
+    from feedsite.serve import serving
 
-    port = free_port()
-
-    def up(_text: str) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    args = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "feedsite.asgi:application",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with _service(args, "uvicorn", up, FEEDSITE_SSE_HEARTBEAT_SECONDS="1"):
-        yield f"http://127.0.0.1:{port}"
+    env = dict(
+        os.environ,
+        DATABASE_URL=_database_url(),
+        FEEDSITE_SSE_HEARTBEAT_SECONDS="1",
+        WEB_CONCURRENCY="2",
+    )
+    log_path = Path(settings.VAR_DIR) / f"served-{os.getpid()}.log"
+    with (
+        open(log_path, "w") as log,
+        serving(env, port=free_port(), stdout=log, static=False) as (
+            layout,
+            _,
+        ),
+    ):
+        yield layout.url
 
 
 def _queued_messages() -> int:

@@ -37,14 +37,14 @@ def test_concurrent_service_calls_create_exactly_one(live_worker):
     assert FanoutJob.objects.filter(actor=author).count() == 1
 
 
-def test_fifty_concurrent_posts_one_201_and_forty_nine_200(live_worker, asgi_server):
+def test_fifty_concurrent_posts_one_201_and_forty_nine_200(live_worker, served):
     author = UserFactory()
     token = Token.objects.create(user=author).key
     headers = {"Authorization": f"Token {token}"}
 
     def post(_: int) -> int:
         return httpx.post(
-            f"{asgi_server}/api/activities/", json=BODY, headers=headers, timeout=30
+            f"{served}/api/activities/", json=BODY, headers=headers, timeout=30
         ).status_code
 
     with ThreadPoolExecutor(50) as pool:

@@ -1,4 +1,5 @@
-"""GET /api/feed/stream/ through uvicorn: SSE on Redis pub/sub, with the real worker fanning out."""
+"""GET /api/feed/stream/ through the production layout (Caddy -> uvicorn): SSE on Redis pub/sub,
+with the real worker fanning out."""
 
 from __future__ import annotations
 
@@ -76,13 +77,13 @@ def post(user, object_id: str) -> str:
     return res.json()["id"]
 
 
-def test_stream_receives_a_post_made_after_connecting(live_worker, asgi_server):
+def test_stream_receives_a_post_made_after_connecting(live_worker, served):
     feed_settings_update(celebrity_threshold=2)
     author, star, reader, stranger = UserFactory(), UserFactory(), UserFactory(), UserFactory()
     follow_create(follower_id=reader.pk, followee_id=author.pk)
     follow_create(follower_id=reader.pk, followee_id=star.pk)
     follow_create(follower_id=UserFactory().pk, followee_id=star.pk)  # star: pull author
-    stream = Stream(asgi_server, reader)
+    stream = Stream(served, reader)
     try:
         post(stranger, "not-followed")  # must never show
         started = time.monotonic()
@@ -108,10 +109,10 @@ def test_stream_receives_a_post_made_after_connecting(live_worker, asgi_server):
     wait_until(lambda: subscribers() == 0, timeout=10)
 
 
-def test_reconnect_with_last_event_id_replays_what_was_missed(live_worker, asgi_server):
+def test_reconnect_with_last_event_id_replays_what_was_missed(live_worker, served):
     author, reader = UserFactory(), UserFactory()
     follow_create(follower_id=reader.pk, followee_id=author.pk)
-    stream = Stream(asgi_server, reader)
+    stream = Stream(served, reader)
     first = post(author, "first")
     assert stream.next_activity()["id"] == first
     stream.close()
@@ -125,24 +126,24 @@ def test_reconnect_with_last_event_id_replays_what_was_missed(live_worker, asgi_
             == 3
         )
     )
-    again = Stream(asgi_server, reader, last_event_id=first)
+    again = Stream(served, reader, last_event_id=first)
     try:
         assert [again.next_activity()["id"] for _ in range(3)] == missed  # oldest first
     finally:
         again.close()
 
 
-def test_stream_needs_authentication_and_limits_open_streams(live_worker, asgi_server):
-    assert httpx.get(f"{asgi_server}/api/feed/stream/", timeout=5).status_code == 401
+def test_stream_needs_authentication_and_limits_open_streams(live_worker, served):
+    assert httpx.get(f"{served}/api/feed/stream/", timeout=5).status_code == 401
     bad = httpx.get(
-        f"{asgi_server}/api/feed/stream/", headers={"Authorization": "Token nope"}, timeout=5
+        f"{served}/api/feed/stream/", headers={"Authorization": "Token nope"}, timeout=5
     )
     assert bad.status_code == 401
     reader = UserFactory()
-    streams = [Stream(asgi_server, reader) for _ in range(5)]
+    streams = [Stream(served, reader) for _ in range(5)]
     try:
         res = httpx.get(
-            f"{asgi_server}/api/feed/stream/",
+            f"{served}/api/feed/stream/",
             headers={"Authorization": f"Token {token(reader)}"},
             timeout=5,
         )
