@@ -1,5 +1,7 @@
 """`make run`: migrations, an embedded Redis when REDIS_URL is unset, a Celery worker (with the
-beat that runs the sweeper), the ASGI server, and a demo login. Ctrl-C or SIGTERM stops them all."""
+beat that runs the sweeper), the production serving layout (feedsite.serve: Caddy in front of
+granian's WSGI workers and uvicorn's SSE stream, on PORT), and a demo login. Ctrl-C or SIGTERM
+stops them all."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 import time
 
 from feedsite.embedded import celery_worker_args, start_redis, stop, stop_group
+from feedsite.serve import serving
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -55,38 +58,29 @@ def main() -> int:
                 env,
             )
         )
-        procs.append(
-            _spawn(
-                [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "feedsite.asgi:application",
-                    "--host",
-                    env.get("HOST", "127.0.0.1"),
-                    "--port",
-                    port,
-                ],
-                env,
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        print(
-            f"\nfeedsite is starting:\n  API        {base}/api/\n  API docs   {base}/api/docs/\n"
-            f"  admin      {base}/admin/  (user 'admin', password from FEEDSITE_ADMIN_PASSWORD, "
-            f"default 'admin')\n  health     {base}/healthz\nCtrl-C stops everything.\n",
-            flush=True,
-        )
-        while not stopping:
-            if any(p.poll() is not None for p in procs):
-                print("a child process exited; stopping", file=sys.stderr, flush=True)
-                return 1
-            time.sleep(0.5)
-        return 0
+        with serving(env, port=int(port), host=env.get("HOST", "127.0.0.1")) as (_, servers):
+            return _serve(procs + servers, int(port), lambda: stopping)
     finally:
         _stop_all(procs)
         if redis_proc is not None:
             stop(redis_proc)
+
+
+def _serve(procs: list[subprocess.Popen], port: int, stopping) -> int:
+    """Print the URLs, then wait for Ctrl-C (or for a child to die)."""
+    base = f"http://127.0.0.1:{port}"
+    print(
+        f"\nfeedsite is up:\n  API        {base}/api/\n  API docs   {base}/api/docs/\n"
+        f"  admin      {base}/admin/  (user 'admin', password from FEEDSITE_ADMIN_PASSWORD, "
+        f"default 'admin')\n  health     {base}/healthz\nCtrl-C stops everything.\n",
+        flush=True,
+    )
+    while not stopping():
+        if any(p.poll() is not None for p in procs):
+            print("a child process exited; stopping", file=sys.stderr, flush=True)
+            return 1
+        time.sleep(0.5)
+    return 0
 
 
 if __name__ == "__main__":
