@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from activities.ids import LOW_BITS
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: built ~30 times per read, 4x cheaper than a frozen dataclass
     id: int
     key: Hashable  # (verb, object_type, object_id, bucket)
     actor_id: int
