@@ -139,11 +139,14 @@ def feed_page(
     )
     upper = cursor.last - 1 if cursor else None
     count = limit + 10  # ids read per stream: enough to decide most pages in one round trip
-    step = count  # bodies read along with the ids: a page rarely needs more
+    step = limit + 5  # entries aggregated at a time: most pages are decided by the first ones
+    # Bodies read along with the ids: every id read, up to twice `count` (a page whose groups
+    # share one time bucket needs all of them to know its groups are complete).
+    nbodies = count * 2
     entries: list[Entry] = []
     cut: PageCut | None = None
     while cut is None:
-        page = source.read(max_id=upper, count=count, nbodies=step, shown=shown_range)
+        page = source.read(max_id=upper, count=count, nbodies=nbodies, shown=shown_range)
         raw.update(page.bodies)
         if shown_range is not None:
             bodies.update(hydrate(page.shown, raw))

@@ -218,3 +218,48 @@ def test_pull_author_list_is_cached_and_dropped_on_follow(django_capture_on_comm
     assert cached() is None  # the follow dropped the cached list
     client.get("/api/feed/")
     assert cached() == [star.pk]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("id_token", [True, False], ids=["id-token", "plain-token"])
+def test_warm_read_is_two_redis_round_trips_and_no_sql(
+    settings, monkeypatch, django_assert_num_queries, id_token
+):
+    from redis.connection import AbstractConnection
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from activities.services import activity_publish
+    from feedsite.api.auth import new_token_key
+    from tests.conftest import activate
+
+    settings.FEEDSITE_SETTINGS_LOCAL_SECONDS = 60  # as in service: settings cached in process
+    star, author, reader = UserFactory(), UserFactory(), UserFactory()
+    follow_create(follower_id=reader.pk, followee_id=author.pk)
+    follow_create(follower_id=reader.pk, followee_id=star.pk)
+    feed_settings_update(celebrity_threshold=1)  # star (1 follower) and author: pull authors
+    for i in range(25):
+        activity_publish(
+            actor_id=(author if i % 2 else star).pk,
+            data={"verb": "starred", "object_type": "project", "object_id": f"p{i}"},
+        )
+    activate(reader, author, star)
+    key = new_token_key(reader.pk) if id_token else Token.generate_key()
+    Token.objects.create(user=reader, key=key)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    cold = client.get("/api/feed/", {"limit": 10})
+    assert cold.status_code == 200 and len(cold.json()["items"]) == 10
+    store.flush_buffered()
+    sent: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, *args, **kwargs):
+        sent.append(command)
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    with django_assert_num_queries(0):
+        warm = client.get("/api/feed/", {"limit": 10})
+    assert warm.json() == cold.json()
+    assert len(sent) == 2  # token + throttle + read mark + pull authors; then the page
