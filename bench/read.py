@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -195,6 +196,17 @@ class Run:
     rps: float
     server_ms: list[float]
 
+    @staticmethod
+    def combine(runs: list[Run]) -> Run:
+        seconds = sum(r.requests / r.rps for r in runs if r.rps)
+        requests = sum(r.requests for r in runs)
+        return Run(
+            requests,
+            sum(r.errors for r in runs),
+            requests / seconds if seconds else 0.0,
+            [ms for r in runs for ms in r.server_ms],
+        )
+
     def line(self, name: str) -> str:
         return (
             f"{name}: {self.requests} requests, {self.errors} errors, {self.rps:.0f} req/s, "
@@ -254,6 +266,7 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
@@ -305,20 +318,31 @@ def main() -> None:
         t0 = time.perf_counter()
         asyncio.run(load(f"{base}/api/feed/?limit=20", tokens, args.concurrency, 3600, True))
         print(f"warm-up: {len(tokens)} readers in {time.perf_counter() - t0:.0f}s", flush=True)
-        measure("/bench/floor/", args.warmup)
-        floor = measure("/bench/floor/", min(args.seconds, 10))
-        measure("/api/feed/?limit=20", args.warmup)
-        feed = measure("/api/feed/?limit=20", args.seconds)
-        measure("/bench/feed-sql/?limit=20", args.warmup)
-        sql = measure("/bench/feed-sql/?limit=20", args.seconds)
+        for path in ("/bench/floor/", "/api/feed/?limit=20", "/bench/feed-sql/?limit=20"):
+            measure(path, args.warmup)
+        # Interleaved rounds: the shared machine's load drifts over minutes, so each round
+        # measures the three endpoints back to back and the ratio is taken within a round.
+        rounds = []
+        for _ in range(args.rounds):
+            step = args.seconds / args.rounds
+            rounds.append(
+                (
+                    measure("/bench/floor/", min(step, 5)),
+                    measure("/api/feed/?limit=20", step),
+                    measure("/bench/feed-sql/?limit=20", step),
+                )
+            )
+    floor, feed, sql = (Run.combine([r[i] for r in rounds]) for i in range(3))
+    ratio = statistics.median(f.rps / s.rps for _, f, s in rounds)
     print(floor.line("server floor (static JSON view, whole Django stack)"))
     print(feed.line("/api/feed/ (Redis, merged + aggregated)"))
     print(sql.line("SQL fan-out on read (LATERAL per followee), same code path"))
+    print("ratio per round: " + " ".join(f"{f.rps / s.rps:.2f}" for _, f, s in rounds))
     p50, p99 = pct(feed.server_ms, 0.5), pct(feed.server_ms, 0.99)
     print(
         f"p50_ms={p50:.2f} p99_ms={p99:.2f} rps={feed.rps:.0f} "
         f"sql_p50_ms={pct(sql.server_ms, 0.5):.2f} sql_rps={sql.rps:.0f} "
-        f"ratio={feed.rps / sql.rps:.2f} floor_rps={floor.rps:.0f} generator={generator}"
+        f"ratio={ratio:.2f} floor_rps={floor.rps:.0f} generator={generator}"
     )
 
 
