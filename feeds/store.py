@@ -461,15 +461,17 @@ class ReadPrelude:
     pull_version: int
 
 
-def read_prelude(*, digest: str, user_id: int, ttl: int, throttle: tuple[str, int]) -> ReadPrelude:
+def read_prelude(
+    *, digest: str, user_id: int, ttl: int, throttle: tuple[str, str, int]
+) -> ReadPrelude:
     """Round trip 1 of a warm read, one pipeline of single-key commands (one parallel round on a
-    cluster): the token entry (checks the caller's cached user id), the throttle hit, the read
-    mark (the feed lives ``ttl`` more seconds; tells whether it exists), the pull-author list
-    and its version."""
+    cluster): the token entry (checks the caller's claimed user id), the throttle hit
+    (``throttle`` = scope, ident, window seconds), the read mark (the feed lives ``ttl`` more
+    seconds; tells whether it exists), the pull-author list and its version."""
     key = feed_key(user_id)
     pipe = client().pipeline(transaction=False)
     pipe.get(token_key(digest))
-    left = _queue_hit(pipe, throttle[0], str(user_id), throttle[1], time.time())
+    left = _queue_hit(pipe, throttle[0], throttle[1], throttle[2], time.time())
     if ttl:
         pipe.expire(key, ttl)
     else:

@@ -69,7 +69,9 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
         digest=claim.digest,
         user_id=claim.user_id,
         ttl=feed_ttl(conf),
-        throttle=(FeedReadThrottle.scope, window),
+        # Counted under the token, not the user it claims: a forged token naming someone else's
+        # id is refused below, after this round trip, and must not spend their budget.
+        throttle=(FeedReadThrottle.scope, FeedReadThrottle.token_ident(claim.digest), window),
     )
     if not token_confirm(claim, pre.token):
         return None

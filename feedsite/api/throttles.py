@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from rest_framework.authtoken.models import Token
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle, UserRateThrottle
 
 
@@ -59,11 +60,22 @@ class FeedReadThrottle(BaseThrottle):
     rate = _rate("feed", "1200/min")
     scope = "feed"
 
+    @staticmethod
+    def token_ident(digest: str) -> str:
+        return f"t:{digest}"
+
     def allow_request(self, request, view) -> bool:
         from feeds import store
+        from feedsite.api.auth import token_digest
 
         limit, window = parse_rate(self.rate)
-        ident = str(request.user.pk) if request.user.is_authenticated else self.get_ident(request)
+        if isinstance(request.auth, str | Token):  # the same bucket as the lean read's
+            key = request.auth if isinstance(request.auth, str) else request.auth.key
+            ident = self.token_ident(token_digest(key))
+        elif request.user.is_authenticated:
+            ident = f"u:{request.user.pk}"
+        else:
+            ident = f"ip:{self.get_ident(request)}"
         hits, self.left = store.hit_window(self.scope, ident, window)
         return hits <= limit
 

@@ -263,3 +263,31 @@ def test_warm_read_is_two_redis_round_trips_and_no_sql(
         warm = client.get("/api/feed/", {"limit": 10})
     assert warm.json() == cold.json()
     assert len(sent) == 2  # token + throttle + read mark + pull authors; then the page
+
+
+@pytest.mark.django_db
+def test_forged_tokens_naming_a_user_do_not_spend_their_throttle():
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from feedsite.api.auth import new_token_key
+    from feedsite.api.throttles import FeedReadThrottle
+
+    old = FeedReadThrottle.rate
+    FeedReadThrottle.rate = "3/min"
+    try:
+        victim = UserFactory()
+        key = new_token_key(victim.pk)
+        Token.objects.create(user=victim, key=key)
+        forger = APIClient()
+        for _ in range(5):  # the victim's id, a made-up secret
+            forger.credentials(HTTP_AUTHORIZATION=f"Token {new_token_key(victim.pk)}")
+            assert forger.get("/api/feed/").status_code == 401
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        codes = [client.get("/api/feed/").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        browsable = client.get("/api/feed/", {"format": "json"})  # the DRF view: same bucket
+        assert browsable.status_code == 429
+    finally:
+        FeedReadThrottle.rate = old
