@@ -386,16 +386,21 @@ def bump_pull_version() -> None:
 def begin_read(user_id: int, ttl: int) -> tuple[bool, bytes | None, int]:
     """Mark a read (the feed lives ``ttl`` more seconds) and fetch the cached pull-author list
     and its version: (feed exists, raw list, version), one round trip."""
-    key = feed_key(user_id)
     pipe = client().pipeline(transaction=False)
-    if ttl:
-        pipe.expire(key, ttl)
-    else:
-        pipe.exists(key)
-    pipe.get(pull_authors_key(user_id))
-    pipe.get(pull_version_key())
+    _queue_read_mark(pipe, user_id, ttl)
     exists, raw, version = pipe.execute()
     return bool(exists), raw, int(version or 0)
+
+
+def _queue_read_mark(pipe, user_id: int, ttl: int) -> None:
+    """Queue the read mark (the feed lives ``ttl`` more seconds; answers whether it exists),
+    then the cached pull-author list and its version: three replies."""
+    if ttl:
+        pipe.expire(feed_key(user_id), ttl)
+    else:
+        pipe.exists(feed_key(user_id))
+    pipe.get(pull_authors_key(user_id))
+    pipe.get(pull_version_key())
 
 
 def set_pull_authors(user_id: int, tag: str, ids: Sequence[int], ttl: int) -> None:
@@ -468,16 +473,10 @@ def read_prelude(
     cluster): the token entry (checks the caller's claimed user id), the throttle hit
     (``throttle`` = scope, ident, window seconds), the read mark (the feed lives ``ttl`` more
     seconds; tells whether it exists), the pull-author list and its version."""
-    key = feed_key(user_id)
     pipe = client().pipeline(transaction=False)
     pipe.get(token_key(digest))
     left = _queue_hit(pipe, throttle[0], throttle[1], throttle[2], time.time())
-    if ttl:
-        pipe.expire(key, ttl)
-    else:
-        pipe.exists(key)
-    pipe.get(pull_authors_key(user_id))
-    pipe.get(pull_version_key())
+    _queue_read_mark(pipe, user_id, ttl)
     token, hits, _, exists, pull_raw, version = pipe.execute()
     return ReadPrelude(token, int(hits), left, bool(exists), pull_raw, int(version or 0))
 

@@ -6,12 +6,11 @@ stops them all."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 
-from feedsite.embedded import celery_worker_args, start_redis, stop, stop_group
+from feedsite.embedded import celery_worker_args, start_redis, stop, stop_group, stop_on_signals
 from feedsite.serve import serving
 
 
@@ -31,14 +30,7 @@ def main() -> int:
     port = env.get("PORT", "8000")
     procs: list[subprocess.Popen] = []
     redis_proc = None
-    stopping = False
-
-    def on_signal(signum, frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_on_signals()
     try:
         if not env.get("REDIS_URL"):
             redis_proc, env["REDIS_URL"] = start_redis(
@@ -59,7 +51,7 @@ def main() -> int:
             )
         )
         with serving(env, port=int(port), host=env.get("HOST", "127.0.0.1")) as (_, servers):
-            return _serve(procs + servers, int(port), lambda: stopping)
+            return _serve(procs + servers, int(port), stopping)
     finally:
         _stop_all(procs)
         if redis_proc is not None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -110,6 +111,21 @@ def celery_worker_args(
     if node:  # tests and benches: a private node name, no cluster chatter
         args += ["--without-gossip", "--without-mingle", "-n", node]
     return args
+
+
+def stop_on_signals() -> Callable[[], bool]:
+    """Install SIGTERM/SIGINT handlers; the returned function says whether one arrived."""
+    import signal
+
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return lambda: stopping
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from feedsite.embedded import free_port, stop_group
+from feedsite.embedded import free_port, stop_group, stop_on_signals
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CADDYFILE = BASE_DIR / "config" / "Caddyfile"
@@ -197,17 +196,10 @@ def serving(
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
-    stopping = False
-
-    def on_signal(signum, frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_on_signals()
     with serving(env, host=env.get("HOST", "127.0.0.1")) as (layout, procs):
         print(f"serving on {layout.url}", flush=True)
-        while not stopping and all(p.poll() is None for p in procs):
+        while not stopping() and all(p.poll() is None for p in procs):
             time.sleep(0.5)
     return 0
 
