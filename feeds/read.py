@@ -109,6 +109,11 @@ class IdSource(Protocol):
     ) -> store.PageRead: ...
 
 
+# Up to this many sources (the feed and 7 celebrity timelines) a page is one script call; more
+# go through the pipelined read, so that no reader can hold Redis for long.
+MAX_SCRIPT_SOURCES = 8
+
+
 @dataclass(frozen=True)
 class RedisSource:
     keys: list[str]
@@ -116,7 +121,10 @@ class RedisSource:
     def read(
         self, *, max_id: int | None, count: int, nbodies: int, shown: tuple[int, int] | None
     ) -> store.PageRead:
-        return store.read_page(self.keys, max_id=max_id, count=count, nbodies=nbodies, shown=shown)
+        read = (
+            store.read_page if len(self.keys) <= MAX_SCRIPT_SOURCES else store.read_page_pipelined
+        )
+        return read(self.keys, max_id=max_id, count=count, nbodies=nbodies, shown=shown)
 
 
 def feed_page(

@@ -5,8 +5,10 @@ Layout (prefix from FEEDSITE_KEY_PREFIX, default ``fs``):
   {p}:tl:{user_id}     the author's own timeline, same shape (pull source, backfill source)
   {p}:act:{id}         the activity body as JSON, stored once, with a TTL
   {p}:deliv:{job}:{n}  delivery counter of one batch (poison guard)
-No command touches two users' keys, so the layout works unchanged on Redis Cluster; multi-key work
-is a non-transactional pipeline, which redis-py's cluster client splits per node.
+Every command but one touches a single key, and multi-key work is a non-transactional pipeline,
+which redis-py's cluster client splits per node. The exception is the feed read's page script
+(_READ_PAGE_LUA), which reads a reader's sources and their bodies in one call on one Redis; on
+Redis Cluster it becomes two parallel rounds (read_page_pipelined: the sources, then the bodies).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 from django_redis import get_redis_connection
+
+from .merge import merge_streams, merge_to_floor
 
 # Errors a batch retries. Every Redis error, not only connection ones: OOM ("used memory >
 # maxmemory"), LOADING, and Cluster MOVED/TRYAGAIN arrive as error replies and pass with time.
@@ -601,3 +605,25 @@ def read_page(
         shown=[int(m) for m in shown_ids],
         bodies={int(m): raw for m, raw in zip(wanted, raws, strict=True)},
     )
+
+
+def read_page_pipelined(
+    keys: Sequence[str],
+    *,
+    max_id: int | None,
+    count: int,
+    nbodies: int,
+    shown: tuple[int, int] | None = None,
+) -> PageRead:
+    """read_page for readers with many sources: the script's merge costs Redis time in
+    proportion to ids x sources, all of it atomic (200 celebrity timelines: ~50 ms in which
+    Redis serves no one else). Here the streams are one pipeline of single-key reads, merged in
+    Python, and the bodies a second round trip."""
+    streams = read_streams(keys, max_id=max_id, count=count)
+    ids, floor = merge_to_floor(streams, count)
+    shown_ids: list[int] = []
+    if shown is not None:
+        shown_ids = merge_streams(read_streams(keys, max_id=shown[0], min_id=shown[1]))
+    wanted = list(dict.fromkeys([*ids[:nbodies], *shown_ids]))
+    found = get_bodies(wanted)
+    return PageRead(ids=ids, floor=floor, shown=shown_ids, bodies={i: found.get(i) for i in wanted})

@@ -43,6 +43,13 @@ def _page(user_id: int, query, source: IdSource | None) -> dict[str, Any]:
     return {"items": items, "next_cursor": token}
 
 
+def _plain_json(accept: str) -> bool:
+    """Whether an Accept header takes the lane's compact JSON as DRF would render it."""
+    if "text/html" in accept or "indent" in accept:
+        return False
+    return "application/json" in accept or "*/*" in accept
+
+
 def _json(body: dict[str, Any], status: int = 200) -> HttpResponse:
     response = HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
     response["Vary"] = "Accept, Authorization"
@@ -58,8 +65,9 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
     from (the benchmark's SQL comparison); the rest is the same code."""
     if request.method != "GET" or "format" in request.GET:
         return None
-    if "text/html" in request.META.get("HTTP_ACCEPT", ""):
-        return None
+    accept = request.META.get("HTTP_ACCEPT", "")
+    if accept and not _plain_json(accept):
+        return None  # a browser, another media type, `indent=`: DRF negotiates
     claim = token_claim(request)
     if claim is None:
         return None

@@ -50,7 +50,10 @@ def main() -> int:
                 env,
             )
         )
-        with serving(env, port=int(port), host=env.get("HOST", "127.0.0.1")) as (_, servers):
+        with serving(env, port=int(port), host=env.get("HOST", "127.0.0.1"), stopping=stopping) as (
+            _,
+            servers,
+        ):
             return _serve(procs + servers, int(port), stopping)
     finally:
         _stop_all(procs)

@@ -123,8 +123,8 @@ def stop_on_signals() -> Callable[[], bool]:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(signum, on_signal)
     return lambda: stopping
 
 

@@ -14,14 +14,13 @@ machine, a WSGI server reaches 3,000-5,300 (bench figures in the README); Caddy 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,24 +138,33 @@ def collect_static(env: dict[str, str]) -> None:
     )
 
 
-def wait_ready(url: str, timeout: float = 60, procs: list[subprocess.Popen] | None = None) -> None:
-    """Until ``url`` answers through the proxy: any answer but the proxy's 502 (no upstream yet)
-    means Django serves (a 503 from /healthz names a dependency that is down, not the server)."""
+def wait_ready(
+    port: int,
+    path: str,
+    timeout: float = 60,
+    procs: list[subprocess.Popen] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Until ``path`` answers through the proxy: any answer but the proxy's 502 (no upstream
+    yet) means Django serves. A 503 from /healthz names a dependency that is down, and a redirect
+    (the HTTPS redirect with DEBUG off) is an answer too: neither is followed."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping():
         for p in procs or []:
             if p.poll() is not None:
                 raise RuntimeError(f"{p.args[0]} exited with {p.returncode} while starting")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code != 502:
+            conn.request("GET", path)
+            if conn.getresponse().status != 502:
                 return
         except OSError:
             pass
+        finally:
+            conn.close()
         time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+    if not stopping():
+        raise RuntimeError(f"{path} on port {port} did not answer within {timeout:.0f} s")
 
 
 @contextlib.contextmanager
@@ -167,12 +175,15 @@ def serving(
     host: str = "127.0.0.1",
     stdout=None,
     static: bool = True,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Iterator[tuple[Layout, list[subprocess.Popen]]]:
     """Start the layout, wait until it answers through the proxy, stop it all afterwards."""
     layout = layout_from_env(env, port)
     if static:
         collect_static(env)
     full_env = {**env, **proxy_env(layout, host)}
+    # A socket left by a server that was killed would make granian fail to bind.
+    Path(layout.web_socket).unlink(missing_ok=True)
     procs: list[subprocess.Popen] = []
     try:
         for args in commands(layout).values():
@@ -186,7 +197,8 @@ def serving(
                     start_new_session=True,
                 )
             )
-        wait_ready(f"{layout.url}/healthz", procs=procs)
+        wait_ready(layout.port, "/healthz", procs=procs, stopping=stopping)
+        wait_ready(layout.port, "/api/feed/stream/", procs=procs, stopping=stopping)
         yield layout, procs
     finally:
         for p in reversed(procs):
@@ -197,9 +209,11 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
     stopping = stop_on_signals()
-    with serving(env, host=env.get("HOST", "127.0.0.1")) as (layout, procs):
+    with serving(env, host=env.get("HOST", "127.0.0.1"), stopping=stopping) as (layout, procs):
         print(f"serving on {layout.url}", flush=True)
-        while not stopping() and all(p.poll() is None for p in procs):
+        while not stopping():
+            if any(p.poll() is not None for p in procs):
+                return 1  # a server died: let a supervisor see a failure and restart
             time.sleep(0.5)
     return 0
 

@@ -159,8 +159,8 @@ FEEDSITE_BODY_TTL_SECONDS = env_int("FEEDSITE_BODY_TTL_SECONDS", 7 * 24 * 3600)
 # Caches dropped explicitly when what they hold changes (token deleted, user saved, follow,
 # threshold crossing); the lifetime is a safety net only, and must outlast the gap between two
 # reads of an active reader, or warm reads would query PostgreSQL.
-FEEDSITE_TOKEN_CACHE_SECONDS = env_int("FEEDSITE_TOKEN_CACHE_SECONDS", 3600)
-FEEDSITE_PULL_AUTHORS_CACHE_SECONDS = env_int("FEEDSITE_PULL_AUTHORS_CACHE_SECONDS", 3600)
+FEEDSITE_TOKEN_CACHE_SECONDS = env_int("FEEDSITE_TOKEN_CACHE_SECONDS", 600)
+FEEDSITE_PULL_AUTHORS_CACHE_SECONDS = env_int("FEEDSITE_PULL_AUTHORS_CACHE_SECONDS", 600)
 FEEDSITE_SETTINGS_CACHE_SECONDS = env_int("FEEDSITE_SETTINGS_CACHE_SECONDS", 5)
 FEEDSITE_SETTINGS_LOCAL_SECONDS = env_int("FEEDSITE_SETTINGS_LOCAL_SECONDS", 1)
 FEEDSITE_FANOUT_MAX_RETRIES = env_int("FEEDSITE_FANOUT_MAX_RETRIES", 8)

@@ -29,6 +29,10 @@ from feeds.views import lean_feed_read  # noqa: E402
 from feedsite.api.timing import stamp_server_timing  # noqa: E402
 
 FEED_PATH = "/api/feed/"
+# granian starts each request's environ from a copy of the process environment: those keys
+# (DATABASE_URL with its password, or an HTTP_* variable posing as a header) are no part of the
+# request, and are dropped before Django sees them.
+_PROCESS_ENV = frozenset(os.environ)
 Lane = Callable[[HttpRequest], HttpResponse | None]
 _security = SecurityMiddleware(lambda request: None)
 _frames = XFrameOptionsMiddleware(lambda request: None)
@@ -57,6 +61,7 @@ def lane_application(lanes: dict[str, Lane]):
     """A WSGI application: GET requests to a path in ``lanes`` try that lane first."""
 
     def application(environ, start_response):
+        environ = {k: v for k, v in environ.items() if k not in _PROCESS_ENV}
         lane = lanes.get(environ.get("PATH_INFO", ""))
         if lane is not None and environ.get("REQUEST_METHOD") == "GET":
             response = _lane_response(environ, lane)

@@ -122,3 +122,45 @@ def test_stalled_clients_do_not_hold_the_workers(served, reader_with_feed):
         for sock in stalled:
             sock.close()
     assert during - before < 100, (before, during)
+
+
+def test_lane_leaves_other_media_types_to_drf(served, reader_with_feed):
+    reader = reader_with_feed(2)
+    headers = {"Authorization": f"Token {_token(reader, True)}"}
+    xml = httpx.get(f"{served}/api/feed/", headers={**headers, "Accept": "application/xml"})
+    assert xml.status_code == 406  # as DRF answers it
+    pretty = httpx.get(
+        f"{served}/api/feed/", headers={**headers, "Accept": "application/json; indent=2"}
+    )
+    assert pretty.status_code == 200 and b"\n  " in pretty.content
+
+
+def test_the_process_environment_is_not_part_of_a_request():
+    """granian copies os.environ into every request's environ; none of it reaches Django."""
+    import io
+    import os
+
+    from django.http import HttpResponse
+
+    from feedsite.wsgi import lane_application
+
+    seen: dict = {}
+
+    def lane(request):
+        seen.update(request.META)
+        return HttpResponse(b"ok")
+
+    environ = {
+        **os.environ,
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/probe/",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+    }
+    response = lane_application({"/probe/": lane})(environ, lambda status, headers: None)
+    assert b"".join(response) == b"ok"
+    assert "PATH" in os.environ and "PATH" not in seen
+    assert seen["HTTP_HOST"] == "127.0.0.1"
