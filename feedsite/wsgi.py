@@ -9,6 +9,7 @@ the pool) and Django's handling of an unexpected exception (a logged 500). Every
 and any feed request the lane declines (a browser, a session, an unknown token), goes through
 the whole Django stack."""
 
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -76,3 +77,11 @@ def lane_application(lanes: dict[str, Lane]):
 
 
 application = lane_application({FEED_PATH: lean_feed_read})
+
+# Everything loaded so far lives as long as the process: keep it out of the cyclic collector's
+# scans, and collect the young generation every 50,000 allocations instead of 700 (a feed read
+# allocates thousands of short-lived objects, freed by reference counting anyway). Measured on
+# the feed read through the production layout: 5-9% less worker CPU per request, 6-9% more
+# requests per second (two A/B pairs of 10 s wrk runs).
+gc.freeze()
+gc.set_threshold(50_000, 20, 100)
