@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 from django.conf import settings
 from django_redis import get_redis_connection
 
 from .merge import merge_streams, merge_to_floor
+
+T = TypeVar("T")
 
 # Errors a batch retries. Every Redis error, not only connection ones: OOM ("used memory >
 # maxmemory"), LOADING, and Cluster MOVED/TRYAGAIN arrive as error replies and pass with time.
@@ -85,14 +88,23 @@ return 1
 # follows and no posts is not rebuilt on every read. When the feed is full, trimming removes it
 # first (lowest score), and a full feed needs no marker.
 SENTINEL = "0"
-_add_capped_sha: str | None = None
+_script_shas: dict[str, str] = {}
 
 
-def _add_capped_sha_loaded() -> str:
-    global _add_capped_sha
-    if _add_capped_sha is None:
-        _add_capped_sha = client().script_load(_ADD_CAPPED_LUA)
-    return _add_capped_sha
+def _with_script(source: str, run: Callable[[str], T]) -> T:
+    """``run(sha)`` with the script loaded (EVALSHA: the source is sent once per process); when
+    the server lost its script cache (restart, SCRIPT FLUSH), load it again, once."""
+    for attempt in (1, 2):
+        sha = _script_shas.get(source)
+        if sha is None:
+            sha = _script_shas[source] = client().script_load(source)
+        try:
+            return run(sha)
+        except redis.exceptions.NoScriptError:
+            _script_shas.pop(source, None)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _zadd_capped(pipe, key: str, ids: Iterable[int], cap: int) -> None:
@@ -109,22 +121,17 @@ def push_to_feeds(
     """Add activities to many existing feeds: one pipelined round trip (one capped add per
     feed). Returns (feeds written, the author's unfollow counter, whether the first activity's
     body is still cached), the last two read after the writes in the same round trip."""
-    for attempt in (1, 2):
-        sha = _add_capped_sha_loaded()
+
+    def run(sha: str) -> list:
         pipe = client().pipeline(transaction=False)
         for uid in user_ids:
             pipe.execute_command("EVALSHA", sha, 1, feed_key(uid), cap, *activity_ids)
         pipe.get(unfollows_key(author_id))
         pipe.exists(body_key(activity_ids[0]))
-        try:
-            *written, unfollows, body = pipe.execute()
-            return sum(written), int(unfollows or 0), bool(body)
-        except redis.exceptions.NoScriptError:
-            # The server lost its script cache (restart, SCRIPT FLUSH): load again, once.
-            global _add_capped_sha
-            _add_capped_sha = None
-            if attempt == 2:
-                raise
+        return pipe.execute()
+
+    *written, unfollows, body = _with_script(_ADD_CAPPED_LUA, run)
+    return sum(written), int(unfollows or 0), bool(body)
 
 
 def remove_from_feeds(user_ids: Sequence[int], activity_ids: Sequence[int]) -> None:
@@ -561,7 +568,6 @@ local bodies = {}
 for i, m in ipairs(wanted) do bodies[i] = redis.call('GET', prefix .. m) end
 return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies}
 """
-_read_page_sha: str | None = None
 
 
 @dataclass
@@ -583,22 +589,12 @@ def read_page(
     """Round trip 2 of a feed read (see _READ_PAGE_LUA): the merged ids of every stream at or
     below ``max_id`` (at most ``count`` read from each), the bodies of the newest ``nbodies``,
     and with ``shown`` = (hi, lo) the ids in that range and all their bodies."""
-    global _read_page_sha
     hi = "+inf" if max_id is None else str(max_id)
     args = [f"{_p()}:act:", nbodies, hi, count]
     args += [shown[0], max(shown[1], 1)] if shown else ["", ""]
-    for attempt in (1, 2):
-        if _read_page_sha is None:
-            _read_page_sha = client().script_load(_READ_PAGE_LUA)
-        try:
-            merged, floor, shown_ids, wanted, raws = client().evalsha(
-                _read_page_sha, len(keys), *keys, *args
-            )
-            break
-        except redis.exceptions.NoScriptError:
-            _read_page_sha = None  # the server lost its script cache: load again, once
-            if attempt == 2:
-                raise
+    merged, floor, shown_ids, wanted, raws = _with_script(
+        _READ_PAGE_LUA, lambda sha: client().evalsha(sha, len(keys), *keys, *args)
+    )
     return PageRead(
         ids=[int(m) for m in merged],
         floor=int(floor) if floor else None,

@@ -79,3 +79,14 @@ def test_a_reader_of_many_celebrities_pages_through_all_of_them():
         if cursor is None:
             break
     assert seen == sorted(ids, reverse=True)
+
+
+def test_scripts_survive_a_server_that_lost_its_script_cache():
+    key = store.feed_key(424242)
+    store.write_feed(424242, [5, 7], cap=10, ttl=0)
+    assert store.read_page([key], max_id=None, count=5, nbodies=5).ids == [7, 5]
+    store.client().script_flush()  # as after a Redis restart
+    assert store.read_page([key], max_id=None, count=5, nbodies=5).ids == [7, 5]
+    store.client().script_flush()
+    assert store.push_to_feeds([424242], [9], cap=10, author_id=1)[0] == 1
+    assert store.read_page([key], max_id=None, count=5, nbodies=5).ids == [9, 7, 5]
