@@ -114,9 +114,10 @@ class IdSource(Protocol):
 MAX_SCRIPT_SOURCES = 8
 
 
-@dataclass(frozen=True)
+@dataclass
 class RedisSource:
-    keys: list[str]
+    keys: list[str]  # the reader's feed first
+    mark_ttl: int | None = None  # the first read marks the feed read (and finds it missing)
 
     def read(
         self, *, max_id: int | None, count: int, nbodies: int, shown: tuple[int, int] | None
@@ -124,7 +125,16 @@ class RedisSource:
         read = (
             store.read_page if len(self.keys) <= MAX_SCRIPT_SOURCES else store.read_page_pipelined
         )
-        return read(self.keys, max_id=max_id, count=count, nbodies=nbodies, shown=shown)
+        page = read(
+            self.keys,
+            max_id=max_id,
+            count=count,
+            nbodies=nbodies,
+            shown=shown,
+            mark_ttl=self.mark_ttl,
+        )
+        self.mark_ttl = None
+        return page
 
 
 def feed_page(
@@ -155,6 +165,9 @@ def feed_page(
     cut: PageCut | None = None
     while cut is None:
         page = source.read(max_id=upper, count=count, nbodies=nbodies, shown=shown_range)
+        if page.feed_missing:  # never built, expired or evicted: rebuild (once), read again
+            feed_ensure(user_id=user_id, conf=conf)
+            continue
         raw.update(page.bodies)
         if shown_range is not None:
             bodies.update(hydrate(page.shown, raw))

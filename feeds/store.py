@@ -398,18 +398,17 @@ def begin_read(user_id: int, ttl: int) -> tuple[bool, bytes | None, int]:
     """Mark a read (the feed lives ``ttl`` more seconds) and fetch the cached pull-author list
     and its version: (feed exists, raw list, version), one round trip."""
     pipe = client().pipeline(transaction=False)
-    _queue_read_mark(pipe, user_id, ttl)
-    exists, raw, version = pipe.execute()
-    return bool(exists), raw, int(version or 0)
-
-
-def _queue_read_mark(pipe, user_id: int, ttl: int) -> None:
-    """Queue the read mark (the feed lives ``ttl`` more seconds; answers whether it exists),
-    then the cached pull-author list and its version: three replies."""
     if ttl:
         pipe.expire(feed_key(user_id), ttl)
     else:
         pipe.exists(feed_key(user_id))
+    _queue_pull_authors(pipe, user_id)
+    exists, raw, version = pipe.execute()
+    return bool(exists), raw, int(version or 0)
+
+
+def _queue_pull_authors(pipe, user_id: int) -> None:
+    """Queue the reads of the cached pull-author list and its version: two replies."""
     pipe.get(pull_authors_key(user_id))
     pipe.get(pull_version_key())
 
@@ -472,24 +471,22 @@ class ReadPrelude:
     token: bytes | None  # the cached token entry (None: not cached, or revoked)
     hits: int  # throttle hits in the current window, this one included
     window_left: int  # seconds until the throttle window ends
-    feed_exists: bool
     pull_raw: bytes | None  # the cached pull-author list ("tag:id,id,...")
     pull_version: int
 
 
-def read_prelude(
-    *, digest: str, user_id: int, ttl: int, throttle: tuple[str, str, int]
-) -> ReadPrelude:
+def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
     """Round trip 1 of a warm read, one pipeline of single-key commands (one parallel round on a
     cluster): the token entry (checks the caller's claimed user id), the throttle hit
-    (``throttle`` = scope, ident, window seconds), the read mark (the feed lives ``ttl`` more
-    seconds; tells whether it exists), the pull-author list and its version."""
+    (``throttle`` = scope, ident, window seconds), the pull-author list and its version. Nothing
+    here writes to the claimed user's keys: the claim is confirmed only by this round trip's
+    answer (the read mark rides on the page read, see read_page's ``mark_ttl``)."""
     pipe = client().pipeline(transaction=False)
     pipe.get(token_key(digest))
     left = _queue_hit(pipe, throttle[0], throttle[1], throttle[2], time.time())
-    _queue_read_mark(pipe, user_id, ttl)
-    token, hits, _, exists, pull_raw, version = pipe.execute()
-    return ReadPrelude(token, int(hits), left, bool(exists), pull_raw, int(version or 0))
+    _queue_pull_authors(pipe, user_id)
+    token, hits, _, pull_raw, version = pipe.execute()
+    return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0))
 
 
 def pull_authors_from_cache(raw: bytes | None, tag: str) -> list[int] | None:
@@ -508,12 +505,24 @@ def pull_authors_from_cache(raw: bytes | None, tag: str) -> list[int] | None:
 # the floor (the highest last id of a stream that returned `count` ids: below it a stream may
 # hold ids that were not read), and the bodies of the newest `nbodies` come along. With a
 # "shown" range (a cursor's bucket), its merged ids and all their bodies too.
-# KEYS: the streams. ARGV: body key prefix, nbodies, hi, count, shown hi, shown lo (or '', '').
-# Returns {merged ids, floor or '', shown ids, body ids, bodies}.
+# KEYS: the streams, the reader's feed first. ARGV: body key prefix, nbodies, hi, count, shown hi,
+# shown lo (or '', ''), read-mark seconds (or ''). Returns {merged ids, floor or '', shown ids,
+# body ids, bodies, 1}, or 0 last when the feed to mark does not exist.
 # Body keys are read from the script (not declared in KEYS): that is fine on one Redis; on
 # Redis Cluster the same two phases are two parallel rounds (streams, then bodies).
 _READ_PAGE_LUA = """
 local prefix, nbodies, hi, count = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+-- The read mark, when asked for (ARGV[7]: seconds, 0 = check only): the reader's feed (KEYS[1])
+-- lives that much longer; a missing feed answers at once, to be rebuilt.
+if ARGV[7] ~= '' then
+  local live
+  if tonumber(ARGV[7]) > 0 then
+    live = redis.call('EXPIRE', KEYS[1], ARGV[7])
+  else
+    live = redis.call('EXISTS', KEYS[1])
+  end
+  if live == 0 then return {{}, '', {}, {}, {}, 0} end
+end
 -- A k-way merge of newest-first lists, distinct ids down to `floor` (a sort with a comparator
 -- costs ~2 ms for 300 ids in Redis' Lua; this touches each id once).
 local function merge(lists, floor)
@@ -566,7 +575,7 @@ if ARGV[5] ~= '' then
 end
 local bodies = {}
 for i, m in ipairs(wanted) do bodies[i] = redis.call('GET', prefix .. m) end
-return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies}
+return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1}
 """
 
 
@@ -576,6 +585,7 @@ class PageRead:
     floor: int | None  # None: every stream was read to its end (at or below max_id)
     shown: list[int]  # ids of the "shown" range, newest first, distinct
     bodies: dict[int, bytes | None]  # raw bodies of ids read along (None: not cached)
+    feed_missing: bool = False  # the read mark found no feed: nothing else was read
 
 
 def read_page(
@@ -585,6 +595,7 @@ def read_page(
     count: int,
     nbodies: int,
     shown: tuple[int, int] | None = None,
+    mark_ttl: int | None = None,
 ) -> PageRead:
     """Round trip 2 of a feed read (see _READ_PAGE_LUA): the merged ids of every stream at or
     below ``max_id`` (at most ``count`` read from each), the bodies of the newest ``nbodies``,
@@ -592,7 +603,8 @@ def read_page(
     hi = "+inf" if max_id is None else str(max_id)
     args = [f"{_p()}:act:", nbodies, hi, count]
     args += [shown[0], max(shown[1], 1)] if shown else ["", ""]
-    merged, floor, shown_ids, wanted, raws = _with_script(
+    args.append("" if mark_ttl is None else mark_ttl)
+    merged, floor, shown_ids, wanted, raws, live = _with_script(
         _READ_PAGE_LUA, lambda sha: client().evalsha(sha, len(keys), *keys, *args)
     )
     return PageRead(
@@ -600,6 +612,7 @@ def read_page(
         floor=int(floor) if floor else None,
         shown=[int(m) for m in shown_ids],
         bodies={int(m): raw for m, raw in zip(wanted, raws, strict=True)},
+        feed_missing=not live,
     )
 
 
@@ -610,11 +623,16 @@ def read_page_pipelined(
     count: int,
     nbodies: int,
     shown: tuple[int, int] | None = None,
+    mark_ttl: int | None = None,
 ) -> PageRead:
     """read_page for readers with many sources: the script's merge costs Redis time in
     proportion to ids x sources, all of it atomic (200 celebrity timelines: ~50 ms in which
     Redis serves no one else). Here the streams are one pipeline of single-key reads, merged in
     Python, and the bodies a second round trip."""
+    if mark_ttl is not None:
+        live = client().expire(keys[0], mark_ttl) if mark_ttl else client().exists(keys[0])
+        if not live:
+            return PageRead(ids=[], floor=None, shown=[], bodies={}, feed_missing=True)
     streams = read_streams(keys, max_id=max_id, count=count)
     ids, floor = merge_to_floor(streams, count)
     shown_ids: list[int] = []

@@ -76,7 +76,6 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
     pre = store.read_prelude(
         digest=claim.digest,
         user_id=claim.user_id,
-        ttl=feed_ttl(conf),
         # Counted under the token, not the user it claims: a forged token naming someone else's
         # id is refused below, after this round trip, and must not spend their budget.
         throttle=(FeedReadThrottle.scope, FeedReadThrottle.token_ident(claim.digest), window),
@@ -92,11 +91,11 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
             keys = feed_sources_prepare(
                 user_id=claim.user_id,
                 conf=conf,
-                feed_exists=pre.feed_exists,
+                feed_exists=True,  # the page read marks it, and rebuilds it when missing
                 pull_raw=pre.pull_raw,
                 pull_version=pre.pull_version,
             )
-            source: IdSource = RedisSource(keys)
+            source: IdSource = RedisSource(keys, mark_ttl=feed_ttl(conf))
         else:
             source = sources(claim.user_id)
         return _json(_page(claim.user_id, request.GET, source))

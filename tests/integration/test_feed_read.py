@@ -291,3 +291,20 @@ def test_forged_tokens_naming_a_user_do_not_spend_their_throttle():
         assert browsable.status_code == 429
     finally:
         FeedReadThrottle.rate = old
+
+
+@pytest.mark.django_db
+def test_forged_tokens_touch_nothing_of_the_user_they_name():
+    from rest_framework.test import APIClient
+
+    from feedsite.api.auth import new_token_key
+    from tests.conftest import activate
+
+    victim = UserFactory()
+    activate(victim)
+    store.client().expire(store.feed_key(victim.pk), 100)
+    forger = APIClient()
+    for _ in range(3):
+        forger.credentials(HTTP_AUTHORIZATION=f"Token {new_token_key(victim.pk)}")
+        assert forger.get("/api/feed/").status_code == 401
+    assert 0 < store.client().ttl(store.feed_key(victim.pk)) <= 100  # no read mark
