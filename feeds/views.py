@@ -58,8 +58,8 @@ def _json(body: dict[str, Any], status: int = 200) -> HttpResponse:
 
 def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
     """GET /api/feed/ for an API client (``Authorization: Token``, JSON): two Redis round trips
-    when warm and no SQL. Round trip 1 confirms the token, counts the throttle, marks the read
-    and fetches the pull-author list; round trip 2 reads the page (feeds.read.feed_page).
+    when warm and no SQL. Round trip 1 confirms the token, counts the throttle and fetches the
+    pull-author list; round trip 2 marks the read and reads the page (feeds.read.feed_page).
     Returns None when the request is not for this path (a browser, a session, an unknown
     token): the DRF view answers it, with the same body. ``sources`` swaps where the ids come
     from (the benchmark's SQL comparison); the rest is the same code."""
