@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import hiredis
 import redis
 from django.conf import settings
 from django_redis import get_redis_connection
@@ -89,6 +90,37 @@ return 1
 # first (lowest score), and a full feed needs no marker.
 SENTINEL = "0"
 _script_shas: dict[str, str] = {}
+
+
+def _round_trip(*commands: tuple) -> list:
+    """Send ``commands`` in one write on a pooled connection and read their raw replies: the
+    hot read path's pipeline without redis-py's per-command bookkeeping (response callbacks,
+    command stack, retry wrappers), which cost more CPU than the round trip itself. A broken
+    connection is dropped and the round sent once more on a fresh one; an error reply is
+    raised after every reply has been read, so the connection goes back to the pool clean."""
+    pool = client().connection_pool
+    for attempt in (1, 2):
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            conn.disconnect()
+            if attempt == 2:
+                raise
+            continue
+        finally:
+            pool.release(conn)
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
+    raise AssertionError("unreachable")
 
 
 def _with_script(source: str, run: Callable[[str], T]) -> T:
@@ -429,11 +461,17 @@ def _queue_hit(pipe, name: str, ident: str, window_seconds: int, now: float) -> 
     """Queue one hit of a fixed window; returns the seconds the window has left. The window's
     number is part of the key, so a key that lost its expiry can never outlive its window (it is
     simply not read again): a user can not be locked out for good. INCR + EXPIRE, one key."""
-    window_no = int(now // window_seconds)
+    window_no, left = _window(window_seconds, now)
     key = throttle_key(name, ident, window_no)
     pipe.incr(key)
     pipe.expire(key, window_seconds * 2)
-    return max(1, int((window_no + 1) * window_seconds - now + 0.999))
+    return left
+
+
+def _window(window_seconds: int, now: float) -> tuple[int, int]:
+    """The fixed window ``now`` falls in: its number and the whole seconds it has left."""
+    window_no = int(now // window_seconds)
+    return window_no, max(1, int((window_no + 1) * window_seconds - now + 0.999))
 
 
 def hit_window(name: str, ident: str, window_seconds: int) -> tuple[int, int]:
@@ -481,11 +519,16 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
     (``throttle`` = scope, ident, window seconds), the pull-author list and its version. Nothing
     here writes to the claimed user's keys: the claim is confirmed only by this round trip's
     answer (the read mark rides on the page read, see read_page's ``mark_ttl``)."""
-    pipe = client().pipeline(transaction=False)
-    pipe.get(token_key(digest))
-    left = _queue_hit(pipe, throttle[0], throttle[1], throttle[2], time.time())
-    _queue_pull_authors(pipe, user_id)
-    token, hits, _, pull_raw, version = pipe.execute()
+    name, ident, window_seconds = throttle
+    window_no, left = _window(window_seconds, time.time())
+    hit_key = throttle_key(name, ident, window_no)
+    token, hits, _, pull_raw, version = _round_trip(
+        ("GET", token_key(digest)),
+        ("INCR", hit_key),
+        ("EXPIRE", hit_key, window_seconds * 2),
+        ("GET", pull_authors_key(user_id)),
+        ("GET", pull_version_key()),
+    )
     return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0))
 
 
@@ -605,7 +648,7 @@ def read_page(
     args += [shown[0], max(shown[1], 1)] if shown else ["", ""]
     args.append("" if mark_ttl is None else mark_ttl)
     merged, floor, shown_ids, wanted, raws, live = _with_script(
-        _READ_PAGE_LUA, lambda sha: client().evalsha(sha, len(keys), *keys, *args)
+        _READ_PAGE_LUA, lambda sha: _round_trip(("EVALSHA", sha, len(keys), *keys, *args))[0]
     )
     return PageRead(
         ids=[int(m) for m in merged],

@@ -90,3 +90,23 @@ def test_scripts_survive_a_server_that_lost_its_script_cache():
     store.client().script_flush()
     assert store.push_to_feeds([424242], [9], cap=10, author_id=1)[0] == 1
     assert store.read_page([key], max_id=None, count=5, nbodies=5).ids == [9, 7, 5]
+
+
+def test_a_read_survives_connections_the_server_dropped():
+    key = store.feed_key(424243)
+    store.write_feed(424243, [5, 7], cap=10, ttl=0)
+    assert store.read_page([key], max_id=None, count=5, nbodies=5).ids == [7, 5]
+    # As after a Redis restart or an idle timeout: every pooled connection is dead.
+    store.client().client_kill_filter(_type="normal", skipme=False)
+    assert store.read_page([key], max_id=None, count=5, nbodies=5).ids == [7, 5]
+    pre = store.read_prelude(digest="0" * 40, user_id=424243, throttle=("feed", "t", 60))
+    assert (pre.token, pre.hits) == (None, 1)
+
+
+def test_an_error_reply_is_raised_and_leaves_the_connection_clean():
+    store.client().set(store.feed_key(424244), "not a sorted set")
+    with pytest.raises(store.redis.exceptions.ResponseError, match="WRONGTYPE"):
+        store.read_page([store.feed_key(424244)], max_id=None, count=5, nbodies=5)
+    store.write_feed(424245, [3], cap=10, ttl=0)
+    # The next round on the same pooled connection reads its own replies, not leftovers.
+    assert store.read_page([store.feed_key(424245)], max_id=None, count=5, nbodies=5).ids == [3]
