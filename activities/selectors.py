@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from .models import Activity
@@ -54,9 +55,16 @@ def activity_page(*, actor_id: int, before_id: int | None, limit: int) -> list[A
     return list(qs[:limit])
 
 
-def recent_activity_ids(*, actor_id: int, limit: int) -> list[int]:
-    return list(
-        Activity.objects.filter(actor_id=actor_id)
-        .order_by("-id")
-        .values_list("id", flat=True)[:limit]
-    )
+def recent_activity_ids(*, actor_id: int, limit: int, since: datetime | None = None) -> list[int]:
+    """The newest ``limit`` ids of an author (at or after ``since``), newest first: the one
+    selector of an author's recent activities (backfill, timelines, repush)."""
+    qs = Activity.objects.filter(actor_id=actor_id)
+    if since is not None:
+        qs = qs.filter(time__gte=since)
+    return list(qs.order_by("-id").values_list("id", flat=True)[:limit])
+
+
+def activity_ids_from(*, actor_id: int, min_id: int) -> list[int]:
+    """Every id of an author at or above ``min_id``, newest first (by index on (actor, id))."""
+    qs = Activity.objects.filter(actor_id=actor_id, id__gte=min_id)
+    return list(qs.order_by("-id").values_list("id", flat=True))

@@ -71,15 +71,3 @@ class ActivityOutSerializer(serializers.Serializer):
 class ActivityPageSerializer(serializers.Serializer):
     items = ActivityOutSerializer(many=True)
     next_cursor = serializers.CharField(allow_null=True)
-
-
-class FanoutStatusSerializer(serializers.Serializer):
-    state = serializers.CharField()
-    strategy = serializers.CharField()
-    recipients = serializers.IntegerField()
-    skipped = serializers.IntegerField()
-    batches_total = serializers.IntegerField()
-    batches_done = serializers.IntegerField()
-    batches_failed = serializers.IntegerField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)

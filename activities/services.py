@@ -1,5 +1,6 @@
-"""Activity writes. The fan-out job row is written in the same transaction as the activity, so a
-crash between commit and enqueue leaves a visible pending job that the sweeper re-enqueues."""
+"""Activity writes. What they mean for feeds is announced by the model signals (feeds.receivers
+writes the fan-out job in the same transaction, so a crash between commit and enqueue leaves a
+visible pending job that the sweeper re-enqueues)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,9 @@ def _check_time(moment: Any) -> Any:
 
 
 def activity_publish(*, actor_id: int, data: dict[str, Any]) -> tuple[Activity, bool]:
-    """Create an activity (and its pending fan-out job); returns (activity, created).
+    """Create an activity; returns (activity, created).
 
     The same actor posting the same ``foreign_id`` again gets the existing activity back."""
-    from feeds.models import FanoutJob
-
     foreign_id = data.get("foreign_id") or None
     if foreign_id is not None:
         existing = Activity.objects.filter(actor_id=actor_id, foreign_id=foreign_id).first()
@@ -52,9 +51,8 @@ def activity_publish(*, actor_id: int, data: dict[str, Any]) -> tuple[Activity, 
             id=make_id(moment), actor_id=actor_id, time=moment, foreign_id=foreign_id, **fields
         )
         try:
-            with transaction.atomic():
+            with transaction.atomic():  # the save's receivers write in this transaction
                 activity.save(force_insert=True)
-                FanoutJob.objects.create(activity_id=activity.id, actor_id=actor_id)
         except IntegrityError:
             if foreign_id is not None:
                 existing = Activity.objects.filter(actor_id=actor_id, foreign_id=foreign_id).first()
@@ -66,13 +64,6 @@ def activity_publish(*, actor_id: int, data: dict[str, Any]) -> tuple[Activity, 
 
 
 def activity_delete(*, activity: Activity) -> None:
-    """Delete; a remove job (same transaction) takes it out of every feed it was pushed to."""
-    from feeds.models import FanoutJob
-
+    """Delete (the delete's receivers take it out of every feed, in the same transaction)."""
     with transaction.atomic():
-        FanoutJob.objects.get_or_create(
-            activity_id=activity.id,
-            kind=FanoutJob.Kind.REMOVE,
-            defaults={"actor_id": activity.actor_id},
-        )
         activity.delete()

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedsite.api.params import cursor_int, make_cursor, parse_cursor, parse_limit
+from feedsite.api.cursor import keyset_before, keyset_page
+from feedsite.api.params import PAGE_PARAMS, parse_limit
 from feedsite.api.throttles import WriteThrottle
 from follows.access import access_user_for_read
 
@@ -16,14 +17,8 @@ from .serializers import (
     ActivityInSerializer,
     ActivityOutSerializer,
     ActivityPageSerializer,
-    FanoutStatusSerializer,
 )
 from .services import activity_delete, activity_publish
-
-PAGE_PARAMS = [
-    OpenApiParameter("limit", int, description="1-100, default 20"),
-    OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
-]
 
 
 class ActivityCreateApi(APIView):
@@ -57,23 +52,16 @@ class ActivityDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ActivityFanoutApi(APIView):
-    @extend_schema(responses=FanoutStatusSerializer)
-    def get(self, request: Request, activity_id: str) -> Response:
-        from feeds.selectors import fanout_status
-
-        activity = access_activity_for_owner(user=request.user, activity_id=activity_id)
-        return Response(FanoutStatusSerializer(fanout_status(activity_id=activity.id)).data)
-
-
 class UserActivitiesApi(APIView):
     @extend_schema(parameters=PAGE_PARAMS, responses=ActivityPageSerializer)
     def get(self, request: Request, user_id: int) -> Response:
         user = access_user_for_read(user_id=user_id)
         limit = parse_limit(request.query_params.get("limit"))
-        before = cursor_int(parse_cursor("acts", request.query_params.get("cursor")), "before")
-        rows = activity_page(actor_id=user.pk, before_id=before, limit=limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = make_cursor("acts", {"before": rows[-1].id}) if more else None
+        before = keyset_before("acts", request.query_params.get("cursor"))
+        rows, next_cursor = keyset_page(
+            activity_page(actor_id=user.pk, before_id=before, limit=limit + 1),
+            limit=limit,
+            kind="acts",
+            key=lambda a: a.id,
+        )
         return Response({"items": [activity_to_dict(a) for a in rows], "next_cursor": next_cursor})

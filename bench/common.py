@@ -24,6 +24,8 @@ from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from feedsite import queues as celery_queues  # noqa: E402
+
 User = get_user_model()
 
 
@@ -119,7 +121,7 @@ def delete_prefixed() -> None:
 class Worker:
     """A real `celery worker` subprocess (prefork) on the bench's database, Redis and broker."""
 
-    def __init__(self, concurrency: int = 2, queues: str = "default,fanout,backfill") -> None:
+    def __init__(self, concurrency: int = 2, queues: str = ",".join(celery_queues.ALL)) -> None:
         self.log = Path(settings.VAR_DIR) / f"bench-worker-{os.getpid()}.log"
         from feedsite.embedded import celery_worker_args
 

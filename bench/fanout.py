@@ -22,8 +22,8 @@ from common import (
 
 from activities.services import activity_publish
 from feeds import store
-from feeds.conf import feed_settings_update
 from feeds.models import FanoutJob
+from feeds.services import feed_settings_update
 
 
 def activate_feeds(follower_ids: list[int]) -> None:

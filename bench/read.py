@@ -32,7 +32,7 @@ from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_to_dict, encode_body
 from feeds import store
-from feeds.conf import feed_settings_update
+from feeds.services import feed_settings_update
 from feedsite.serve import serving
 from follows.models import Follow, UserStats
 

@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 
 from . import fanout
-from .conf import settings_changed
 from .models import FanoutDeadLetter, FanoutJob, FeedSettings
+from .services import settings_changed
 
 
 @admin.register(FeedSettings)
@@ -86,11 +86,8 @@ class FanoutDeadLetterAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay the selected dead letters now")
     def replay(self, request, queryset) -> None:
-        done = failed = 0
-        for dl_id in queryset.filter(replayed_at__isnull=True).values_list("id", flat=True):
-            try:
-                done += fanout.dead_letter_replay(dead_letter_id=dl_id)
-            except Exception as exc:  # noqa: BLE001 - report, keep the letter for another try
-                failed += 1
-                self.message_user(request, f"dead letter {dl_id}: {exc}", messages.ERROR)
-        self.message_user(request, f"replayed {done}, failed {failed}")
+        ids = queryset.filter(replayed_at__isnull=True).values_list("id", flat=True)
+        done, failures = fanout.dead_letters_replay(list(ids))
+        for dl_id, error in failures:
+            self.message_user(request, f"dead letter {dl_id}: {error}", messages.ERROR)
+        self.message_user(request, f"replayed {done}, failed {len(failures)}")

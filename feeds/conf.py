@@ -1,4 +1,5 @@
-"""FeedSettings snapshot, cached for a few seconds so an admin change lands without a restart."""
+"""FeedSettings snapshot, cached for a few seconds so an admin change lands without a restart.
+Changing the settings is a service (feeds.services.feed_settings_update)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ class FeedConf:
     follow_backfill_count: int
     aggregation_window_seconds: int
     inactive_after_days: int
+
+    # The pull-author predicate, in one place: authors with at least `celebrity_threshold`
+    # followers are not fanned out on write; their followers pull them at read time.
+    def is_pull_author(self, followers: int) -> bool:
+        return followers >= self.celebrity_threshold
+
+    def follow_made_pull_author(self, followers: int) -> bool:
+        """``followers`` counted after one more follow: this follow crossed the threshold."""
+        return followers == self.celebrity_threshold
+
+    def unfollow_made_push_author(self, followers: int) -> bool:
+        """``followers`` counted after one less follow: this unfollow crossed back."""
+        return followers == self.celebrity_threshold - 1
 
 
 def _from_row(row: FeedSettings) -> FeedConf:
@@ -49,35 +63,12 @@ def get_conf() -> FeedConf:
     return conf
 
 
-def feed_settings_update(**values: int) -> FeedConf:
-    """Change settings and drop the cached snapshot so every process sees them at once."""
-    row, _ = FeedSettings.objects.get_or_create(pk=1)
-    old_threshold = row.celebrity_threshold
-    for name, value in values.items():
-        if name not in FeedConf.__dataclass_fields__:
-            raise ValueError(f"unknown feed setting {name!r}")
-        setattr(row, name, value)
-    row.full_clean()
-    row.save()
-    settings_changed(old_threshold=old_threshold, new_threshold=row.celebrity_threshold)
-    return _from_row(row)
-
-
-def settings_changed(*, old_threshold: int, new_threshold: int) -> None:
-    """After a settings change (service or admin): every process sees it at once, and a raised
-    threshold fans out again the recent activities of authors who are push authors now."""
-    invalidate_conf()
-    if new_threshold > old_threshold:
-        from django.db import transaction
-
-        from .tasks import threshold_changed_task
-
-        transaction.on_commit(
-            lambda: threshold_changed_task.delay(old_threshold, new_threshold), robust=True
-        )
-
-
 def invalidate_conf() -> None:
     global _local
     _local = None
     cache.delete(CACHE_KEY)
+
+
+def is_pull_author(followers: int) -> bool:
+    """The pull-author predicate under the current settings."""
+    return get_conf().is_pull_author(followers)

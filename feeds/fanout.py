@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,12 +19,13 @@ from django.db.models import Case, Exists, F, Q, Value, When
 from django.utils import timezone
 
 from activities.models import Activity
-from activities.selectors import activity_to_dict, encode_body
+from activities.selectors import activity_to_dict, encode_body, recent_activity_ids
 from follows.selectors import (
     batch_ranges,
     follower_count,
     follower_id_boundaries,
     follower_ids_in_range,
+    user_ids_with_followers_in,
 )
 
 from . import store
@@ -42,26 +44,23 @@ class BatchRef:
     hi: int | None
 
 
-def job_for_publish(*, activity_id: int) -> int | None:
-    """The publish job of an activity (created here for ORM/admin saves); None if it is gone."""
-    actor_id = Activity.objects.filter(id=activity_id).values_list("actor_id", flat=True).first()
-    if actor_id is None:
-        return (
-            Job.objects.filter(activity_id=activity_id, kind=Job.Kind.PUBLISH)
-            .values_list("id", flat=True)
-            .first()
+def job_of_activity(*, activity_id: int, kind: str, actor_id: int | None = None) -> int | None:
+    """The job of an activity's publish or remove, for messages of earlier versions that carry
+    an activity id: written now if the hand-off did not (a publish whose activity is gone has
+    nothing to deliver; a remove needs the actor's id). None: nothing to do."""
+    job = Job.objects.filter(activity_id=activity_id, kind=kind).values_list("id", flat=True)
+    if (job_id := job.first()) is not None:
+        return job_id
+    if kind == Job.Kind.PUBLISH:
+        actor_id = (
+            Activity.objects.filter(id=activity_id).values_list("actor_id", flat=True).first()
         )
-    job, _ = Job.objects.get_or_create(
-        activity_id=activity_id, kind=Job.Kind.PUBLISH, defaults={"actor_id": actor_id}
+    if actor_id is None:
+        return None
+    job_row, _ = Job.objects.get_or_create(
+        activity_id=activity_id, kind=kind, defaults={"actor_id": actor_id}
     )
-    return job.id
-
-
-def job_for_remove(*, activity_id: int, actor_id: int) -> int:
-    job, _ = Job.objects.get_or_create(
-        activity_id=activity_id, kind=Job.Kind.REMOVE, defaults={"actor_id": actor_id}
-    )
-    return job.id
+    return job_row.id
 
 
 def _cache_and_timeline(activity: Activity, cap: int) -> None:
@@ -93,7 +92,7 @@ def _plan(job: FanoutJob) -> None:
             job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
             return
         recipients = follower_count(user_id=job.actor_id)
-        pull = recipients >= conf.celebrity_threshold
+        pull = conf.is_pull_author(recipients)
         store.announce(job.actor_id, job.activity_id)  # live streams (SSE) of followers
     else:
         _uncache_and_untimeline(job.actor_id, job.activity_id)
@@ -280,19 +279,26 @@ def dead_letter_replay(*, dead_letter_id: int) -> bool:
     return True
 
 
+def dead_letters_replay(dead_letter_ids: Iterable[int]) -> tuple[int, list[tuple[int, str]]]:
+    """Replay dead letters one by one (admin action, `manage.py replay_dead_letters`): the number
+    that went through, and (id, error) for each that failed again and stays for another try."""
+    done, failures = 0, []
+    for dl_id in dead_letter_ids:
+        try:
+            done += dead_letter_replay(dead_letter_id=dl_id)
+        except Exception as exc:  # noqa: BLE001 - report, keep the letter for another try
+            failures.append((dl_id, f"{type(exc).__name__}: {exc}"))
+    return done, failures
+
+
 def author_repush(*, author_id: int) -> list[int]:
     """An author went from pull to push (lost followers, or the threshold was raised): their
     recent activities, read by followers from the timeline until now, must be in the followers'
     feeds. Their publish jobs start again (pending); planning now chooses push. Returns job ids."""
-    conf = get_conf()
-    recent = (
-        Activity.objects.filter(actor_id=author_id)
-        .order_by("-id")
-        .values_list("id", flat=True)[: conf.feed_max_length]
-    )
+    recent = recent_activity_ids(actor_id=author_id, limit=get_conf().feed_max_length)
     with transaction.atomic():
         jobs = Job.objects.filter(
-            activity_id__in=list(recent),
+            activity_id__in=recent,
             kind=Job.Kind.PUBLISH,
             strategy=Job.Strategy.PULL,
             state=Job.State.DONE,
@@ -318,15 +324,9 @@ def author_repush(*, author_id: int) -> list[int]:
 
 def authors_moved_to_push(*, old_threshold: int, new_threshold: int) -> list[int]:
     """Authors whose follower count lies in [old, new) after the threshold was raised."""
-    from follows.models import UserStats
-
     if new_threshold <= old_threshold:
         return []  # push -> pull: what was pushed stays, reads deduplicate
-    return list(
-        UserStats.objects.filter(
-            followers_count__gte=old_threshold, followers_count__lt=new_threshold
-        ).values_list("user_id", flat=True)
-    )
+    return user_ids_with_followers_in(lo=old_threshold, hi=new_threshold)
 
 
 def sweep_stalled_jobs(*, limit: int = 500) -> list[int]:

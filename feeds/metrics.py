@@ -3,9 +3,9 @@ process (web workers, worker pool children) is counted without a multiprocess re
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,10 +16,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
+from feedsite import queues
+
 from . import store
 from .models import FanoutDeadLetter, FanoutJob
-
-QUEUES = ("default", "fanout", "backfill")
 
 
 def _histogram(name: str, doc: str, stat: str) -> HistogramMetricFamily:
@@ -37,7 +37,7 @@ def _queue_depths() -> dict[str, int]:
 
     depths = {}
     with app.connection_for_write() as conn:
-        for queue in QUEUES:
+        for queue in queues.ALL:
             try:
                 depths[queue] = conn.default_channel.queue_declare(
                     queue, passive=True
@@ -83,7 +83,7 @@ registry.register(FeedCollector())
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics. With FEEDSITE_METRICS_TOKEN set, a `Bearer <token>` header is required."""
-    token = os.environ.get("FEEDSITE_METRICS_TOKEN")
+    token = settings.FEEDSITE_METRICS_TOKEN
     if token and request.headers.get("Authorization") != f"Bearer {token}":
         return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from feedsite.api.cursor import FeedCursor
 from follows.selectors import followee_ids_with_min_followers
 
 from . import store
@@ -17,12 +18,6 @@ from .merge import merge_streams
 from .rebuild import feed_ensure, feed_ttl
 
 MAX_ACTORS = 5
-
-
-@dataclass(frozen=True)
-class FeedCursor:
-    top: int  # the newest id when paging began: newer arrivals wait for the next fresh read
-    last: int  # the newest member of the last group shown
 
 
 def _entries(ids: list[int], bodies: dict[int, dict[str, Any]], window_ms: int) -> list[Entry]:
@@ -54,7 +49,7 @@ def feed_items_after(*, user_id: int, after_id: int, limit: int = 100) -> list[d
     """Feed entries newer than ``after_id``, oldest first, one item each: a reconnecting stream
     (Last-Event-ID) replays what it missed."""
     conf = get_conf()
-    keys = feed_stream_keys(user_id, conf)
+    keys = feed_read_open(user_id, conf)
     ids = merge_streams(store.read_streams(keys, max_id=None, min_id=after_id + 1, count=limit))
     ids = sorted(ids)[-limit:]
     bodies = hydrate(ids)
@@ -90,9 +85,11 @@ def feed_sources_prepare(
     return [store.feed_key(user_id), *(store.timeline_key(a) for a in pull)]
 
 
-def feed_stream_keys(user_id: int, conf: FeedConf | None = None) -> list[str]:
-    """feed_sources_prepare with its own round trip (the stream and the browsable API; the
-    lean feed read folds this round trip into its first one)."""
+def feed_read_open(user_id: int, conf: FeedConf | None = None) -> list[str]:
+    """Open a read of the user's feed and return the keys it merges: marks the read (the feed
+    lives on), then feed_sources_prepare (rebuilds a missing feed, caches the pull-author list).
+    Its own round trip: the stream and the browsable API; the lean feed read folds this round
+    trip into its first one."""
     conf = conf or get_conf()
     exists, raw, version = store.begin_read(user_id, feed_ttl(conf))
     return feed_sources_prepare(
@@ -146,7 +143,7 @@ def feed_page(
     conf = get_conf()
     window_ms = conf.aggregation_window_seconds * 1000
     if source is None:
-        source = RedisSource(feed_stream_keys(user_id, conf))
+        source = RedisSource(feed_read_open(user_id, conf))
     raw: dict[int, bytes | None] = {}
     bodies: dict[int, dict[str, Any]] = {}
     exclude: frozenset = frozenset()

@@ -13,6 +13,7 @@ from datetime import datetime
 from django.db.models import Exists, OuterRef, Q
 
 from activities.models import Activity
+from activities.selectors import recent_activity_ids
 from follows.models import Follow
 
 from . import store
@@ -39,13 +40,6 @@ def feed_ids_from_db(*, user_id: int, cap: int, since: datetime | None = None) -
     return list(qs.order_by("-id").values_list("id", flat=True)[:cap])
 
 
-def timeline_ids_from_db(*, author_id: int, cap: int, since: datetime | None = None) -> list[int]:
-    qs = Activity.objects.filter(actor_id=author_id)
-    if since is not None:
-        qs = qs.filter(time__gte=since)
-    return list(qs.order_by("-id").values_list("id", flat=True)[:cap])
-
-
 @dataclass
 class RebuildResult:
     users: int = 0
@@ -61,7 +55,7 @@ def users_rebuild(
     result = RebuildResult()
     for uid in user_ids:
         ids = feed_ids_from_db(user_id=uid, cap=conf.feed_max_length, since=since)
-        own = timeline_ids_from_db(author_id=uid, cap=conf.feed_max_length, since=since)
+        own = recent_activity_ids(actor_id=uid, limit=conf.feed_max_length, since=since)
         if not dry_run:
             store.write_feed(uid, ids, conf.feed_max_length, feed_ttl(conf))
             store.write_timeline(uid, own, conf.feed_max_length)

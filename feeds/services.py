@@ -1,15 +1,32 @@
-"""Feed changes driven by follows: backfill on follow, purge on unfollow (one user's key each)."""
+"""Feed changes driven by the rest of the project (feeds.receivers calls these) and by
+operators: the fan-out hand-off, backfill on follow, purge on unfollow, a new or deleted user,
+a settings change."""
 
 from __future__ import annotations
 
-from activities.models import Activity
-from activities.selectors import recent_activity_ids
+from django.db import transaction
+
+from activities.selectors import activity_ids_from, recent_activity_ids
 from follows.selectors import follower_count
 
 from . import store
-from .conf import get_conf
+from .conf import FeedConf, get_conf, invalidate_conf
+from .models import FanoutJob, FeedSettings
+from .tasks import author_to_push_task, fanout_start_task, threshold_changed_task
 
 PURGE_CHUNK = 1000
+
+
+def fanout_job_begin(*, activity_id: int, actor_id: int, kind: str) -> None:
+    """The hand-off of a publish or a delete: the job row is written in the caller's transaction
+    (a crash before the enqueue leaves a pending job the sweeper finds) and its id is enqueued
+    when that transaction commits. A second call for the same activity and kind is a no-op."""
+    job, created = FanoutJob.objects.get_or_create(
+        activity_id=activity_id, kind=kind, defaults={"actor_id": actor_id}
+    )
+    if created:
+        job_id = job.id
+        transaction.on_commit(lambda: fanout_start_task.delay(job_id), robust=True)
 
 
 def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
@@ -18,9 +35,9 @@ def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
     store.drop_pull_authors(follower_id)
     conf = get_conf()
     followers = follower_count(user_id=followee_id)
-    if followers == conf.celebrity_threshold:  # this follow made the author a pull author
+    if conf.follow_made_pull_author(followers):
         store.bump_pull_version()
-    if followers >= conf.celebrity_threshold:
+    if conf.is_pull_author(followers):
         return
     ids = recent_activity_ids(actor_id=followee_id, limit=conf.follow_backfill_count)
     if ids:
@@ -32,20 +49,42 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     at or above the feed's oldest entry can be in it, and PostgreSQL lists those by index."""
     store.bump_unfollow_counter(followee_id)
     store.drop_pull_authors(follower_id)
-    if follower_count(user_id=followee_id) == get_conf().celebrity_threshold - 1:
-        # This unfollow made the author a push author again: readers stop pulling them, so
-        # their recent activities go into the followers' feeds.
+    if get_conf().unfollow_made_push_author(follower_count(user_id=followee_id)):
+        # Readers stop pulling this author, so their recent activities go into the feeds.
         store.bump_pull_version()
-        from .tasks import author_to_push_task
-
         author_to_push_task.delay(followee_id)
     oldest = store.feed_oldest_id(follower_id)
     if oldest is None:
         return
-    ids = list(
-        Activity.objects.filter(actor_id=followee_id, id__gte=oldest)
-        .order_by("-id")
-        .values_list("id", flat=True)
-    )
+    ids = activity_ids_from(actor_id=followee_id, min_id=oldest)
     for start in range(0, len(ids), PURGE_CHUNK):
         store.remove_from_feeds([follower_id], ids[start : start + PURGE_CHUNK])
+
+
+def feed_forget(*, user_id: int) -> None:
+    """A deleted user: their feed, timeline and cached pull-author list leave Redis."""
+    store.user_forget(user_id)
+
+
+def feed_settings_update(**values: int) -> FeedConf:
+    """Change settings and drop the cached snapshot so every process sees them at once."""
+    row, _ = FeedSettings.objects.get_or_create(pk=1)
+    old_threshold = row.celebrity_threshold
+    for name, value in values.items():
+        if name not in FeedConf.__dataclass_fields__:
+            raise ValueError(f"unknown feed setting {name!r}")
+        setattr(row, name, value)
+    row.full_clean()
+    row.save()
+    settings_changed(old_threshold=old_threshold, new_threshold=row.celebrity_threshold)
+    return get_conf()
+
+
+def settings_changed(*, old_threshold: int, new_threshold: int) -> None:
+    """After a settings change (service or admin): every process sees it at once, and a raised
+    threshold fans out again the recent activities of authors who are push authors now."""
+    invalidate_conf()
+    if new_threshold > old_threshold:
+        transaction.on_commit(
+            lambda: threshold_changed_task.delay(old_threshold, new_threshold), robust=True
+        )

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from rest_framework.authtoken.models import Token
 
-from follows.models import Follow
+from feedsite.api.auth import token_user
+from follows.selectors import followee_ids
 
 from . import store
 from .hydrate import hydrate
@@ -29,14 +29,13 @@ log = logging.getLogger("feeds.stream")
 async def _user(request: HttpRequest):
     header = request.headers.get("Authorization", "")
     if header.startswith("Token "):
-        token = await Token.objects.select_related("user").filter(key=header[6:].strip()).afirst()
-        return token.user if token and token.user.is_active else None
+        return await sync_to_async(token_user)(header[6:].strip())
     user = await request.auser()
     return user if user.is_authenticated else None
 
 
 def _followees(user_id: int) -> set[int]:
-    return set(Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True))
+    return set(followee_ids(follower_id=user_id))
 
 
 def _event(item: dict) -> str:

@@ -27,22 +27,29 @@ def enqueue_batches(batches: list[fanout.BatchRef]) -> None:
             fanout_batch_task.apply_async((b.job_id, b.batch_no, b.lo, b.hi), producer=producer)
 
 
+@shared_task(name="feeds.fanout_start", soft_time_limit=280, time_limit=300, **RETRY)
+def fanout_start_task(job_id: int) -> None:
+    """The one entry task of every fan-out job, publish or remove (feeds.services hands off the
+    job id; the sweeper and a repush re-enqueue it)."""
+    enqueue_batches(fanout.fanout_start(job_id=job_id))
+
+
+# Aliases: task names that messages queued by earlier versions may still carry (they enqueued
+# an activity id, not a job id). Kept registered so an upgrade drops nothing that was accepted.
 @shared_task(name="feeds.fanout_publish", soft_time_limit=280, time_limit=300, **RETRY)
 def fanout_publish_task(activity_id: int) -> None:
-    job_id = fanout.job_for_publish(activity_id=activity_id)
+    job_id = fanout.job_of_activity(activity_id=activity_id, kind=fanout.Job.Kind.PUBLISH)
     if job_id is not None:
         enqueue_batches(fanout.fanout_start(job_id=job_id))
 
 
 @shared_task(name="feeds.fanout_remove", soft_time_limit=280, time_limit=300, **RETRY)
 def fanout_remove_task(activity_id: int, actor_id: int) -> None:
-    job_id = fanout.job_for_remove(activity_id=activity_id, actor_id=actor_id)
-    enqueue_batches(fanout.fanout_start(job_id=job_id))
-
-
-@shared_task(name="feeds.fanout_start", soft_time_limit=280, time_limit=300, **RETRY)
-def fanout_start_task(job_id: int) -> None:
-    enqueue_batches(fanout.fanout_start(job_id=job_id))
+    job_id = fanout.job_of_activity(
+        activity_id=activity_id, kind=fanout.Job.Kind.REMOVE, actor_id=actor_id
+    )
+    if job_id is not None:
+        enqueue_batches(fanout.fanout_start(job_id=job_id))
 
 
 class BatchTask(Task):

@@ -12,17 +12,33 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from activities.access import access_activity_for_owner
 from activities.serializers import ActivityOutSerializer
 from feedsite.api.auth import token_claim, token_confirm
+from feedsite.api.cursor import feed_cursor_decode, feed_cursor_encode
 from feedsite.api.errors import domain_error_body
-from feedsite.api.params import cursor_int, make_cursor, parse_cursor, parse_limit
-from feedsite.api.throttles import FeedReadThrottle, parse_rate
+from feedsite.api.params import parse_limit
+from feedsite.api.throttles import parse_rate
 from feedsite.errors import DomainError
 
 from . import store
 from .conf import get_conf
-from .read import FeedCursor, IdSource, RedisSource, feed_page, feed_sources_prepare
+from .read import IdSource, RedisSource, feed_page, feed_sources_prepare
 from .rebuild import feed_ttl
+from .selectors import fanout_status
+from .throttles import FeedReadThrottle
+
+
+class FanoutStatusSerializer(serializers.Serializer):
+    state = serializers.CharField()
+    strategy = serializers.CharField()
+    recipients = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    batches_total = serializers.IntegerField()
+    batches_done = serializers.IntegerField()
+    batches_failed = serializers.IntegerField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 class FeedItemSerializer(ActivityOutSerializer):
@@ -34,13 +50,11 @@ class FeedItemSerializer(ActivityOutSerializer):
 def _page(user_id: int, query, source: IdSource | None) -> dict[str, Any]:
     """The response body of one feed page (both paths)."""
     limit = parse_limit(query.get("limit"))
-    payload = parse_cursor("feed", query.get("cursor"))
-    cursor = FeedCursor(cursor_int(payload, "t"), cursor_int(payload, "c")) if payload else None
+    cursor = feed_cursor_decode(query.get("cursor"))
     started = time.perf_counter()
     items, nxt = feed_page(user_id=user_id, limit=limit, cursor=cursor, source=source)
     store.observe_buffered("read_seconds", (time.perf_counter() - started) * 1000)
-    token = make_cursor("feed", {"t": nxt.top, "c": nxt.last}) if nxt else None
-    return {"items": items, "next_cursor": token}
+    return {"items": items, "next_cursor": feed_cursor_encode(nxt) if nxt else None}
 
 
 def _plain_json(accept: str) -> bool:
@@ -136,3 +150,10 @@ class FeedListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response(_page(request.user.pk, request.query_params, None))
+
+
+class ActivityFanoutApi(APIView):
+    @extend_schema(responses=FanoutStatusSerializer)
+    def get(self, request: Request, activity_id: str) -> Response:
+        activity = access_activity_for_owner(user=request.user, activity_id=activity_id)
+        return Response(FanoutStatusSerializer(fanout_status(activity_id=activity.id)).data)

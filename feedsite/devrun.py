@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from feedsite import queues
 from feedsite.embedded import celery_worker_args, start_redis, stop, stop_group, stop_on_signals
 from feedsite.serve import serving
 
@@ -43,7 +44,7 @@ def main() -> int:
         procs.append(
             _spawn(
                 celery_worker_args(
-                    queues="default,fanout,backfill",
+                    queues=",".join(queues.ALL),
                     concurrency=int(env.get("WORKER_CONCURRENCY", "3")),
                     beat=True,
                 ),

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from feedsite import queues
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("FEEDSITE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -145,6 +147,16 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "feedsite.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # Per scope, DRF's rate syntax; FEEDSITE_THROTTLE_<SCOPE> overrides each.
+    "DEFAULT_THROTTLE_RATES": {
+        scope: os.environ.get(f"FEEDSITE_THROTTLE_{scope.upper()}", rate)
+        for scope, rate in {
+            "register": "5/min",
+            "login": "10/min",
+            "write": "120/min",
+            "feed": "1200/min",
+        }.items()
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "feedsite API",
@@ -185,11 +197,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
-CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_QUEUE = queues.DEFAULT
 CELERY_TASK_ROUTES = {
-    "feeds.fanout_batch": {"queue": "fanout"},
-    "feeds.fanout_start": {"queue": "fanout"},
-    "feeds.backfill_users": {"queue": "backfill"},
+    "feeds.fanout_batch": {"queue": queues.FANOUT},
+    "feeds.fanout_start": {"queue": queues.FANOUT},
+    "feeds.backfill_users": {"queue": queues.BACKFILL},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
@@ -224,3 +236,7 @@ if not DEBUG:
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 200)
 FEEDSITE_SSE_HEARTBEAT_SECONDS = env_int("FEEDSITE_SSE_HEARTBEAT_SECONDS", 15)
 FEEDSITE_SSE_MAX_STREAMS = env_int("FEEDSITE_SSE_MAX_STREAMS", 5)
+# /metrics asks for `Authorization: Bearer <token>` when this is set.
+FEEDSITE_METRICS_TOKEN = os.environ.get("FEEDSITE_METRICS_TOKEN", "")
+# The password `make run` gives the demo admin (ensure_demo_admin): local use only.
+FEEDSITE_ADMIN_PASSWORD = os.environ.get("FEEDSITE_ADMIN_PASSWORD", "admin")

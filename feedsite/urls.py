@@ -4,24 +4,34 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from activities import views as activity_views
 from feeds import views as feed_views
+from feeds.conf import is_pull_author
 from feeds.metrics import metrics_view
 from feeds.stream import feed_stream
 from feedsite.api.health import healthz
+from feedsite.api.tokens import TokenApi
 from follows import views as follow_views
+
+# The follows app shows whether a user is a pull author; the feeds app decides (the arrows
+# point one way: follows knows nothing of feeds, the URL conf wires the two).
+users = {"pull_author": is_pull_author}
 
 api = [
     path("auth/register/", follow_views.RegisterApi.as_view(), name="register"),
-    path("auth/token/", follow_views.TokenApi.as_view(), name="token"),
-    path("users/<int:user_id>/", follow_views.UserDetailApi.as_view(), name="user-detail"),
-    path("users/<int:user_id>/follow/", follow_views.UserFollowApi.as_view(), name="user-follow"),
+    path("auth/token/", TokenApi.as_view(), name="token"),
+    path("users/<int:user_id>/", follow_views.UserDetailApi.as_view(**users), name="user-detail"),
+    path(
+        "users/<int:user_id>/follow/",
+        follow_views.UserFollowApi.as_view(**users),
+        name="user-follow",
+    ),
     path(
         "users/<int:user_id>/followers/",
-        follow_views.UserFollowersApi.as_view(),
+        follow_views.UserFollowersApi.as_view(**users),
         name="user-followers",
     ),
     path(
         "users/<int:user_id>/following/",
-        follow_views.UserFollowingApi.as_view(),
+        follow_views.UserFollowingApi.as_view(**users),
         name="user-following",
     ),
     path(
@@ -37,7 +47,7 @@ api = [
     ),
     path(
         "activities/<str:activity_id>/fanout/",
-        activity_views.ActivityFanoutApi.as_view(),
+        feed_views.ActivityFanoutApi.as_view(),
         name="activity-fanout",
     ),
     path("feed/", feed_views.FeedListApi.as_view(), name="feed"),

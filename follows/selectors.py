@@ -44,6 +44,15 @@ def follower_count(*, user_id: int) -> int:
     )
 
 
+def user_ids_with_followers_in(*, lo: int, hi: int) -> list[int]:
+    """Users with at least ``lo`` and fewer than ``hi`` followers."""
+    return list(
+        UserStats.objects.filter(followers_count__gte=lo, followers_count__lt=hi).values_list(
+            "user_id", flat=True
+        )
+    )
+
+
 def followee_ids_with_min_followers(*, follower_id: int, min_followers: int) -> list[int]:
     """Authors the user follows who are at or above the celebrity threshold (pull authors).
     On every feed read: one index probe per followee on (follower, followee) and the stats PK."""
@@ -54,6 +63,13 @@ def followee_ids_with_min_followers(*, follower_id: int, min_followers: int) -> 
     with connection.cursor() as cur:
         cur.execute(sql, [follower_id, min_followers])
         return [row[0] for row in cur.fetchall()]
+
+
+def followee_ids(*, follower_id: int) -> list[int]:
+    """Everyone the user follows."""
+    return list(
+        Follow.objects.filter(follower_id=follower_id).values_list("followee_id", flat=True)
+    )
 
 
 def follow_page(*, user_id: int, direction: str, before_id: int | None, limit: int) -> list[Follow]:

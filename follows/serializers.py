@@ -27,7 +27,7 @@ class UserSerializer(serializers.Serializer):
         return self._stats(user)[1]
 
     def get_is_celebrity(self, user) -> bool:
-        return self._stats(user)[0] >= self.context["celebrity_threshold"]
+        return self.context["is_pull_author"](self._stats(user)[0])
 
 
 class UserPageSerializer(serializers.Serializer):

@@ -1,4 +1,5 @@
-"""Follow writes: the Follow row and both counters change in one transaction."""
+"""Follow writes: the Follow row and both counters change in one transaction. What a follow or
+an unfollow means for feeds is announced by the model signals (feeds.receivers)."""
 
 from __future__ import annotations
 
@@ -26,37 +27,28 @@ def follow_create(*, follower_id: int, followee_id: int) -> tuple[Follow, bool]:
     """Follow; returns (follow, created). Following twice is not an error."""
     if follower_id == followee_id:
         raise InvalidInput("you cannot follow yourself", field="followee")
-    from feeds.services import feed_follow_backfill
-
     try:
         with transaction.atomic():
             follow = Follow.objects.create(follower_id=follower_id, followee_id=followee_id)
             _bump_counters(follower_id=follower_id, followee_id=followee_id, delta=1)
     except IntegrityError:
         return Follow.objects.get(follower_id=follower_id, followee_id=followee_id), False
-    transaction.on_commit(
-        lambda: feed_follow_backfill(follower_id=follower_id, followee_id=followee_id),
-        robust=True,
-    )
     return follow, True
 
 
 def follow_delete(*, follower_id: int, followee_id: int) -> bool:
-    """Unfollow; returns whether a follow existed. The followee's items leave the feed after commit."""
-    from feeds.services import feed_follow_purge
-
+    """Unfollow; returns whether a follow existed."""
     with transaction.atomic():
-        deleted, _ = Follow.objects.filter(
-            follower_id=follower_id, followee_id=followee_id
-        ).delete()
-        if deleted:
-            _bump_counters(follower_id=follower_id, followee_id=followee_id, delta=-1)
-    if deleted:
-        transaction.on_commit(
-            lambda: feed_follow_purge(follower_id=follower_id, followee_id=followee_id),
-            robust=True,
+        follow = (
+            Follow.objects.select_for_update()
+            .filter(follower_id=follower_id, followee_id=followee_id)
+            .first()
         )
-    return bool(deleted)
+        if follow is None:
+            return False
+        follow.delete()  # a model delete: its signal reaches the feeds
+        _bump_counters(follower_id=follower_id, followee_id=followee_id, delta=-1)
+    return True
 
 
 def user_register(*, username: str, password: str):
@@ -68,9 +60,6 @@ def user_register(*, username: str, password: str):
         with transaction.atomic():
             user = user_model.objects.create_user(username=username, password=password)
             UserStats.objects.create(user=user)
-        from feeds.rebuild import users_rebuild
-
-        users_rebuild(user_ids=[user.pk])  # a new user is an active reader: an (empty) feed
     except IntegrityError:
         raise InvalidInput("a user with that username already exists", field="username") from None
     return user

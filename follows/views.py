@@ -1,36 +1,38 @@
 from __future__ import annotations
 
-from django.contrib.auth import authenticate
+from collections.abc import Callable
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from activities.views import PAGE_PARAMS
-from feeds.conf import get_conf
-from feedsite.api.auth import new_token_key
-from feedsite.api.params import cursor_int, make_cursor, parse_cursor, parse_limit
-from feedsite.api.throttles import LoginThrottle, RegisterThrottle, WriteThrottle
-from feedsite.errors import InvalidInput
+from feedsite.api.cursor import keyset_before, keyset_page
+from feedsite.api.params import PAGE_PARAMS, parse_limit
+from feedsite.api.throttles import RegisterThrottle, WriteThrottle
 
 from .access import access_user_for_read
 from .selectors import follow_page
 from .serializers import (
-    CredentialsSerializer,
     RegisteredSerializer,
     RegisterSerializer,
-    TokenSerializer,
     UserPageSerializer,
     UserSerializer,
 )
 from .services import follow_create, follow_delete, user_register
 
 
-def _user_context() -> dict:
-    return {"celebrity_threshold": get_conf().celebrity_threshold}
+class _UserApi(APIView):
+    """Views that show users. Whether a user is a pull author ("is_celebrity") is the feeds'
+    call: the URL conf passes their predicate in (`as_view(pull_author=...)`), so this app
+    imports nothing of feeds."""
+
+    pull_author: Callable[[int], bool] = staticmethod(lambda followers: False)
+
+    def user_context(self) -> dict:
+        return {"is_pull_author": self.pull_author}
 
 
 class RegisterApi(APIView):
@@ -46,30 +48,14 @@ class RegisterApi(APIView):
         return Response({"id": user.pk, "username": user.username}, status=status.HTTP_201_CREATED)
 
 
-class TokenApi(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
-    throttle_classes = [LoginThrottle]
-
-    @extend_schema(request=CredentialsSerializer, responses={200: TokenSerializer})
-    def post(self, request: Request) -> Response:
-        data = CredentialsSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        user = authenticate(request=request, **data.validated_data)
-        if user is None:
-            raise InvalidInput("unable to log in with the given username and password")
-        token, _ = Token.objects.get_or_create(user=user, defaults={"key": new_token_key(user.pk)})
-        return Response({"token": token.key})
-
-
-class UserDetailApi(APIView):
+class UserDetailApi(_UserApi):
     @extend_schema(responses=UserSerializer)
     def get(self, request: Request, user_id: int) -> Response:
         user = access_user_for_read(user_id=user_id)
-        return Response(UserSerializer(user, context=_user_context()).data)
+        return Response(UserSerializer(user, context=self.user_context()).data)
 
 
-class UserFollowApi(APIView):
+class UserFollowApi(_UserApi):
     throttle_classes = [WriteThrottle]
 
     @extend_schema(request=None, responses={201: UserSerializer, 200: UserSerializer})
@@ -78,7 +64,7 @@ class UserFollowApi(APIView):
         _, created = follow_create(follower_id=request.user.pk, followee_id=followee.pk)
         followee = access_user_for_read(user_id=user_id)  # fresh counters
         return Response(
-            UserSerializer(followee, context=_user_context()).data,
+            UserSerializer(followee, context=self.user_context()).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -89,29 +75,28 @@ class UserFollowApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class _FollowListApi(APIView):
+class _FollowListApi(_UserApi):
     direction = "followers"
 
     @extend_schema(parameters=PAGE_PARAMS, responses=UserPageSerializer)
     def get(self, request: Request, user_id: int) -> Response:
         user = access_user_for_read(user_id=user_id)
         limit = parse_limit(request.query_params.get("limit"))
-        before = cursor_int(
-            parse_cursor(self.direction, request.query_params.get("cursor")), "before"
+        before = keyset_before(self.direction, request.query_params.get("cursor"))
+        rows, next_cursor = keyset_page(
+            follow_page(
+                user_id=user.pk, direction=self.direction, before_id=before, limit=limit + 1
+            ),
+            limit=limit,
+            kind=self.direction,
+            key=lambda f: f.id,
         )
-        rows = follow_page(
-            user_id=user.pk, direction=self.direction, before_id=before, limit=limit + 1
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
         other = "follower" if self.direction == "followers" else "followee"
         users = [getattr(f, other) for f in rows]
         return Response(
             {
-                "items": UserSerializer(users, many=True, context=_user_context()).data,
-                "next_cursor": make_cursor(self.direction, {"before": rows[-1].id})
-                if more
-                else None,
+                "items": UserSerializer(users, many=True, context=self.user_context()).data,
+                "next_cursor": next_cursor,
             }
         )
 

@@ -16,10 +16,10 @@ from rest_framework.test import APIClient
 
 from feeds import store
 from feeds.conf import invalidate_conf
+from feedsite import queues
 from feedsite.embedded import celery_worker_args, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
-QUEUES = ("default", "fanout", "backfill")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05):
@@ -73,7 +73,7 @@ def _purge_queues() -> None:
 
     with app.connection_for_write() as conn:
         channel = conn.default_channel
-        for queue in QUEUES:
+        for queue in queues.ALL:
             try:
                 channel.queue_purge(queue)
             except Exception:  # noqa: BLE001,S110 - a queue that does not exist yet is empty
@@ -109,7 +109,9 @@ def _service(args: list[str], name: str, ready, **env: str) -> Iterator[subproce
 def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
     """A real `celery worker` (prefork, 2 processes)."""
     _purge_queues()
-    args = celery_worker_args(queues=",".join(QUEUES), concurrency=2, node=f"test{os.getpid()}@%h")
+    args = celery_worker_args(
+        queues=",".join(queues.ALL), concurrency=2, node=f"test{os.getpid()}@%h"
+    )
     with _service(args, "worker", lambda text: "ready." in text, DB_CONN_MAX_AGE="0") as proc:
         yield proc
 
@@ -143,7 +145,7 @@ def _queued_messages() -> int:
 
     total = 0
     with app.connection_for_write() as conn:
-        for queue in QUEUES:
+        for queue in queues.ALL:
             try:
                 total += conn.default_channel.queue_declare(queue, passive=True).message_count
             except Exception:  # noqa: BLE001 - a queue never declared holds nothing

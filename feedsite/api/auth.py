@@ -139,3 +139,13 @@ def invalidate_token(key: str) -> None:
 def invalidate_user_tokens(user_id: int) -> None:
     keys = Token.objects.filter(user_id=user_id).values_list("key", flat=True)
     store.token_delete([token_digest(k) for k in keys])
+
+
+def token_user(key: str):
+    """The active user a token belongs to (through the same cache as every request), or None:
+    for endpoints outside DRF (the SSE stream)."""
+    try:
+        user, _ = CachedTokenAuthentication().authenticate_credentials(key)
+    except exceptions.AuthenticationFailed:
+        return None
+    return user

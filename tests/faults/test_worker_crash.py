@@ -10,8 +10,8 @@ import pytest
 
 from activities.services import activity_publish
 from feeds import store
-from feeds.conf import feed_settings_update
 from feeds.models import FanoutJob
+from feeds.services import feed_settings_update
 from follows.models import Follow, UserStats
 from tests.conftest import activate, wait_until
 from tests.factories import UserFactory

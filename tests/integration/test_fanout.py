@@ -11,8 +11,8 @@ from django.db import transaction
 from activities.models import Activity
 from activities.services import activity_publish
 from feeds import fanout, store
-from feeds.conf import feed_settings_update
 from feeds.models import FanoutDeadLetter, FanoutJob
+from feeds.services import feed_settings_update
 from follows.services import follow_create, follow_delete
 from tests.conftest import activate, auth_client, wait_until
 from tests.factories import UserFactory

@@ -6,8 +6,8 @@ import pytest
 
 from activities.models import Activity
 from feeds import store
-from feeds.conf import feed_settings_update
 from feeds.models import FanoutJob
+from feeds.services import feed_settings_update
 from follows.services import follow_create, follow_delete
 from tests.conftest import auth_client, wait_until
 from tests.factories import UserFactory
@@ -186,7 +186,7 @@ def test_hydration_is_bulk(django_assert_max_num_queries):
 
 @pytest.mark.django_db
 def test_feed_reads_are_throttled_per_user_with_retry_after(settings):
-    from feedsite.api.throttles import FeedReadThrottle
+    from feeds.throttles import FeedReadThrottle
 
     old = FeedReadThrottle.rate
     FeedReadThrottle.rate = "3/min"
@@ -270,8 +270,8 @@ def test_forged_tokens_naming_a_user_do_not_spend_their_throttle():
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from feeds.throttles import FeedReadThrottle
     from feedsite.api.auth import new_token_key
-    from feedsite.api.throttles import FeedReadThrottle
 
     old = FeedReadThrottle.rate
     FeedReadThrottle.rate = "3/min"

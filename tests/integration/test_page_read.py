@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import redis
 
 from feeds import store
 from feeds.read import MAX_SCRIPT_SOURCES
@@ -52,7 +53,7 @@ def test_script_and_pipelined_reads_agree(seed):
 @pytest.mark.django_db
 def test_a_reader_of_many_celebrities_pages_through_all_of_them():
     from activities.services import activity_publish
-    from feeds.conf import feed_settings_update
+    from feeds.services import feed_settings_update
     from follows.services import follow_create
     from tests.conftest import activate, auth_client
     from tests.factories import UserFactory
@@ -105,7 +106,7 @@ def test_a_read_survives_connections_the_server_dropped():
 
 def test_an_error_reply_is_raised_and_leaves_the_connection_clean():
     store.client().set(store.feed_key(424244), "not a sorted set")
-    with pytest.raises(store.redis.exceptions.ResponseError, match="WRONGTYPE"):
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         store.read_page([store.feed_key(424244)], max_id=None, count=5, nbodies=5)
     store.write_feed(424245, [3], cap=10, ttl=0)
     # The next round on the same pooled connection reads its own replies, not leftovers.

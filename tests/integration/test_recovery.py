@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from feeds import store
-from feeds.conf import feed_settings_update
 from feeds.models import FanoutJob
+from feeds.services import feed_settings_update
 from follows.services import follow_create, follow_delete
 from tests.conftest import activate, auth_client, wait_until
 from tests.factories import UserFactory
@@ -38,7 +38,7 @@ def snapshot() -> dict[str, list]:
     keys = sorted(
         k.decode()
         for pattern in ("feed", "tl")
-        for k in r.scan_iter(match=f"{store._p()}:{pattern}:*", count=1000)
+        for k in r.scan_iter(match=f"{store.prefix()}:{pattern}:*", count=1000)
     )
     return {k: r.zrange(k, 0, -1, withscores=True) for k in keys}
 
@@ -46,7 +46,7 @@ def snapshot() -> dict[str, list]:
 def flush_feeds() -> None:
     r = store.client()
     for pattern in ("feed", "tl", "act", "pull"):
-        for key in list(r.scan_iter(match=f"{store._p()}:{pattern}:*", count=1000)):
+        for key in list(r.scan_iter(match=f"{store.prefix()}:{pattern}:*", count=1000)):
             r.delete(key)
 
 

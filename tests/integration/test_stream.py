@@ -12,7 +12,7 @@ import httpx
 import pytest
 from rest_framework.authtoken.models import Token
 
-from feeds.conf import feed_settings_update
+from feeds.services import feed_settings_update
 from follows.services import follow_create
 from tests.conftest import auth_client
 from tests.factories import UserFactory

@@ -1,5 +1,4 @@
-import os
-
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -12,7 +11,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         user, _ = get_user_model().objects.get_or_create(username="admin")
         user.is_staff = user.is_superuser = True
-        user.set_password(os.environ.get("FEEDSITE_ADMIN_PASSWORD", "admin"))
+        user.set_password(settings.FEEDSITE_ADMIN_PASSWORD)
         user.save()
         UserStats.objects.get_or_create(user=user)
         self.stdout.write("demo superuser 'admin' ready")

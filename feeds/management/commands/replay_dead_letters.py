@@ -14,13 +14,9 @@ class Command(BaseCommand):
         qs = FanoutDeadLetter.objects.filter(replayed_at__isnull=True).order_by("id")
         if job:
             qs = qs.filter(job_id=job)
-        ok = failed = 0
-        for dl_id in qs.values_list("id", flat=True):
-            try:
-                ok += fanout.dead_letter_replay(dead_letter_id=dl_id)
-            except Exception as exc:  # noqa: BLE001 - keep it for the next run
-                failed += 1
-                self.stderr.write(f"dead letter {dl_id}: {type(exc).__name__}: {exc}")
-        self.stdout.write(f"replayed={ok} failed={failed}")
-        if failed:
+        ok, failures = fanout.dead_letters_replay(list(qs.values_list("id", flat=True)))
+        for dl_id, error in failures:
+            self.stderr.write(f"dead letter {dl_id}: {error}")
+        self.stdout.write(f"replayed={ok} failed={len(failures)}")
+        if failures:
             raise SystemExit(1)

@@ -1,0 +1,64 @@
+"""How feeds hear what happened elsewhere: the model signals of activities, follows and users.
+
+`activities/` and `follows/` know nothing of feeds; every save and delete (the API, the admin,
+the shell, a cascade from a deleted user) announces itself through Django's `post_save` and
+`post_delete`, and these receivers do the hand-off only: a fan-out job row written in the
+caller's transaction and enqueued when it commits, or a feed change run after commit. The logic
+lives in feeds.services. Bulk ORM calls (`bulk_create`, `QuerySet.update()`) send no model
+signals and so bypass the feeds (README); the project's own code does not use them on these
+models. Fixtures loaded with `loaddata` (``raw``) are left to `manage.py backfill`."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from activities.models import Activity
+from follows.models import Follow
+
+from . import services
+from .models import FanoutJob
+
+
+@receiver(post_save, sender=Activity, dispatch_uid="feeds.activity_saved")
+def activity_saved(sender, instance: Activity, created: bool, raw: bool = False, **kwargs) -> None:
+    if created and not raw:
+        services.fanout_job_begin(
+            activity_id=instance.id, actor_id=instance.actor_id, kind=FanoutJob.Kind.PUBLISH
+        )
+
+
+@receiver(post_delete, sender=Activity, dispatch_uid="feeds.activity_deleted")
+def activity_deleted(sender, instance: Activity, **kwargs) -> None:
+    services.fanout_job_begin(
+        activity_id=instance.id, actor_id=instance.actor_id, kind=FanoutJob.Kind.REMOVE
+    )
+
+
+@receiver(post_save, sender=Follow, dispatch_uid="feeds.follow_saved")
+def follow_saved(sender, instance: Follow, created: bool, raw: bool = False, **kwargs) -> None:
+    if created and not raw:
+        follower_id, followee_id = instance.follower_id, instance.followee_id
+        transaction.on_commit(
+            lambda: services.feed_follow_backfill(follower_id=follower_id, followee_id=followee_id),
+            robust=True,
+        )
+
+
+@receiver(post_delete, sender=Follow, dispatch_uid="feeds.follow_deleted")
+def follow_deleted(sender, instance: Follow, **kwargs) -> None:
+    follower_id, followee_id = instance.follower_id, instance.followee_id
+    transaction.on_commit(
+        lambda: services.feed_follow_purge(follower_id=follower_id, followee_id=followee_id),
+        robust=True,
+    )
+
+
+# A new user needs nothing: their feed is built on their first read (and fan-out skips a
+# feed that does not exist yet, so nothing is written for users who never read).
+@receiver(post_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="feeds.user_deleted")
+def user_deleted(sender, instance, **kwargs) -> None:
+    user_id = instance.pk
+    transaction.on_commit(lambda: services.feed_forget(user_id=user_id), robust=True)

@@ -1,0 +1,94 @@
+"""Every Redis key of feedsite is built here; this docstring is the layout.
+
+Prefix ``{p}`` from FEEDSITE_KEY_PREFIX (default ``fs``). Ids are 53-bit activity ids, exact as
+a sorted-set score (member = score = id).
+
+  {p}:feed:{user}            sorted set: the user's home feed (pushed ids, own ids), capped,
+                             with an inactivity TTL; a built feed holds SENTINEL (score 0)
+  {p}:tl:{author}            sorted set: the author's own timeline, capped (pull source)
+  {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL
+  {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
+  {p}:pullver                counter: bumped when any author crosses the threshold
+  {p}:rebuild:{user}         string: lock of a lazy feed rebuild (30 s)
+  {p}:deliv:{job}:{batch}    counter: deliveries of one fan-out batch (poison guard, 1 day)
+  {p}:unf:{author}           counter: unfollows of an author (check-after-write of fan-out)
+  {p}:live:{author}          pub/sub channel: ids the author just published (SSE streams)
+  {p}:streams:{user}         sorted set: the user's open SSE streams, scored by last beat
+  {p}:stats:{name}           counter or histogram hash (/metrics)
+  {p}:throttle:{scope}:{who}:{window}  counter: hits of one fixed throttle window
+  {p}:tok:{digest}           string: the cached token entry (user fields), with a TTL
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def prefix() -> str:
+    return settings.FEEDSITE_KEY_PREFIX
+
+
+def feed_key(user_id: int) -> str:
+    return f"{prefix()}:feed:{user_id}"
+
+
+def timeline_key(user_id: int) -> str:
+    return f"{prefix()}:tl:{user_id}"
+
+
+def body_prefix() -> str:
+    """What every body key starts with (the page script appends the id)."""
+    return f"{prefix()}:act:"
+
+
+def body_key(activity_id: int) -> str:
+    return f"{body_prefix()}{activity_id}"
+
+
+def deliveries_key(job_id: int, batch_no: int) -> str:
+    return f"{prefix()}:deliv:{job_id}:{batch_no}"
+
+
+def unfollows_key(author_id: int) -> str:
+    return f"{prefix()}:unf:{author_id}"
+
+
+def rebuild_lock_key(user_id: int) -> str:
+    return f"{prefix()}:rebuild:{user_id}"
+
+
+def stats_key(name: str) -> str:
+    return f"{prefix()}:stats:{name}"
+
+
+def live_channel(author_id: int) -> str:
+    return f"{prefix()}:live:{author_id}"
+
+
+def streams_key(user_id: int) -> str:
+    return f"{prefix()}:streams:{user_id}"
+
+
+def pull_authors_key(user_id: int) -> str:
+    return f"{prefix()}:pull:{user_id}"
+
+
+def pull_version_key() -> str:
+    return f"{prefix()}:pullver"
+
+
+def throttle_key(name: str, ident: str, window_no: int) -> str:
+    return f"{prefix()}:throttle:{name}:{ident}:{window_no}"
+
+
+# --- the warm feed read: two round trips -------------------------------------------------------
+
+
+def token_key(digest: str) -> str:
+    return f"{prefix()}:tok:{digest}"
+
+
+# A built feed always exists: an empty one holds only this member (score 0), so a reader with no
+# follows and no posts is not rebuilt on every read. When the feed is full, trimming removes it
+# first (lowest score), and a full feed needs no marker.
+SENTINEL = "0"
