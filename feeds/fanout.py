@@ -335,10 +335,10 @@ def sweep_stalled_jobs(*, limit: int = 500) -> list[int]:
     now = timezone.now()
     pending_cutoff = now - timedelta(seconds=settings.FEEDSITE_SWEEP_PENDING_SECONDS)
     stalled_cutoff = now - timedelta(seconds=settings.FEEDSITE_SWEEP_STALLED_SECONDS)
-    lock = {"skip_locked": True} if connection.features.has_select_for_update_skip_locked else {}
+    skip_locked = connection.features.has_select_for_update_skip_locked
     with transaction.atomic():
         ids = list(
-            Job.objects.select_for_update(**lock)
+            Job.objects.select_for_update(skip_locked=skip_locked)
             .filter(
                 Q(state=Job.State.PENDING, updated_at__lt=pending_cutoff)
                 | Q(state=Job.State.RUNNING, updated_at__lt=stalled_cutoff)

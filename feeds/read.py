@@ -192,6 +192,6 @@ def feed_page(
             count = limit * 3 + 20  # large groups: read on in bigger steps
     items = [_item(g, bodies) for g in cut.groups]
     next_cursor = (
-        FeedCursor(top=top, last=cut.groups[-1][0].id) if cut.has_more and cut.groups else None
+        FeedCursor(top=top or 0, last=cut.groups[-1][0].id) if cut.has_more and cut.groups else None
     )
     return items, next_cursor

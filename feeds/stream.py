@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from feedsite.api.auth import token_user
 from follows.selectors import followee_ids
@@ -85,7 +86,7 @@ async def _events(user_id: int, stream_id: str, last_event_id: int | None, r) ->
         await r.aclose()
 
 
-async def feed_stream(request: HttpRequest) -> HttpResponse:
+async def feed_stream(request: HttpRequest) -> HttpResponseBase:
     if request.method != "GET":
         return JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
     user = await _user(request)

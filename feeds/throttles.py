@@ -4,8 +4,8 @@ read). The lean feed read (feeds.views) counts the same window inside its first 
 
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework.authtoken.models import Token
-from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from feedsite.api.auth import token_digest
@@ -16,7 +16,7 @@ from . import store
 
 class FeedReadThrottle(BaseThrottle):
     scope = "feed"
-    rate: str = api_settings.DEFAULT_THROTTLE_RATES[scope]
+    rate: str = settings.FEEDSITE_THROTTLE_RATES[scope]
 
     @staticmethod
     def token_ident(digest: str) -> str:

@@ -117,6 +117,14 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
         return _json(domain_error_body(exc), exc.status_code)
 
 
+def _user_id(request: Request) -> int:
+    """The caller's id (the views' permission class admits authenticated users only)."""
+    user_id = request.user.pk
+    if user_id is None:
+        raise exceptions.NotAuthenticated()
+    return int(user_id)
+
+
 class FeedListApi(APIView):
     """The caller's home feed: aggregated, newest first, paged with an opaque cursor.
 
@@ -149,7 +157,7 @@ class FeedListApi(APIView):
         ),
     )
     def get(self, request: Request) -> Response:
-        return Response(_page(request.user.pk, request.query_params, None))
+        return Response(_page(_user_id(request), request.query_params, None))
 
 
 class ActivityFanoutApi(APIView):

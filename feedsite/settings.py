@@ -137,6 +137,16 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # request bodies over 64 KB are refused
 
+# Per throttle scope, DRF's rate syntax; FEEDSITE_THROTTLE_<SCOPE> overrides each.
+FEEDSITE_THROTTLE_RATES: dict[str, str] = {
+    scope: os.environ.get(f"FEEDSITE_THROTTLE_{scope.upper()}", rate)
+    for scope, rate in {
+        "register": "5/min",
+        "login": "10/min",
+        "write": "120/min",
+        "feed": "1200/min",
+    }.items()
+}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "feedsite.api.auth.CachedTokenAuthentication",
@@ -147,16 +157,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "feedsite.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    # Per scope, DRF's rate syntax; FEEDSITE_THROTTLE_<SCOPE> overrides each.
-    "DEFAULT_THROTTLE_RATES": {
-        scope: os.environ.get(f"FEEDSITE_THROTTLE_{scope.upper()}", rate)
-        for scope, rate in {
-            "register": "5/min",
-            "login": "10/min",
-            "write": "120/min",
-            "feed": "1200/min",
-        }.items()
-    },
+    "DEFAULT_THROTTLE_RATES": FEEDSITE_THROTTLE_RATES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "feedsite API",

@@ -4,6 +4,7 @@ rebuild lock, the fan-out bookkeeping counters and the cached pull-author lists.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .connection import client, with_script
 from .keys import (
@@ -126,16 +127,21 @@ def remove_from_timeline(author_id: int, activity_id: int) -> None:
 def feed_oldest_id(user_id: int) -> int | None:
     """The lowest id still in a feed (None if empty): bounds an unfollow purge to the feed window."""
     rows = client().zrangebyscore(feed_key(user_id), "(0", "+inf", start=0, num=1)
-    return int(rows[0]) if rows else None
+    return _ids(rows)[0] if rows else None
 
 
 def feed_ids(user_id: int) -> list[int]:
     """Every id in a feed, newest first (feeds are capped, so this is bounded)."""
-    return [int(m) for m in client().zrevrangebyscore(feed_key(user_id), "+inf", "(0")]
+    return _ids(client().zrevrangebyscore(feed_key(user_id), "+inf", "(0"))
 
 
 def timeline_ids(author_id: int) -> list[int]:
-    return [int(m) for m in client().zrevrange(timeline_key(author_id), 0, -1)]
+    return _ids(client().zrevrange(timeline_key(author_id), 0, -1))
+
+
+def _ids(members: Any) -> list[int]:
+    """Sorted-set members (activity ids as bytes) as ints."""
+    return [int(m) for m in members]
 
 
 def read_streams(

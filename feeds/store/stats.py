@@ -74,7 +74,8 @@ def flush_buffered(older_than: float = 0.0) -> None:
 
 
 def read_histogram(name: str) -> dict[str, float]:
-    return {k.decode(): float(v) for k, v in client().hgetall(stats_key(name)).items()}
+    raw: dict[bytes, bytes] = client().hgetall(stats_key(name))  # type: ignore[assignment]
+    return {k.decode(): float(v) for k, v in raw.items()}
 
 
 def read_stat(name: str) -> int:

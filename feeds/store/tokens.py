@@ -9,7 +9,8 @@ from .keys import token_key
 
 
 def token_get(digest: str) -> bytes | None:
-    return client().get(token_key(digest))
+    raw: bytes | None = client().get(token_key(digest))  # type: ignore[assignment]
+    return raw
 
 
 def token_set(digest: str, value: bytes, ttl: int) -> None:
