@@ -40,7 +40,7 @@ class FanoutJobAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "activity_id",
-        "actor",
+        "actor_id",
         "kind",
         "strategy",
         "state",
@@ -53,9 +53,7 @@ class FanoutJobAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("state", "kind", "strategy")
-    search_fields = ("activity_id", "actor__username")
-    raw_id_fields = ("actor",)
-    list_select_related = ("actor",)
+    search_fields = ("=activity_id", "=actor_id")
     show_full_result_count = False
     exclude = ("boundaries",)
     readonly_fields = [f.name for f in FanoutJob._meta.fields if f.name != "boundaries"]

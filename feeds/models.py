@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -63,7 +62,9 @@ class FanoutJob(models.Model):
 
     # No FK to Activity: a remove job outlives the row it cleans up after.
     activity_id = models.BigIntegerField()
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No FK to the actor either: deleting a user deletes their activities, and the remove jobs
+    # of those run after the user row is gone.
+    actor_id = models.BigIntegerField(db_index=True)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.PUBLISH)
     strategy = models.CharField(max_length=8, choices=Strategy.choices, blank=True, default="")
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)

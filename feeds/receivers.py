@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
 from activities.models import Activity
@@ -58,6 +58,12 @@ def follow_deleted(sender, instance: Follow, **kwargs) -> None:
 
 # A new user needs nothing: their feed is built on their first read (and fan-out skips a
 # feed that does not exist yet, so nothing is written for users who never read).
+@receiver(pre_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="feeds.user_deleting")
+def user_deleting(sender, instance, **kwargs) -> None:
+    # Before the cascade: afterwards no follow row says whose feeds hold this user's activities.
+    services.author_forget_begin(author_id=instance.pk)
+
+
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="feeds.user_deleted")
 def user_deleted(sender, instance, **kwargs) -> None:
     user_id = instance.pk

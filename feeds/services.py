@@ -7,12 +7,17 @@ from __future__ import annotations
 from django.db import transaction
 
 from activities.selectors import activity_ids_from, recent_activity_ids
-from follows.selectors import follower_count
+from follows.selectors import follower_count, follower_ids_in_range
 
 from . import store
 from .conf import FeedConf, get_conf, invalidate_conf
 from .models import FanoutJob, FeedSettings
-from .tasks import author_to_push_task, fanout_start_task, threshold_changed_task
+from .tasks import (
+    author_to_push_task,
+    fanout_start_task,
+    feeds_forget_ids_task,
+    threshold_changed_task,
+)
 
 PURGE_CHUNK = 1000
 
@@ -59,6 +64,28 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     ids = activity_ids_from(actor_id=followee_id, min_id=oldest)
     for start in range(0, len(ids), PURGE_CHUNK):
         store.remove_from_feeds([follower_id], ids[start : start + PURGE_CHUNK])
+
+
+def author_forget_begin(*, author_id: int) -> None:
+    """A user is about to be deleted (their activities and follows go in the same cascade, so
+    the removal fan-out of each activity would find no followers left): read now, inside the
+    deleting transaction, who follows them and which of their ids feeds can hold, and once
+    that commits take those ids out of those feeds, in batches. A pull author's followers
+    hold none of their ids (they were merged at read time), so there is nothing to read."""
+    conf = get_conf()
+    if conf.is_pull_author(follower_count(user_id=author_id)):
+        return
+    ids = recent_activity_ids(actor_id=author_id, limit=conf.feed_max_length)
+    followers = follower_ids_in_range(followee_id=author_id, lo=None, hi=None)
+    if not ids or not followers:
+        return
+    size = conf.fanout_batch_size
+
+    def enqueue() -> None:
+        for start in range(0, len(followers), size):
+            feeds_forget_ids_task.delay(followers[start : start + size], ids)
+
+    transaction.on_commit(enqueue, robust=True)
 
 
 def feed_forget(*, user_id: int) -> None:

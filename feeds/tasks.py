@@ -6,7 +6,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from . import fanout
+from . import fanout, store
 from .store import TRANSIENT_ERRORS
 
 RETRYABLE = (*TRANSIENT_ERRORS, OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -96,3 +96,9 @@ def backfill_users_task(lo: int, hi: int, since: str | None, run_id: str) -> Non
         since=datetime.fromisoformat(since) if since else None,
     )
     rebuild.backfill_progress(run_id, result)
+
+
+@shared_task(name="feeds.feeds_forget_ids", soft_time_limit=50, time_limit=60, **RETRY)
+def feeds_forget_ids_task(user_ids: list[int], activity_ids: list[int]) -> None:
+    """Take activities out of the given feeds (the followers of a deleted user)."""
+    store.remove_from_feeds(user_ids, activity_ids)

@@ -203,6 +203,7 @@ CELERY_TASK_ROUTES = {
     "feeds.fanout_batch": {"queue": queues.FANOUT},
     "feeds.fanout_start": {"queue": queues.FANOUT},
     "feeds.backfill_users": {"queue": queues.BACKFILL},
+    "feeds.feeds_forget_ids": {"queue": queues.FANOUT},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {

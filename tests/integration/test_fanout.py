@@ -216,7 +216,7 @@ def test_sweeper_reenqueues_a_job_whose_enqueue_was_lost(live_worker, settings):
     activity = Activity.objects.bulk_create(
         [Activity(id=make_id(now), actor=author, time=now, **STAR)]
     )[0]
-    FanoutJob.objects.create(activity_id=activity.id, actor=author)
+    FanoutJob.objects.create(activity_id=activity.id, actor_id=author.pk)
     FanoutJob.objects.filter(activity_id=activity.id).update(
         updated_at=timezone.now() - timezone.timedelta(minutes=5)
     )
