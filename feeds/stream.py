@@ -45,10 +45,10 @@ def _event(item: dict) -> str:
 
 async def _events(user_id: int, stream_id: str, last_event_id: int | None, r) -> AsyncIterator[str]:
     heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
-    pubsub = r.pubsub()
+    live = store.LiveSubscription(r)
     try:
         authors = await sync_to_async(_followees)(user_id) | {user_id}
-        await pubsub.subscribe(*(store.live_channel(a) for a in authors))
+        await live.follow(authors)
         yield "retry: 3000\n\n"
         sent: set[int] = set()
         if last_event_id is not None:
@@ -59,9 +59,8 @@ async def _events(user_id: int, stream_id: str, last_event_id: int | None, r) ->
                 yield _event(item)
         beat = time.monotonic()
         while True:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg is not None:
-                aid = int(msg["data"])
+            aid = await live.next_id(timeout=1.0)
+            if aid is not None:
                 if aid not in sent:
                     bodies = await sync_to_async(hydrate)([aid])
                     if aid in bodies:  # deleted meanwhile: nothing to show
@@ -73,15 +72,13 @@ async def _events(user_id: int, stream_id: str, last_event_id: int | None, r) ->
                 await store.stream_register(r, user_id, stream_id, time.time(), 3 * heartbeat)
                 # Follows change while a stream is open: subscribe to new authors, drop old ones.
                 now = await sync_to_async(_followees)(user_id) | {user_id}
-                if now - authors:
-                    await pubsub.subscribe(*(store.live_channel(a) for a in now - authors))
-                if authors - now:
-                    await pubsub.unsubscribe(*(store.live_channel(a) for a in authors - now))
+                await live.follow(now - authors)
+                await live.unfollow(authors - now)
                 authors = now
     except asyncio.CancelledError:
         raise
     finally:
-        await pubsub.aclose()
+        await live.close()
         await store.stream_unregister(r, user_id, stream_id)
         await r.aclose()
 

@@ -62,7 +62,7 @@ from .keys import (
     token_key,
     unfollows_key,
 )
-from .live import announce, stream_register, stream_unregister
+from .live import LiveSubscription, announce, stream_register, stream_unregister
 from .page import PageRead, ReadPrelude, read_page, read_page_pipelined, read_prelude
 from .stats import (
     LATENCY_BUCKETS_MS,
@@ -77,6 +77,7 @@ from .throttle import hit_window, window_of
 from .tokens import token_delete, token_get, token_set
 
 __all__ = [
+    "LiveSubscription",
     "LATENCY_BUCKETS_MS",
     "PageRead",
     "ReadPrelude",

@@ -63,7 +63,9 @@ def small_world(live_worker):
     for n in range(3):
         for author in authors:
             post(author, f"{author.pk}-{n}")
-    assert FanoutJob.objects.filter(actor_id=authors[0].pk, strategy="pull").exists()  # 12 followers
+    assert FanoutJob.objects.filter(
+        actor_id=authors[0].pk, strategy="pull"
+    ).exists()  # 12 followers
     return readers, authors
 
 
