@@ -38,6 +38,7 @@ def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
     """Copy the followee's most recent activities into the follower's feed (push authors only:
     a pull author's activities are merged at read time anyway)."""
     store.drop_pull_authors(follower_id)
+    store.announce_follow(follower_id, followee_id, following=True)  # open streams listen
     conf = get_conf()
     followers = follower_count(user_id=followee_id)
     if conf.follow_made_pull_author(followers):
@@ -54,6 +55,7 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     at or above the feed's oldest entry can be in it, and PostgreSQL lists those by index."""
     store.bump_unfollow_counter(followee_id)
     store.drop_pull_authors(follower_id)
+    store.announce_follow(follower_id, followee_id, following=False)
     if get_conf().unfollow_made_push_author(follower_count(user_id=followee_id)):
         # Readers stop pulling this author, so their recent activities go into the feeds.
         store.bump_pull_version()

@@ -1,21 +1,32 @@
-"""GET /api/feed/stream/: server-sent events on Redis pub/sub, async under ASGI (no thread is
-held per client). The stream subscribes to the channels of the authors the caller follows (and
-their own), sends an `activity` event per new activity, a comment heartbeat every 15 s, and on
-reconnect replays from the feed what came after Last-Event-ID."""
+"""GET /api/feed/stream/: server-sent events, a plain ASGI application (feedsite.asgi routes the
+path here; everything else goes to Django).
+
+A stream holds no database connection and no thread while it waits. Authentication (the token
+cache, or the session) and the followee list are read once, at connect, and the connection goes
+back at once. Every stream of the process is served by one gateway: one Redis pub/sub connection,
+subscribed once to each author channel some stream needs and to each streaming user's control
+channel (follows and unfollows made while a stream is open); a message is hydrated once and
+handed, in memory, to the queues of the streams that want it. A client too slow to read fills its
+bounded queue and is dropped with a final `dropped` event. On reconnect, `Last-Event-ID` replays
+from the feed what came after it (any process: the feed is in Redis).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Iterable
+from http.cookies import SimpleCookie
+from importlib import import_module
+from typing import Any
+from urllib.parse import parse_qs
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
-from django.http.response import HttpResponseBase
+from django.db import connections
 
 from feedsite.api.auth import token_user
 from follows.selectors import followee_ids
@@ -25,90 +36,313 @@ from .hydrate import hydrate
 from .read import feed_items_after, single_item
 
 log = logging.getLogger("feeds.stream")
+PATH = "/api/feed/stream/"
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-async def _user(request: HttpRequest):
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Token "):
-        return await sync_to_async(token_user)(header[6:].strip())
-    user = await request.auser()
+def _with_db_returned(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``fn`` off the event loop, its database connection handed back as soon as it returns."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return sync_to_async(run)
+
+
+def _session_user(session_key: str) -> Any:
+    from django.contrib.auth import get_user
+    from django.http import HttpRequest
+
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(request)
     return user if user.is_authenticated else None
 
 
 def _followees(user_id: int) -> set[int]:
-    return set(followee_ids(follower_id=user_id))
+    return set(followee_ids(follower_id=user_id)) | {user_id}
 
 
-def _event(item: dict) -> str:
-    return f"id: {item['id']}\nevent: activity\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"
+def event(item: dict[str, Any]) -> bytes:
+    return b"id: %s\nevent: activity\ndata: %s\n\n" % (item["id"].encode(), orjson.dumps(item))
 
 
-async def _events(user_id: int, stream_id: str, last_event_id: int | None, r) -> AsyncIterator[str]:
-    heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
-    live = store.LiveSubscription(r)
-    try:
-        authors = await sync_to_async(_followees)(user_id) | {user_id}
-        await live.follow(authors)
-        yield "retry: 3000\n\n"
-        sent: set[int] = set()
-        if last_event_id is not None:
-            for item in await sync_to_async(feed_items_after)(
-                user_id=user_id, after_id=last_event_id
-            ):
-                sent.add(int(item["id"]))
-                yield _event(item)
-        beat = time.monotonic()
+class Stream:
+    """One open stream: what it follows, what it was sent, and a bounded queue of events."""
+
+    __slots__ = ("user_id", "authors", "queue", "sent", "dropped")
+
+    def __init__(self, user_id: int, authors: set[int], maxsize: int) -> None:
+        self.user_id = user_id
+        self.authors = authors
+        self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize)
+        self.sent: set[int] = set()
+        self.dropped = False
+
+    def offer(self, activity_id: int, data: bytes) -> None:
+        """Queue an event, once per activity; a full queue drops the stream (see Gateway)."""
+        if self.dropped or activity_id in self.sent:
+            return
+        self.sent.add(activity_id)
+        if len(self.sent) > 10_000:  # bounded memory: old ids cannot arrive again anyway
+            self.sent = set(sorted(self.sent)[-1_000:])
+        try:
+            self.queue.put_nowait((activity_id, data))
+        except asyncio.QueueFull:
+            self.dropped = True
+            self.queue = asyncio.Queue(1)
+            self.queue.put_nowait(None)  # wakes the writer: the final `dropped` event
+
+
+class Gateway:
+    """Every stream of this process on one pub/sub connection (the gateway pattern)."""
+
+    def __init__(self) -> None:
+        self.by_author: dict[int, set[Stream]] = {}
+        self.by_user: dict[int, set[Stream]] = {}
+        self.count = 0
+        self._redis: Any = None
+        self._live: store.LiveSubscription | None = None
+        self._pump: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def redis(self) -> Any:
+        if self._redis is None:
+            self._redis = store.async_client()
+        return self._redis
+
+    async def _start(self) -> store.LiveSubscription:
+        if self._live is None:
+            self._live = store.LiveSubscription(self.redis)
+            await self._live.open()
+            self._pump = asyncio.create_task(self._run())
+        return self._live
+
+    async def add(self, stream: Stream) -> None:
+        async with self._lock:
+            live = await self._start()
+            await live.follow([a for a in stream.authors if a not in self.by_author])
+            for author in stream.authors:
+                self.by_author.setdefault(author, set()).add(stream)
+            if stream.user_id not in self.by_user:
+                await live.watch_follows([stream.user_id])
+            self.by_user.setdefault(stream.user_id, set()).add(stream)
+            self.count += 1
+
+    async def remove(self, stream: Stream) -> None:
+        async with self._lock:
+            self.count -= 1
+            await self._unfollow(stream, stream.authors)
+            users = self.by_user.get(stream.user_id, set())
+            users.discard(stream)
+            if not users:
+                self.by_user.pop(stream.user_id, None)
+                if self._live is not None:
+                    await self._live.unwatch_follows([stream.user_id])
+
+    async def _unfollow(self, stream: Stream, authors: Iterable[int]) -> None:
+        gone = []
+        for author in authors:
+            streams = self.by_author.get(author)
+            if streams is None:
+                continue
+            streams.discard(stream)
+            if not streams:
+                del self.by_author[author]
+                gone.append(author)
+        if gone and self._live is not None:
+            await self._live.unfollow(gone)
+
+    async def _follows_changed(self, user_id: int, author_id: int, following: bool) -> None:
+        async with self._lock:
+            for stream in list(self.by_user.get(user_id, ())):
+                if following and author_id not in stream.authors:
+                    stream.authors.add(author_id)
+                    if author_id not in self.by_author and self._live is not None:
+                        await self._live.follow([author_id])
+                    self.by_author.setdefault(author_id, set()).add(stream)
+                elif not following and author_id in stream.authors and author_id != user_id:
+                    stream.authors.discard(author_id)
+                    await self._unfollow(stream, [author_id])
+
+    async def _run(self) -> None:
+        assert self._live is not None
         while True:
-            aid = await live.next_id(timeout=1.0)
-            if aid is not None:
-                if aid not in sent:
-                    bodies = await sync_to_async(hydrate)([aid])
-                    if aid in bodies:  # deleted meanwhile: nothing to show
-                        sent.add(aid)
-                        yield _event(single_item(bodies[aid]))
-            if time.monotonic() - beat >= heartbeat:
-                beat = time.monotonic()
-                yield ": heartbeat\n\n"
-                await store.stream_register(r, user_id, stream_id, time.time(), 3 * heartbeat)
-                # Follows change while a stream is open: subscribe to new authors, drop old ones.
-                now = await sync_to_async(_followees)(user_id) | {user_id}
-                await live.follow(now - authors)
-                await live.unfollow(authors - now)
-                authors = now
-    except asyncio.CancelledError:
-        raise
-    finally:
-        await live.close()
-        await store.stream_unregister(r, user_id, stream_id)
-        await r.aclose()
+            try:
+                message = await self._live.next_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind, key, value = message
+                if kind == "activity":
+                    await self._deliver(author_id=key, activity_id=value)
+                else:
+                    await self._follows_changed(key, abs(value), following=value > 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad message must not stop every stream
+                log.exception("stream gateway: message failed")
+                await asyncio.sleep(0.5)
+
+    async def _deliver(self, *, author_id: int, activity_id: int) -> None:
+        streams = self.by_author.get(author_id)
+        if not streams:
+            return
+        raw = await store.body_get_async(self.redis, activity_id)
+        if raw is not None:
+            body = orjson.loads(raw)
+        else:  # not cached: PostgreSQL once for every stream
+            body = (await _with_db_returned(hydrate)([activity_id])).get(activity_id)
+            if body is None:
+                return  # deleted meanwhile: nothing to show
+        data = event(single_item(body))
+        for stream in list(streams):
+            stream.offer(activity_id, data)
 
 
-async def feed_stream(request: HttpRequest) -> HttpResponseBase:
-    if request.method != "GET":
-        return JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
-    user = await _user(request)
-    if user is None:
-        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
-    raw_last = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+_gateway: Gateway | None = None
+
+
+def gateway() -> Gateway:
+    global _gateway
+    if _gateway is None:
+        _gateway = Gateway()
+    return _gateway
+
+
+# --- the ASGI application ---------------------------------------------------------------------
+
+
+async def _answer(send: Send, status: int, body: dict, headers: Iterable[tuple[str, str]] = ()):
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                *((k.encode(), v.encode()) for k, v in headers),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": orjson.dumps(body)})
+
+
+async def _caller(headers: dict[bytes, bytes]) -> Any:
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    if auth.startswith("Token "):
+        return await _with_db_returned(token_user)(auth[6:].strip())
+    cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
+    morsel = cookie.get(settings.SESSION_COOKIE_NAME)
+    if morsel is not None and morsel.value:
+        return await _with_db_returned(_session_user)(morsel.value)
+    return None
+
+
+async def application(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    if scope["method"] != "GET":
+        await _answer(send, 405, {"detail": f'Method "{scope["method"]}" not allowed.'})
+        return
+    headers = dict(scope.get("headers") or [])
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    raw_last = (
+        headers.get(b"last-event-id", b"").decode("latin-1")
+        or (query.get("last_event_id", [""])[0])
+    )
     try:
         last_event_id = int(raw_last) if raw_last else None
     except ValueError:
-        return JsonResponse({"Last-Event-ID": ["must be an activity id"]}, status=400)
-    r = store.async_client()
-    stream_id = uuid.uuid4().hex
+        await _answer(send, 400, {"Last-Event-ID": ["must be an activity id"]})
+        return
+    gw = gateway()
     heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
-    live = await store.stream_register(r, user.pk, stream_id, time.time(), 3 * heartbeat)
-    if live > settings.FEEDSITE_SSE_MAX_STREAMS:
-        await store.stream_unregister(r, user.pk, stream_id)
-        await r.aclose()
-        return JsonResponse(
-            {"detail": f"at most {settings.FEEDSITE_SSE_MAX_STREAMS} open streams per user"},
-            status=429,
-            headers={"Retry-After": str(heartbeat)},
+    if gw.count >= settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS:
+        await _answer(
+            send,
+            503,
+            {"detail": "this server holds as many streams as it can; retry shortly"},
+            [("retry-after", str(heartbeat))],
         )
-    response = StreamingHttpResponse(
-        _events(user.pk, stream_id, last_event_id, r), content_type="text/event-stream"
+        return
+    user = await _caller(headers)
+    if user is None or not user.is_active:
+        await _answer(send, 401, {"detail": "Authentication credentials were not provided."})
+        return
+    stream_id = uuid.uuid4().hex
+    live = await store.stream_register(gw.redis, user.pk, stream_id, time.time(), 3 * heartbeat)
+    if live > settings.FEEDSITE_SSE_MAX_STREAMS:
+        await store.stream_unregister(gw.redis, user.pk, stream_id)
+        await _answer(
+            send,
+            429,
+            {"detail": f"at most {settings.FEEDSITE_SSE_MAX_STREAMS} open streams per user"},
+            [("retry-after", str(heartbeat))],
+        )
+        return
+    stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE)
+    try:
+        stream.authors = await _with_db_returned(_followees)(user.pk)
+        await gw.add(stream)
+        try:
+            writer = asyncio.create_task(_write(stream, stream_id, last_event_id, send))
+            closed = asyncio.create_task(_disconnected(receive))
+            await asyncio.wait({writer, closed}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (writer, closed):
+                task.cancel()
+            await asyncio.gather(writer, closed, return_exceptions=True)
+        finally:
+            await gw.remove(stream)
+    finally:
+        await store.stream_unregister(gw.redis, user.pk, stream_id)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _write(stream: Stream, stream_id: str, last_event_id: int | None, send: Send) -> None:
+    heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),
+            ],
+        }
     )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+
+    async def chunk(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    await chunk(b"retry: 3000\n\n")
+    if last_event_id is not None:
+        replay = await _with_db_returned(feed_items_after)(
+            user_id=stream.user_id, after_id=last_event_id
+        )
+        for item in replay:
+            aid = int(item["id"])
+            if aid not in stream.sent:
+                stream.sent.add(aid)
+                await chunk(event(item))
+    gw = gateway()
+    while True:
+        try:
+            queued = await asyncio.wait_for(stream.queue.get(), timeout=heartbeat)
+        except TimeoutError:
+            await chunk(b": heartbeat\n\n")
+            await store.stream_register(
+                gw.redis, stream.user_id, stream_id, time.time(), 3 * heartbeat
+            )
+            continue
+        if queued is None:  # the reader fell too far behind
+            await chunk(b'event: dropped\ndata: {"detail":"too slow: reconnect"}\n\n')
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await chunk(queued[1])

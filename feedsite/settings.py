@@ -237,7 +237,11 @@ if not DEBUG:
 # a fan-out batch is ~20 ms, so reconnecting each time cost a fifth of it. Reuse, recycle often.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 200)
 FEEDSITE_SSE_HEARTBEAT_SECONDS = env_int("FEEDSITE_SSE_HEARTBEAT_SECONDS", 15)
-FEEDSITE_SSE_MAX_STREAMS = env_int("FEEDSITE_SSE_MAX_STREAMS", 5)
+FEEDSITE_SSE_MAX_STREAMS = env_int("FEEDSITE_SSE_MAX_STREAMS", 5)  # per user (429 beyond)
+# Per stream server process (a JSON 503 with Retry-After beyond); each costs a socket.
+FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS = env_int("FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS", 4000)
+# Events a stream may have waiting for a slow client before it is dropped (`event: dropped`).
+FEEDSITE_SSE_QUEUE = env_int("FEEDSITE_SSE_QUEUE", 256)
 # /metrics asks for `Authorization: Bearer <token>` when this is set.
 FEEDSITE_METRICS_TOKEN = os.environ.get("FEEDSITE_METRICS_TOKEN", "")
 # The password `make run` gives the demo admin (ensure_demo_admin): local use only.

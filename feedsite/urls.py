@@ -6,7 +6,6 @@ from activities import views as activity_views
 from feeds import views as feed_views
 from feeds.conf import is_pull_author
 from feeds.metrics import metrics_view
-from feeds.stream import feed_stream
 from feedsite.api.health import healthz
 from feedsite.api.tokens import TokenApi
 from follows import views as follow_views
@@ -51,7 +50,6 @@ api = [
         name="activity-fanout",
     ),
     path("feed/", feed_views.FeedListApi.as_view(), name="feed"),
-    path("feed/stream/", feed_stream, name="feed-stream"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

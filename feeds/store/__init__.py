@@ -18,7 +18,7 @@ Redis; on Redis Cluster it becomes two parallel rounds (read_page_pipelined: the
 the bodies). Callers use the package (``from feeds import store; store.feed_key(...)``).
 """
 
-from .bodies import delete_body, get_bodies, set_bodies
+from .bodies import body_get_async, delete_body, get_bodies, set_bodies
 from .connection import TRANSIENT_ERRORS, async_client, client, ping, round_trip, with_script
 from .feeds import (
     add_to_feed,
@@ -50,6 +50,7 @@ from .keys import (
     body_prefix,
     deliveries_key,
     feed_key,
+    follows_channel,
     live_channel,
     prefix,
     pull_authors_key,
@@ -62,7 +63,13 @@ from .keys import (
     token_key,
     unfollows_key,
 )
-from .live import LiveSubscription, announce, stream_register, stream_unregister
+from .live import (
+    LiveSubscription,
+    announce,
+    announce_follow,
+    stream_register,
+    stream_unregister,
+)
 from .page import PageRead, ReadPrelude, read_page, read_page_pipelined, read_prelude
 from .stats import (
     LATENCY_BUCKETS_MS,
@@ -85,6 +92,9 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "add_to_feed",
     "announce",
+    "announce_follow",
+    "body_get_async",
+    "follows_channel",
     "async_client",
     "begin_batch",
     "begin_read",

@@ -32,3 +32,9 @@ def get_bodies(activity_ids: Sequence[int]) -> dict[int, bytes]:
 
 def delete_body(activity_id: int) -> None:
     client().delete(body_key(activity_id))
+
+
+async def body_get_async(r, activity_id: int) -> bytes | None:
+    """One body on the async client ``r`` (the stream gateway)."""
+    raw: bytes | None = await r.get(body_key(activity_id))
+    return raw

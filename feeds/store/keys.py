@@ -13,6 +13,7 @@ a sorted-set score (member = score = id).
   {p}:deliv:{job}:{batch}    counter: deliveries of one fan-out batch (poison guard, 1 day)
   {p}:unf:{author}           counter: unfollows of an author (check-after-write of fan-out)
   {p}:live:{author}          pub/sub channel: ids the author just published (SSE streams)
+  {p}:follows-live:{user}    pub/sub channel: "+id"/"-id", the user followed/unfollowed id
   {p}:streams:{user}         sorted set: the user's open SSE streams, scored by last beat
   {p}:stats:{name}           counter or histogram hash (/metrics)
   {p}:throttle:{scope}:{who}:{window}  counter: hits of one fixed throttle window
@@ -61,8 +62,12 @@ def stats_key(name: str) -> str:
     return f"{prefix()}:stats:{name}"
 
 
-def live_channel(author_id: int) -> str:
+def live_channel(author_id: int | str) -> str:
     return f"{prefix()}:live:{author_id}"
+
+
+def follows_channel(user_id: int | str) -> str:
+    return f"{prefix()}:follows-live:{user_id}"
 
 
 def streams_key(user_id: int) -> str:

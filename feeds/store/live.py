@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .connection import client
-from .keys import live_channel, streams_key
+from .keys import follows_channel, live_channel, streams_key
 
 
 def announce(author_id: int, activity_id: int) -> None:
@@ -29,26 +29,54 @@ async def stream_unregister(r, user_id: int, stream_id: str) -> None:
 
 
 class LiveSubscription:
-    """One stream's pub/sub subscription to the channels of a set of authors (on the async
-    client ``r``): the stream asks for the next activity id, the store speaks to Redis."""
+    """The pub/sub connection of a process's stream gateway (on the async client ``r``):
+    author channels (new activities) and users' follow channels (follows made while a stream
+    is open). The gateway asks for the next message; the store speaks to Redis."""
 
     def __init__(self, r) -> None:
         self._pubsub = r.pubsub()
+        self._live = live_channel("")
+        self._follows = follows_channel("")
+
+    async def open(self) -> None:
+        # A channel of its own from the start: reading a pub/sub connection with no
+        # subscription is an error, and the gateway reads before its first stream subscribes.
+        await self._pubsub.subscribe(live_channel("gateway"))
 
     async def follow(self, author_ids: Iterable[int]) -> None:
-        channels = [live_channel(a) for a in author_ids]
-        if channels:
-            await self._pubsub.subscribe(*channels)
+        await self._sub(True, [live_channel(a) for a in author_ids])
 
     async def unfollow(self, author_ids: Iterable[int]) -> None:
-        channels = [live_channel(a) for a in author_ids]
-        if channels:
-            await self._pubsub.unsubscribe(*channels)
+        await self._sub(False, [live_channel(a) for a in author_ids])
 
-    async def next_id(self, timeout: float) -> int | None:
-        """The next announced activity id, or None after ``timeout`` seconds of silence."""
+    async def watch_follows(self, user_ids: Iterable[int]) -> None:
+        await self._sub(True, [follows_channel(u) for u in user_ids])
+
+    async def unwatch_follows(self, user_ids: Iterable[int]) -> None:
+        await self._sub(False, [follows_channel(u) for u in user_ids])
+
+    async def _sub(self, on: bool, channels: list[str]) -> None:
+        if channels:
+            await (self._pubsub.subscribe if on else self._pubsub.unsubscribe)(*channels)
+
+    async def next_message(self, timeout: float) -> tuple[str, int, int] | None:
+        """("activity", author id, activity id), ("follows", user id, +author id to follow or
+        -author id to unfollow), or None after ``timeout`` seconds of silence."""
         msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        return None if msg is None else int(msg["data"])
+        if msg is None or msg["type"] != "message":
+            return None
+        channel = msg["channel"].decode()
+        if channel.startswith(self._follows):
+            return "follows", int(channel[len(self._follows) :]), int(msg["data"])
+        tail = channel[len(self._live) :]
+        if not channel.startswith(self._live) or not tail.isdigit():
+            return None
+        return "activity", int(tail), int(msg["data"])
 
     async def close(self) -> None:
         await self._pubsub.aclose()
+
+
+def announce_follow(follower_id: int, followee_id: int, following: bool) -> None:
+    """Tell the follower's open streams to start (or stop) listening to the followee."""
+    client().publish(follows_channel(follower_id), f"{'+' if following else '-'}{followee_id}")

@@ -151,3 +151,31 @@ def test_stream_needs_authentication_and_limits_open_streams(live_worker, served
     finally:
         for s in streams:
             s.close()
+
+
+def test_a_stream_hears_an_author_followed_after_it_opened(live_worker, served):
+    author, reader = UserFactory(), UserFactory()
+    stream = Stream(served, reader)
+    try:
+        res = auth_client(reader).post(f"/api/users/{author.pk}/follow/")
+        assert res.status_code == 201
+        time.sleep(0.3)  # the follow's announcement reaches the gateway
+        aid = post(author, "after-follow")
+        assert stream.next_activity(timeout=5)["id"] == aid
+    finally:
+        stream.close()
+
+
+def test_streams_hold_no_database_connection_while_they_wait(live_worker, served):
+    # More open streams than the database pool has connections (8): each used to hold one.
+    author = UserFactory()
+    readers = [UserFactory() for _ in range(12)]
+    for reader in readers:
+        follow_create(follower_id=reader.pk, followee_id=author.pk)
+    streams = [Stream(served, reader) for reader in readers]
+    try:
+        aid = post(author, "to-everyone")
+        assert [s.next_activity(timeout=10)["id"] for s in streams] == [aid] * 12
+    finally:
+        for s in streams:
+            s.close()
