@@ -9,7 +9,7 @@ TEST_ENV := FEEDSITE_KEY_PREFIX=fstest FEEDSITE_SETTINGS_LOCAL_SECONDS=0 FEEDSIT
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install run test lint format bench bench-fanout bench-read
+.PHONY: install run test lint format bench bench-fanout bench-read bench-streams
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -46,4 +46,8 @@ bench-read: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
 		$(PY) bench/read.py $(BENCH_ARGS)
 
-bench: bench-fanout bench-read
+bench-streams: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
+		$(PY) bench/streams.py $(BENCH_ARGS)
+
+bench: bench-fanout bench-read bench-streams

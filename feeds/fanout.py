@@ -44,7 +44,7 @@ class BatchRef:
     hi: int | None
 
 
-def job_of_activity(*, activity_id: int, kind: str, actor_id: int | None = None) -> int | None:
+def job_for_old_message(*, activity_id: int, kind: str, actor_id: int | None = None) -> int | None:
     """The job of an activity's publish or remove, for messages of earlier versions that carry
     an activity id: written now if the hand-off did not (a publish whose activity is gone has
     nothing to deliver; a remove needs the actor's id). None: nothing to do."""

@@ -27,6 +27,7 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
+from django.http.request import split_domain_port, validate_host
 
 from feedsite.api.auth import token_user
 from follows.selectors import followee_ids
@@ -224,6 +225,7 @@ async def _answer(send: Send, status: int, body: dict, headers: Iterable[tuple[s
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
+                (b"x-content-type-options", b"nosniff"),
                 *((k.encode(), v.encode()) for k, v in headers),
             ],
         }
@@ -247,6 +249,20 @@ async def application(scope: dict[str, Any], receive: Receive, send: Send) -> No
         await _answer(send, 405, {"detail": f'Method "{scope["method"]}" not allowed.'})
         return
     headers = dict(scope.get("headers") or [])
+    host = headers.get(b"host", b"").decode("latin-1")
+    if not validate_host(split_domain_port(host)[0], settings.ALLOWED_HOSTS):
+        await _answer(send, 400, {"detail": f"Invalid HTTP_HOST header: {host!r}."})
+        return
+    gw = gateway()
+    heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
+    busy = [("retry-after", str(heartbeat))]
+    if gw.count >= settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS:
+        await _answer(send, 503, {"detail": "this server holds all the streams it can"}, busy)
+        return
+    user = await _caller(headers)
+    if user is None or not user.is_active:
+        await _answer(send, 401, {"detail": "Authentication credentials were not provided."})
+        return
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     raw_last = (
         headers.get(b"last-event-id", b"").decode("latin-1")
@@ -257,29 +273,20 @@ async def application(scope: dict[str, Any], receive: Receive, send: Send) -> No
     except ValueError:
         await _answer(send, 400, {"Last-Event-ID": ["must be an activity id"]})
         return
-    gw = gateway()
-    heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
-    if gw.count >= settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS:
-        await _answer(
-            send,
-            503,
-            {"detail": "this server holds as many streams as it can; retry shortly"},
-            [("retry-after", str(heartbeat))],
-        )
-        return
-    user = await _caller(headers)
-    if user is None or not user.is_active:
-        await _answer(send, 401, {"detail": "Authentication credentials were not provided."})
-        return
     stream_id = uuid.uuid4().hex
-    live = await store.stream_register(gw.redis, user.pk, stream_id, time.time(), 3 * heartbeat)
+    try:
+        live = await store.stream_register(gw.redis, user.pk, stream_id, time.time(), 3 * heartbeat)
+    except store.TRANSIENT_ERRORS:
+        log.warning("stream refused: Redis unavailable", exc_info=True)
+        await _answer(send, 503, {"detail": "streams are unavailable; retry shortly"}, busy)
+        return
     if live > settings.FEEDSITE_SSE_MAX_STREAMS:
         await store.stream_unregister(gw.redis, user.pk, stream_id)
         await _answer(
             send,
             429,
             {"detail": f"at most {settings.FEEDSITE_SSE_MAX_STREAMS} open streams per user"},
-            [("retry-after", str(heartbeat))],
+            busy,
         )
         return
     stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE)
@@ -287,16 +294,33 @@ async def application(scope: dict[str, Any], receive: Receive, send: Send) -> No
         stream.authors = await _with_db_returned(_followees)(user.pk)
         await gw.add(stream)
         try:
-            writer = asyncio.create_task(_write(stream, stream_id, last_event_id, send))
-            closed = asyncio.create_task(_disconnected(receive))
-            await asyncio.wait({writer, closed}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (writer, closed):
+            tasks = {
+                asyncio.create_task(_write(stream, last_event_id, send)),
+                asyncio.create_task(_keep_registered(stream, stream_id)),
+                asyncio.create_task(_disconnected(receive)),
+            }
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(writer, closed, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await gw.remove(stream)
     finally:
         await store.stream_unregister(gw.redis, user.pk, stream_id)
+
+
+async def _keep_registered(stream: Stream, stream_id: str) -> None:
+    """Refresh the stream in the user's registry every heartbeat, busy or idle (a stream not
+    refreshed for three heartbeats no longer counts against the per-user limit)."""
+    heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
+    while True:
+        await asyncio.sleep(heartbeat)
+        try:
+            await store.stream_register(
+                gateway().redis, stream.user_id, stream_id, time.time(), 3 * heartbeat
+            )
+        except store.TRANSIENT_ERRORS:
+            log.warning("stream registry refresh failed", exc_info=True)
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -304,7 +328,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _write(stream: Stream, stream_id: str, last_event_id: int | None, send: Send) -> None:
+async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
     heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
     await send(
         {
@@ -314,6 +338,7 @@ async def _write(stream: Stream, stream_id: str, last_event_id: int | None, send
                 (b"content-type", b"text/event-stream"),
                 (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"),
+                (b"x-content-type-options", b"nosniff"),
             ],
         }
     )
@@ -331,15 +356,11 @@ async def _write(stream: Stream, stream_id: str, last_event_id: int | None, send
             if aid not in stream.sent:
                 stream.sent.add(aid)
                 await chunk(event(item))
-    gw = gateway()
     while True:
         try:
             queued = await asyncio.wait_for(stream.queue.get(), timeout=heartbeat)
         except TimeoutError:
             await chunk(b": heartbeat\n\n")
-            await store.stream_register(
-                gw.redis, stream.user_id, stream_id, time.time(), 3 * heartbeat
-            )
             continue
         if queued is None:  # the reader fell too far behind
             await chunk(b'event: dropped\ndata: {"detail":"too slow: reconnect"}\n\n')

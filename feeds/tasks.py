@@ -38,14 +38,14 @@ def fanout_start_task(job_id: int) -> None:
 # an activity id, not a job id). Kept registered so an upgrade drops nothing that was accepted.
 @shared_task(name="feeds.fanout_publish", soft_time_limit=280, time_limit=300, **RETRY)
 def fanout_publish_task(activity_id: int) -> None:
-    job_id = fanout.job_of_activity(activity_id=activity_id, kind=fanout.Job.Kind.PUBLISH)
+    job_id = fanout.job_for_old_message(activity_id=activity_id, kind=fanout.Job.Kind.PUBLISH)
     if job_id is not None:
         enqueue_batches(fanout.fanout_start(job_id=job_id))
 
 
 @shared_task(name="feeds.fanout_remove", soft_time_limit=280, time_limit=300, **RETRY)
 def fanout_remove_task(activity_id: int, actor_id: int) -> None:
-    job_id = fanout.job_of_activity(
+    job_id = fanout.job_for_old_message(
         activity_id=activity_id, kind=fanout.Job.Kind.REMOVE, actor_id=actor_id
     )
     if job_id is not None:

@@ -32,10 +32,15 @@ def client() -> redis.Redis:
 
 
 def async_client():
-    """A redis.asyncio client for the SSE stream (its own pool, on the event loop)."""
+    """A redis.asyncio client for the stream gateway (its own pool, on the event loop). The
+    pool blocks, up to 10 s, when all of its connections are busy: a thousand streams opening
+    at once wait their turn instead of failing."""
     import redis.asyncio
 
-    return redis.asyncio.from_url(settings.REDIS_URL)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=64, timeout=10
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 _script_shas: dict[str, str] = {}

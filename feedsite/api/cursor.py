@@ -36,6 +36,8 @@ def decode(kind: str, raw: str | None) -> dict[str, Any] | None:
     altered, truncated, of another kind or malformed."""
     if not raw:
         return None
+    if ":" not in raw:  # not even the shape of a signed value
+        raise InvalidInput("cursor is malformed", field="cursor")
     try:
         payload = signing.Signer(salt=f"feedsite.cursor.{kind}").unsign_object(raw)
     except signing.BadSignature:

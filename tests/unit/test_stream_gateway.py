@@ -21,8 +21,17 @@ def test_a_stream_gets_each_activity_once_and_a_slow_one_is_dropped():
     assert s.queue.empty()
 
 
-def test_a_full_process_answers_503_with_retry_after(settings):
-    settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS = 0
+def _scope(host: bytes) -> dict:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": stream.PATH,
+        "headers": [(b"host", host)],
+        "query_string": b"",
+    }
+
+
+def _call(scope: dict) -> list[dict]:
     sent: list[dict] = []
 
     async def send(message: dict) -> None:
@@ -31,17 +40,19 @@ def test_a_full_process_answers_503_with_retry_after(settings):
     async def receive() -> dict:
         return {"type": "http.disconnect"}
 
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": stream.PATH,
-        "headers": [],
-        "query_string": b"",
-    }
     asyncio.run(stream.application(scope, receive, send))
-    start, body = sent
+    return sent
+
+
+def test_a_host_not_allowed_is_refused_as_django_would():
+    start, body = _call(_scope(b"evil.example"))
+    assert start["status"] == 400 and "evil.example" in json.loads(body["body"])["detail"]
+
+
+def test_a_full_process_answers_503_with_retry_after(settings):
+    settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS = 0
+    start, body = _call(_scope(b"127.0.0.1:8000"))
     assert start["status"] == 503
-    assert (b"retry-after", str(settings.FEEDSITE_SSE_HEARTBEAT_SECONDS).encode()) in start[
-        "headers"
-    ]
-    assert "retry" in json.loads(body["body"])["detail"]
+    retry = str(settings.FEEDSITE_SSE_HEARTBEAT_SECONDS).encode()
+    assert (b"retry-after", retry) in start["headers"]
+    assert "streams" in json.loads(body["body"])["detail"]
