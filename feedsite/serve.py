@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,16 @@ def wait_ready(
         raise RuntimeError(f"{path} on port {port} did not answer within {timeout:.0f} s")
 
 
+def raise_open_files_limit(wanted: int = 65_536) -> None:
+    """Each open stream costs the stream server a socket and the proxy two: lift the soft limit
+    on open files (often 1,024) towards the hard one, for this process and the servers it
+    starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 @contextlib.contextmanager
 def serving(
     env: dict[str, str],
@@ -178,6 +189,7 @@ def serving(
     stopping: Callable[[], bool] = lambda: False,
 ) -> Iterator[tuple[Layout, list[subprocess.Popen]]]:
     """Start the layout, wait until it answers through the proxy, stop it all afterwards."""
+    raise_open_files_limit()
     layout = layout_from_env(env, port)
     if static:
         collect_static(env)
