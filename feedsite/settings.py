@@ -97,6 +97,9 @@ elif env_bool("FEEDSITE_DB_POOL", True):
     # Under ASGI each request's sync code may run on a fresh thread, so per-thread persistent
     # connections pile up ("too many clients"); Django's psycopg pool is the documented fix.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # With the pool, Django has it check a connection (an empty query) before lending it: after
+    # a PostgreSQL restart or failover the dead ones are replaced instead of failing a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
         # Server-side binding lets psycopg prepare hot statements (token lookup, pull authors,
         # follower ranges) after 5 runs: planning was most of their time.
