@@ -134,10 +134,25 @@ def fanout_start(*, job_id: int) -> list[BatchRef]:
     ]
 
 
+def delivered_too_often(*, deliveries: int, retries: int, limit: int) -> bool:
+    """A poison batch: delivered more than ``limit`` times besides its own retries. Retries are
+    the budget for transient failures (an outage of PostgreSQL or Redis) and are bounded by the
+    task's max_retries; what this catches is a message that keeps coming back without retrying:
+    one that kills the worker running it (redelivered after each crash). Pure."""
+    return deliveries - retries > limit
+
+
 def fanout_apply_batch(
-    *, job_id: int, batch_no: int, lo: int | None, hi: int | None, replay: bool = False
+    *,
+    job_id: int,
+    batch_no: int,
+    lo: int | None,
+    hi: int | None,
+    replay: bool = False,
+    retries: int = 0,
 ) -> None:
-    """Write (or remove) one activity for the followers in (lo, hi], then count the batch."""
+    """Write (or remove) one activity for the followers in (lo, hi], then count the batch.
+    ``retries``: how many times the task retried so far (Celery's request.retries)."""
     done = FanoutBatch.objects.filter(job_id=job_id, batch_no=batch_no, state="done")
     job = (
         Job.objects.filter(id=job_id)
@@ -150,7 +165,8 @@ def fanout_apply_batch(
     started = time.perf_counter()
     aid, actor_id = job["activity_id"], job["actor_id"]
     deliveries, unfollows = store.begin_batch(job_id, batch_no, actor_id)
-    if not replay and deliveries > settings.FEEDSITE_MAX_DELIVERIES:
+    limit = settings.FEEDSITE_MAX_DELIVERIES
+    if not replay and delivered_too_often(deliveries=deliveries, retries=retries, limit=limit):
         batch_mark_failed(
             job_id=job_id,
             batch_no=batch_no,

@@ -60,9 +60,13 @@ class BatchTask(Task):
         )
 
 
-@shared_task(name="feeds.fanout_batch", base=BatchTask, soft_time_limit=50, time_limit=60, **RETRY)
-def fanout_batch_task(job_id: int, batch_no: int, lo: int | None, hi: int | None) -> None:
-    fanout.fanout_apply_batch(job_id=job_id, batch_no=batch_no, lo=lo, hi=hi)
+@shared_task(
+    name="feeds.fanout_batch", base=BatchTask, bind=True, soft_time_limit=50, time_limit=60, **RETRY
+)
+def fanout_batch_task(self, job_id: int, batch_no: int, lo: int | None, hi: int | None) -> None:
+    fanout.fanout_apply_batch(
+        job_id=job_id, batch_no=batch_no, lo=lo, hi=hi, retries=self.request.retries or 0
+    )
 
 
 @shared_task(name="feeds.sweep_stalled_jobs", soft_time_limit=50, time_limit=60)

@@ -1,0 +1,51 @@
+"""A batch is poison when it keeps coming back without retrying (it kills the worker running
+it), not when it retries through an outage: retries have their own budget (max_retries)."""
+
+from __future__ import annotations
+
+import pytest
+
+from activities.models import Activity
+from feeds import fanout, store
+from feeds.models import FanoutDeadLetter, FanoutJob
+from follows.models import Follow
+from tests.conftest import activate
+from tests.factories import UserFactory
+
+STAR = {"verb": "starred", "object_type": "project", "object_id": "p-1"}
+
+
+def _running_job(author) -> tuple[Activity, FanoutJob]:
+    activity = Activity.objects.create(actor=author, **STAR)  # its receiver writes the job
+    job = FanoutJob.objects.get(activity_id=activity.id, kind=FanoutJob.Kind.PUBLISH)
+    FanoutJob.objects.filter(id=job.id).update(state="running", strategy="push", batches_total=1)
+    return activity, job
+
+
+@pytest.mark.django_db
+def test_a_batch_retrying_through_an_outage_is_not_poison(settings):
+    settings.FEEDSITE_MAX_DELIVERIES = 5
+    author, fan = UserFactory(), UserFactory()
+    activate(fan)
+    Follow.objects.create(follower=fan, followee=author)
+    activity, job = _running_job(author)
+    # Six runs so far, each ended by a transient error and retried: this is the seventh.
+    store.client().set(store.deliveries_key(job.id, 0), 6)
+    fanout.fanout_apply_batch(job_id=job.id, batch_no=0, lo=None, hi=None, retries=6)
+    assert activity.id in store.feed_ids(fan.pk)
+    assert not FanoutDeadLetter.objects.exists()
+    assert FanoutJob.objects.get(id=job.id).state == "done"
+
+
+@pytest.mark.django_db
+def test_a_batch_redelivered_without_retrying_is_poison(settings):
+    settings.FEEDSITE_MAX_DELIVERIES = 5
+    author, fan = UserFactory(), UserFactory()
+    activate(fan)
+    Follow.objects.create(follower=fan, followee=author)
+    activity, job = _running_job(author)
+    store.client().set(store.deliveries_key(job.id, 0), 5)  # five crashed runs, no retry
+    fanout.fanout_apply_batch(job_id=job.id, batch_no=0, lo=None, hi=None, retries=0)
+    assert activity.id not in store.feed_ids(fan.pk)
+    assert FanoutDeadLetter.objects.get(job_id=job.id).error.startswith("poison")
+    assert FanoutJob.objects.get(id=job.id).state == "failed"
