@@ -28,14 +28,6 @@ class FeedConf:
     def is_pull_author(self, followers: int) -> bool:
         return followers >= self.celebrity_threshold
 
-    def follow_made_pull_author(self, followers: int) -> bool:
-        """``followers`` counted after one more follow: this follow crossed the threshold."""
-        return followers == self.celebrity_threshold
-
-    def unfollow_made_push_author(self, followers: int) -> bool:
-        """``followers`` counted after one less follow: this unfollow crossed back."""
-        return followers == self.celebrity_threshold - 1
-
 
 def _from_row(row: FeedSettings) -> FeedConf:
     return FeedConf(**{f: getattr(row, f) for f in FeedConf.__dataclass_fields__})

@@ -34,16 +34,27 @@ def fanout_job_begin(*, activity_id: int, actor_id: int, kind: str) -> None:
         transaction.on_commit(lambda: fanout_start_task.delay(job_id), robust=True)
 
 
+def author_mode_update(author_id: int, conf: FeedConf) -> str:
+    """The author's mode under the current count of followers, recorded; when it changed (this
+    follow or unfollow, or a concurrent one, crossed the threshold: exactly one caller sees
+    it), readers' cached pull-author lists go stale, and an author who became a push author
+    has their recent activities pushed into their followers' feeds."""
+    mode = "pull" if conf.is_pull_author(follower_count(user_id=author_id)) else "push"
+    before = store.author_mode_swap(author_id, mode) or "push"  # never recorded: as most are
+    if before != mode:
+        store.bump_pull_version()
+        if mode == "push":
+            author_to_push_task.delay(author_id)
+    return mode
+
+
 def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
     """Copy the followee's most recent activities into the follower's feed (push authors only:
     a pull author's activities are merged at read time anyway)."""
     store.drop_pull_authors(follower_id)
     store.announce_follow(follower_id, followee_id, following=True)  # open streams listen
     conf = get_conf()
-    followers = follower_count(user_id=followee_id)
-    if conf.follow_made_pull_author(followers):
-        store.bump_pull_version()
-    if conf.is_pull_author(followers):
+    if author_mode_update(followee_id, conf) == "pull":
         return
     ids = recent_activity_ids(actor_id=followee_id, limit=conf.follow_backfill_count)
     if ids:
@@ -56,10 +67,7 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     store.bump_unfollow_counter(followee_id)
     store.drop_pull_authors(follower_id)
     store.announce_follow(follower_id, followee_id, following=False)
-    if get_conf().unfollow_made_push_author(follower_count(user_id=followee_id)):
-        # Readers stop pulling this author, so their recent activities go into the feeds.
-        store.bump_pull_version()
-        author_to_push_task.delay(followee_id)
+    author_mode_update(followee_id, get_conf())
     oldest = store.feed_oldest_id(follower_id)
     if oldest is None:
         return

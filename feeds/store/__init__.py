@@ -22,6 +22,7 @@ from .bodies import body_get_async, delete_body, get_bodies, set_bodies
 from .connection import TRANSIENT_ERRORS, async_client, client, ping, round_trip, with_script
 from .feeds import (
     add_to_feed,
+    author_mode_swap,
     begin_batch,
     begin_read,
     bump_pull_version,
@@ -46,6 +47,7 @@ from .feeds import (
 )
 from .keys import (
     SENTINEL,
+    author_mode_key,
     body_key,
     body_prefix,
     deliveries_key,
@@ -91,6 +93,8 @@ __all__ = [
     "SENTINEL",
     "TRANSIENT_ERRORS",
     "add_to_feed",
+    "author_mode_key",
+    "author_mode_swap",
     "announce",
     "announce_follow",
     "body_get_async",

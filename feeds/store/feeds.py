@@ -9,6 +9,7 @@ from typing import Any
 from .connection import client, with_script
 from .keys import (
     SENTINEL,
+    author_mode_key,
     body_key,
     deliveries_key,
     feed_key,
@@ -224,3 +225,11 @@ def pull_authors_from_cache(raw: bytes | None, tag: str) -> list[int] | None:
 def user_forget(user_id: int) -> None:
     """A deleted user's feed, timeline and cached pull-author list go."""
     client().delete(feed_key(user_id), timeline_key(user_id), pull_authors_key(user_id))
+
+
+def author_mode_swap(author_id: int, mode: str) -> str | None:
+    """Record an author's mode ("pull" or "push") and return the one recorded before (None:
+    never recorded), atomically (SET ... GET): of several concurrent follows or unfollows that
+    move an author across the threshold, exactly one sees the change."""
+    old = client().set(author_mode_key(author_id), mode, get=True)
+    return old.decode() if isinstance(old, bytes) else None

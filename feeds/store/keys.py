@@ -9,6 +9,7 @@ a sorted-set score (member = score = id).
   {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL
   {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
   {p}:pullver                counter: bumped when any author crosses the threshold
+  {p}:mode:{author}          string: "pull" or "push", the author's mode last seen (no TTL)
   {p}:rebuild:{user}         string: lock of a lazy feed rebuild (30 s)
   {p}:deliv:{job}:{batch}    counter: deliveries of one fan-out batch (poison guard, 1 day)
   {p}:unf:{author}           counter: unfollows of an author (check-after-write of fan-out)
@@ -76,6 +77,10 @@ def streams_key(user_id: int) -> str:
 
 def pull_authors_key(user_id: int) -> str:
     return f"{prefix()}:pull:{user_id}"
+
+
+def author_mode_key(author_id: int) -> str:
+    return f"{prefix()}:mode:{author_id}"
 
 
 def pull_version_key() -> str:

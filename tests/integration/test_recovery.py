@@ -8,6 +8,7 @@ import threading
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import transaction
 
 from feeds import store
 from feeds.models import FanoutJob
@@ -187,6 +188,26 @@ def test_author_crossing_the_threshold_both_ways_loses_and_duplicates_nothing(li
     assert pulled in store.feed_ids(fans[1].pk)  # now in the feed itself, not pulled
     assert feed(fans[0]) == [pulled, pushed] == feed(fans[1])
     assert feed(fans[2]) == []
+
+
+def test_two_unfollows_that_commit_together_across_the_threshold_repush(live_worker):
+    # Threshold 3 and exactly three followers (pull). Two unfollows commit before either one's
+    # after-commit step reads the count: both read 1, neither saw 2 (3 -> 1): the crossing must
+    # still be seen, once.
+    feed_settings_update(celebrity_threshold=3, aggregation_window_seconds=1)
+    author = UserFactory()
+    fans = [UserFactory() for _ in range(3)]
+    activate(*fans)
+    for fan in fans:
+        follow_create(follower_id=fan.pk, followee_id=author.pk)
+    pulled = post(author, "pulled")
+    assert FanoutJob.objects.get(activity_id=pulled).strategy == "pull"
+    with transaction.atomic():
+        follow_delete(follower_id=fans[1].pk, followee_id=author.pk)
+        follow_delete(follower_id=fans[2].pk, followee_id=author.pk)
+    wait_until(lambda: FanoutJob.objects.get(activity_id=pulled).strategy == "push")
+    wait_until(lambda: pulled in store.feed_ids(fans[0].pk))
+    assert pulled not in store.feed_ids(fans[1].pk)
 
 
 def test_raising_the_threshold_pushes_recent_activities_of_authors_now_below_it(live_worker):
