@@ -31,7 +31,10 @@ class FeedReadThrottle(BaseThrottle):
             ident = f"u:{request.user.pk}"
         else:
             ident = f"ip:{self.get_ident(request)}"
-        hits, self.left = store.hit_window(self.scope, ident, window)
+        try:
+            hits, self.left = store.hit_window(self.scope, ident, window)
+        except store.TRANSIENT_ERRORS:
+            return True  # Redis down: fail open (the read itself answers 503)
         return hits <= limit
 
     def wait(self) -> float:

@@ -14,9 +14,9 @@ from rest_framework.views import APIView
 
 from activities.access import access_activity_for_owner
 from activities.serializers import ActivityOutSerializer
-from feedsite.api.auth import token_claim, token_confirm
+from feedsite.api.auth import TokenClaim, token_claim, token_confirm
 from feedsite.api.cursor import feed_cursor_decode, feed_cursor_encode
-from feedsite.api.errors import domain_error_body
+from feedsite.api.errors import RETRY_AFTER_SECONDS, domain_error_body
 from feedsite.api.params import parse_limit
 from feedsite.api.throttles import parse_rate
 from feedsite.errors import DomainError
@@ -64,9 +64,13 @@ def _plain_json(accept: str) -> bool:
     return "application/json" in accept or "*/*" in accept
 
 
-def _json(body: dict[str, Any], status: int = 200) -> HttpResponse:
+def _json(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
     response = HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
     response["Vary"] = "Accept, Authorization"
+    for name, value in (headers or {}).items():
+        response[name] = value
     return response
 
 
@@ -85,6 +89,17 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
     claim = token_claim(request)
     if claim is None:
         return None
+    try:
+        return _lean_read(request, claim, sources)
+    except store.TRANSIENT_ERRORS:
+        return _json(
+            {"detail": "the feed store is unavailable; retry shortly", "code": "unavailable"},
+            503,
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
+def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse | None:
     conf = get_conf()
     limit, window = parse_rate(FeedReadThrottle.rate)
     pre = store.read_prelude(

@@ -49,7 +49,10 @@ def _user_from_fields(fields: dict):
 class CachedTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str):
         digest = token_digest(key)
-        raw = store.token_get(digest)
+        try:
+            raw = store.token_get(digest)
+        except store.TRANSIENT_ERRORS:  # Redis down: the database answers alone
+            return super().authenticate_credentials(key)
         if raw is None:
             user, token = super().authenticate_credentials(key)
             _cache(digest, user)
@@ -89,7 +92,11 @@ def token_claim(request: HttpRequest) -> TokenClaim | None:
     digest = token_digest(key)
     user_id = _claimed_id(key) or _HINTS.get(digest)
     if user_id is None:
-        user_id = _resolve(key, digest, store.token_get(digest))
+        try:
+            raw = store.token_get(digest)
+        except store.TRANSIENT_ERRORS:
+            return None  # Redis down: the DRF view answers (503 for the feed)
+        user_id = _resolve(key, digest, raw)
         if user_id is None:
             return None
     return TokenClaim(key, digest, user_id)

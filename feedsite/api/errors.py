@@ -10,6 +10,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from feeds.store import TRANSIENT_ERRORS
 from feedsite.errors import DomainError
 
 log = logging.getLogger("feeds.api")
@@ -28,4 +29,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, TRANSIENT_ERRORS):
+        log.warning("Redis unavailable: %s", exc)
+        return store_unavailable()
     return drf_exception_handler(exc, context)
+
+
+RETRY_AFTER_SECONDS = 5
+
+
+def store_unavailable() -> Response:
+    """Redis (the feed store) cannot be reached: a JSON 503, never a 500."""
+    return Response(
+        {"detail": "the feed store is unavailable; retry shortly", "code": "unavailable"},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

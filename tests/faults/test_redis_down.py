@@ -1,0 +1,73 @@
+"""Redis (the feed store and cache) unreachable: publishing still answers 201 and saves (fan-out
+resumes when Redis is back), registering works, feed reads answer a JSON 503 with Retry-After,
+and nothing answers 500. The whole production layout runs against a Redis port nobody listens
+on; PostgreSQL and the broker are the real ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+
+from activities.models import Activity
+from feedsite.api.auth import new_token_key
+from feedsite.embedded import free_port
+from feedsite.serve import serving
+from tests.conftest import _database_url
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def served_without_redis(transactional_db):
+    env = dict(
+        os.environ,
+        DATABASE_URL=_database_url(),
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        WEB_CONCURRENCY="1",
+    )
+    log_path = Path(settings.VAR_DIR) / f"served-noredis-{os.getpid()}.log"
+    with (
+        open(log_path, "w") as log,
+        serving(env, port=free_port(), stdout=log, static=False) as (
+            layout,
+            _,
+        ),
+    ):
+        yield layout.url
+
+
+@pytest.mark.parametrize("id_token", [True, False], ids=["id-token", "plain-token"])
+def test_with_redis_down_publish_saves_reads_answer_503_and_nothing_500s(
+    served_without_redis, id_token
+):
+    url = served_without_redis
+    user = UserFactory()
+    key = new_token_key(user.pk) if id_token else "f" * 40
+    Token.objects.create(user=user, key=key)
+    auth = {"Authorization": f"Token {key}"}
+    res = httpx.post(
+        f"{url}/api/activities/",
+        json={"verb": "starred", "object_type": "project", "object_id": "p-down"},
+        headers=auth,
+        timeout=15,
+    )
+    assert res.status_code == 201, res.text
+    assert Activity.objects.filter(id=int(res.json()["id"])).exists()
+    for params in ({}, {"format": "json"}):
+        feed = httpx.get(f"{url}/api/feed/", params=params, headers=auth, timeout=15)
+        assert feed.status_code == 503, feed.text
+        assert feed.headers["Retry-After"] and "unavailable" in feed.json()["detail"]
+    name = f"down-{user.pk}-{int(id_token)}"
+    reg = httpx.post(
+        f"{url}/api/auth/register/",
+        json={"username": name, "password": "a-long-enough-password-42"},
+        timeout=15,
+    )
+    assert reg.status_code == 201, reg.text
+    profile = httpx.get(f"{url}/api/users/{user.pk}/", headers=auth, timeout=15)
+    assert profile.status_code == 200, profile.text
