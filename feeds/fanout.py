@@ -31,6 +31,7 @@ from follows.selectors import (
 from . import store
 from .conf import get_conf
 from .models import FanoutBatch, FanoutDeadLetter, FanoutJob
+from .rebuild import timelines_rebuild
 
 log = logging.getLogger("feeds.fanout")
 Job = FanoutJob
@@ -65,7 +66,8 @@ def job_for_old_message(*, activity_id: int, kind: str, actor_id: int | None = N
 
 def _cache_and_timeline(activity: Activity, cap: int) -> None:
     store.set_bodies({activity.id: encode_body(activity_to_dict(activity))})
-    store.write_timeline(activity.actor_id, [activity.id], cap)
+    if not store.add_to_timeline(activity.actor_id, [activity.id], cap):
+        timelines_rebuild(author_ids=[activity.actor_id])  # first post, or lost: whole again
     store.add_to_feed(activity.actor_id, [activity.id], cap)  # authors see their own posts
 
 

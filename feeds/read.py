@@ -15,7 +15,7 @@ from .aggregation import Entry, PageCut, bucket_floor_id, cut_page, group_key
 from .conf import FeedConf, get_conf
 from .hydrate import hydrate
 from .merge import merge_streams
-from .rebuild import feed_ensure, feed_ttl
+from .rebuild import feed_ensure, feed_ttl, timelines_rebuild
 
 MAX_ACTORS = 5
 
@@ -160,10 +160,17 @@ def feed_page(
     nbodies = count * 2
     entries: list[Entry] = []
     cut: PageCut | None = None
+    timelines_rebuilt = False
     while cut is None:
         page = source.read(max_id=upper, count=count, nbodies=nbodies, shown=shown_range)
         if page.feed_missing:  # never built, expired or evicted: rebuild (once), read again
             feed_ensure(user_id=user_id, conf=conf)
+            continue
+        if page.sources_missing and not timelines_rebuilt:
+            # A pull author's timeline was lost (evicted, flushed): rebuilt from PostgreSQL,
+            # then the page is read again.
+            timelines_rebuild(author_ids=[store.timeline_author(k) for k in page.sources_missing])
+            timelines_rebuilt = True
             continue
         raw.update(page.bodies)
         if shown_range is not None:

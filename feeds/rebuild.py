@@ -58,10 +58,20 @@ def users_rebuild(
         own = recent_activity_ids(actor_id=uid, limit=conf.feed_max_length, since=since)
         if not dry_run:
             store.write_feed(uid, ids, conf.feed_max_length, feed_ttl(conf))
-            store.write_timeline(uid, own, conf.feed_max_length)
+            if own:  # (an author without activities needs no timeline until a read asks)
+                store.write_timeline(uid, own, conf.feed_max_length)
         result.users += 1
         result.entries += len(ids) + len(own)
     return result
+
+
+def timelines_rebuild(*, author_ids: list[int]) -> None:
+    """Rebuild authors' timelines from PostgreSQL (a read found them missing). Idempotent."""
+    conf = get_conf()
+    for author_id in author_ids:
+        ids = recent_activity_ids(actor_id=author_id, limit=conf.feed_max_length)
+        store.write_timeline(author_id, ids, conf.feed_max_length)
+    store.count_stat("timeline_rebuilds", len(author_ids))
 
 
 def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:

@@ -22,6 +22,7 @@ from .bodies import body_get_async, delete_body, get_bodies, set_bodies
 from .connection import TRANSIENT_ERRORS, async_client, client, ping, round_trip, with_script
 from .feeds import (
     add_to_feed,
+    add_to_timeline,
     author_mode_swap,
     begin_batch,
     begin_read,
@@ -61,6 +62,7 @@ from .keys import (
     stats_key,
     streams_key,
     throttle_key,
+    timeline_author,
     timeline_key,
     token_key,
     unfollows_key,
@@ -93,6 +95,7 @@ __all__ = [
     "SENTINEL",
     "TRANSIENT_ERRORS",
     "add_to_feed",
+    "add_to_timeline",
     "author_mode_key",
     "author_mode_swap",
     "announce",
@@ -146,6 +149,7 @@ __all__ = [
     "streams_key",
     "throttle_key",
     "timeline_ids",
+    "timeline_author",
     "timeline_key",
     "token_delete",
     "token_get",

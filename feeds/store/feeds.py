@@ -96,11 +96,23 @@ def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) ->
 
 
 def write_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> None:
-    if not activity_ids:
-        return
+    """A rebuilt timeline: the ids merged in, with the built marker (so an author with no
+    activities has a timeline that exists), capped."""
     pipe = client().pipeline(transaction=False)
-    _zadd_capped(pipe, timeline_key(author_id), activity_ids, cap)
+    _zadd_capped(pipe, timeline_key(author_id), [int(SENTINEL), *activity_ids], cap)
     pipe.execute()
+
+
+def add_to_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> bool:
+    """Add to the author's timeline if it exists (see _ADD_CAPPED_LUA): a missing one (never
+    built, evicted, flushed) is rebuilt whole on the next read that needs it, never left
+    holding only the newest ids. True when written."""
+    key = timeline_key(author_id)
+    written = with_script(
+        _ADD_CAPPED_LUA,
+        lambda sha: client().evalsha(sha, 1, key, cap, *activity_ids),
+    )
+    return bool(written)
 
 
 def touch_feed(user_id: int, ttl: int) -> bool:
@@ -137,7 +149,8 @@ def feed_ids(user_id: int) -> list[int]:
 
 
 def timeline_ids(author_id: int) -> list[int]:
-    return _ids(client().zrevrange(timeline_key(author_id), 0, -1))
+    """Every id in a timeline, newest first (not the built marker)."""
+    return _ids(client().zrevrangebyscore(timeline_key(author_id), "+inf", "(0"))
 
 
 def _ids(members: Any) -> list[int]:

@@ -38,6 +38,11 @@ def timeline_key(user_id: int) -> str:
     return f"{prefix()}:tl:{user_id}"
 
 
+def timeline_author(key: str) -> int:
+    """The author whose timeline ``key`` is (the inverse of timeline_key)."""
+    return int(key.rsplit(":", 1)[1])
+
+
 def body_prefix() -> str:
     """What every body key starts with (the page script appends the id)."""
     return f"{prefix()}:act:"

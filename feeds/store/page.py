@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..merge import merge_streams, merge_to_floor
 from .bodies import get_bodies
@@ -67,7 +67,7 @@ if ARGV[7] ~= '' then
   else
     live = redis.call('EXISTS', KEYS[1])
   end
-  if live == 0 then return {{}, '', {}, {}, {}, 0} end
+  if live == 0 then return {{}, '', {}, {}, {}, 0, {}} end
 end
 -- A k-way merge of newest-first lists, distinct ids down to `floor` (a sort with a comparator
 -- costs ~2 ms for 300 ids in Redis' Lua; this touches each id once).
@@ -94,10 +94,11 @@ local function merge(lists, floor)
   end
   return out
 end
-local streams, floor = {}, nil
+local streams, floor, missing = {}, nil, {}
 for i, key in ipairs(KEYS) do
   local ids = redis.call('ZREVRANGEBYSCORE', key, hi, '(0', 'LIMIT', 0, count)
   streams[i] = ids
+  if i > 1 and #ids == 0 and redis.call('EXISTS', key) == 0 then missing[#missing + 1] = key end
   if #ids == count then
     local last = tonumber(ids[#ids])
     if floor == nil or last > floor then floor = last end
@@ -121,7 +122,7 @@ if ARGV[5] ~= '' then
 end
 local bodies = {}
 for i, m in ipairs(wanted) do bodies[i] = redis.call('GET', prefix .. m) end
-return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1}
+return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing}
 """
 
 
@@ -132,6 +133,7 @@ class PageRead:
     shown: list[int]  # ids of the "shown" range, newest first, distinct
     bodies: dict[int, bytes | None]  # raw bodies of ids read along (None: not cached)
     feed_missing: bool = False  # the read mark found no feed: nothing else was read
+    sources_missing: list[str] = field(default_factory=list)  # timelines that do not exist
 
 
 def read_page(
@@ -150,7 +152,7 @@ def read_page(
     args = [body_prefix(), nbodies, hi, count]
     args += [shown[0], max(shown[1], 1)] if shown else ["", ""]
     args.append("" if mark_ttl is None else mark_ttl)
-    merged, floor, shown_ids, wanted, raws, live = with_script(
+    merged, floor, shown_ids, wanted, raws, live, missing = with_script(
         _READ_PAGE_LUA, lambda sha: round_trip(("EVALSHA", sha, len(keys), *keys, *args))[0]
     )
     return PageRead(
@@ -159,6 +161,7 @@ def read_page(
         shown=[int(m) for m in shown_ids],
         bodies={int(m): raw for m, raw in zip(wanted, raws, strict=True)},
         feed_missing=not live,
+        sources_missing=[k.decode() for k in missing],
     )
 
 
@@ -186,4 +189,22 @@ def read_page_pipelined(
         shown_ids = merge_streams(read_streams(keys, max_id=shown[0], min_id=shown[1]))
     wanted = list(dict.fromkeys([*ids[:nbodies], *shown_ids]))
     found = get_bodies(wanted)
-    return PageRead(ids=ids, floor=floor, shown=shown_ids, bodies={i: found.get(i) for i in wanted})
+    empty = [key for key, stream in zip(keys[1:], streams[1:], strict=True) if not stream]
+    missing = [key for key, n in zip(empty, existing(empty), strict=True) if not n]
+    return PageRead(
+        ids=ids,
+        floor=floor,
+        shown=shown_ids,
+        bodies={i: found.get(i) for i in wanted},
+        sources_missing=missing,
+    )
+
+
+def existing(keys: Sequence[str]) -> list[bool]:
+    """Whether each key exists: one pipelined round trip (none when there is nothing to ask)."""
+    if not keys:
+        return []
+    pipe = client().pipeline(transaction=False)
+    for key in keys:
+        pipe.exists(key)
+    return [bool(n) for n in pipe.execute()]

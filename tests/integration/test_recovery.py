@@ -223,3 +223,26 @@ def test_raising_the_threshold_pushes_recent_activities_of_authors_now_below_it(
     for fan in fans:
         items = auth_client(fan).get("/api/feed/").json()["items"]
         assert [i["id"] for i in items] == [str(pulled)]
+
+
+@pytest.mark.parametrize("celebrities", [1, 9], ids=["script-read", "pipelined-read"])
+def test_a_lost_celebrity_timeline_is_rebuilt_by_the_next_read(live_worker, celebrities):
+    feed_settings_update(celebrity_threshold=1, aggregation_window_seconds=1)  # all pull
+    reader = UserFactory()
+    stars = [UserFactory() for _ in range(celebrities)]
+    activate(reader, *stars)
+    for star in stars:
+        follow_create(follower_id=reader.pk, followee_id=star.pk)
+    posts = [post(star, f"by-{star.pk}") for star in stars]
+    wait_until(
+        lambda: FanoutJob.objects.filter(activity_id__in=posts, state="done").count() == len(posts)
+    )
+
+    def feed() -> set[int]:
+        items = auth_client(reader).get("/api/feed/").json()["items"]
+        return {int(i) for item in items for i in item["activity_ids"]}
+
+    assert feed() == set(posts)
+    store.client().delete(*(store.timeline_key(s.pk) for s in stars))  # evicted, flushed
+    assert feed() == set(posts)
+    assert store.timeline_ids(stars[0].pk) == [posts[0]]
