@@ -246,3 +246,31 @@ def test_a_lost_celebrity_timeline_is_rebuilt_by_the_next_read(live_worker, cele
     store.client().delete(*(store.timeline_key(s.pk) for s in stars))  # evicted, flushed
     assert feed() == set(posts)
     assert store.timeline_ids(stars[0].pk) == [posts[0]]
+
+
+def test_verify_feeds_finds_missing_and_extra_entries_and_repairs_them(small_world):
+    readers, authors = small_world
+    out = io.StringIO()
+    call_command("verify_feeds", stdout=out)
+    assert "wrong=0 missing=0 extra=0" in out.getvalue(), out.getvalue()
+
+    required = store.feed_ids(readers[3].pk)[0]  # follows all four authors
+    store.client().zrem(store.feed_key(readers[3].pk), str(required))
+    stranger = UserFactory()
+    foreign = post(stranger, "not-followed")
+    store.client().zadd(store.feed_key(readers[0].pk), {str(foreign): foreign})
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("verify_feeds", stdout=out)
+    assert exit_info.value.code == 1
+    text = out.getvalue()
+    assert f"user={readers[3].pk} missing=1 extra=0" in text
+    assert f"user={readers[0].pk} missing=0 extra=1" in text
+    assert "wrong=2 missing=1 extra=1" in text
+
+    call_command("verify_feeds", "--repair", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("verify_feeds", stdout=out)
+    assert "wrong=0" in out.getvalue()
+    assert required in store.feed_ids(readers[3].pk)
+    assert foreign not in store.feed_ids(readers[0].pk)
