@@ -347,7 +347,7 @@ def authors_moved_to_push(*, old_threshold: int, new_threshold: int) -> list[int
     return user_ids_with_followers_in(lo=old_threshold, hi=new_threshold)
 
 
-def sweep_stalled_jobs(*, limit: int = 500) -> list[int]:
+def sweep_stalled_jobs(*, limit: int = 500, running: bool = True) -> list[int]:
     """Jobs left pending (crash or broker error between commit and enqueue) or stalled; the caller
     re-enqueues `fanout_start` for each. Two sweepers skip each other's rows (SKIP LOCKED)."""
     now = timezone.now()
@@ -359,7 +359,7 @@ def sweep_stalled_jobs(*, limit: int = 500) -> list[int]:
             Job.objects.select_for_update(skip_locked=skip_locked)
             .filter(
                 Q(state=Job.State.PENDING, updated_at__lt=pending_cutoff)
-                | Q(state=Job.State.RUNNING, updated_at__lt=stalled_cutoff)
+                | (Q(state=Job.State.RUNNING, updated_at__lt=stalled_cutoff) if running else Q())
             )
             .order_by("id")
             .values_list("id", flat=True)[:limit]

@@ -16,10 +16,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from feedsite import queues
-
 from . import store
 from .models import FanoutDeadLetter, FanoutJob
+from .tasks import queue_depths
 
 
 def _histogram(name: str, doc: str, stat: str) -> HistogramMetricFamily:
@@ -30,23 +29,6 @@ def _histogram(name: str, doc: str, stat: str) -> HistogramMetricFamily:
         buckets.append((str(bound / 1000), running))
     buckets.append(("+Inf", running + raw.get("le_inf", 0.0)))
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=raw.get("sum", 0.0))
-
-
-def _queue_depths() -> dict[str, int]:
-    from feedsite.celery import app
-
-    depths = {}
-    with app.connection_for_write() as conn:
-        for queue in queues.ALL:
-            try:
-                depths[queue] = conn.default_channel.queue_declare(
-                    queue, passive=True
-                ).message_count
-            except Exception:  # noqa: BLE001 - not declared yet: empty
-                depths[queue] = 0
-                conn.close()
-                conn.connect()
-    return depths
 
 
 class FeedCollector:
@@ -72,7 +54,7 @@ class FeedCollector:
         yield _histogram("feedsite_fanout_batch_seconds", "Fan-out batch duration", "batch_seconds")
         yield _histogram("feedsite_feed_read_seconds", "GET /api/feed/ duration", "read_seconds")
         depth = GaugeMetricFamily("feedsite_queue_depth", "Messages waiting", labels=["queue"])
-        for queue, n in _queue_depths().items():
+        for queue, n in queue_depths().items():
             depth.add_metric([queue], n)
         yield depth
 

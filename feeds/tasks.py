@@ -5,11 +5,21 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+
+from feedsite import queues
 
 from . import fanout, store
 from .store import TRANSIENT_ERRORS
 
-RETRYABLE = (*TRANSIENT_ERRORS, OperationalError, InterfaceError, ConnectionError, TimeoutError)
+RETRYABLE = (
+    *TRANSIENT_ERRORS,
+    OperationalError,
+    InterfaceError,
+    BrokerError,  # sending a job's batches: retried, not left running
+    ConnectionError,
+    TimeoutError,
+)
 RETRY = {
     "autoretry_for": RETRYABLE,
     "retry_backoff": True,
@@ -69,9 +79,26 @@ def fanout_batch_task(self, job_id: int, batch_no: int, lo: int | None, hi: int 
     )
 
 
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each of the project's queues (0 for one not declared yet)."""
+    depths = {}
+    with fanout_start_task.app.connection_for_write() as conn:
+        for queue in queues.ALL:
+            try:
+                depths[queue] = conn.default_channel.queue_declare(
+                    queue, passive=True
+                ).message_count
+            except Exception:  # noqa: BLE001 - not declared yet: empty
+                depths[queue] = 0
+                conn.close()
+                conn.connect()
+    return depths
+
+
 @shared_task(name="feeds.sweep_stalled_jobs", soft_time_limit=50, time_limit=60)
 def sweep_stalled_jobs_task() -> None:
-    for job_id in fanout.sweep_stalled_jobs():
+    backlog = queue_depths()[queues.FANOUT] > settings.FEEDSITE_SWEEP_MAX_QUEUE
+    for job_id in fanout.sweep_stalled_jobs(running=not backlog):
         fanout_start_task.delay(job_id)
 
 

@@ -191,7 +191,13 @@ FEEDSITE_FANOUT_MAX_RETRIES = env_int("FEEDSITE_FANOUT_MAX_RETRIES", 8)
 FEEDSITE_FANOUT_BACKOFF_MAX = env_int("FEEDSITE_FANOUT_BACKOFF_MAX", 60)
 FEEDSITE_MAX_DELIVERIES = env_int("FEEDSITE_MAX_DELIVERIES", 5)
 FEEDSITE_SWEEP_PENDING_SECONDS = env_int("FEEDSITE_SWEEP_PENDING_SECONDS", 30)
-FEEDSITE_SWEEP_STALLED_SECONDS = env_int("FEEDSITE_SWEEP_STALLED_SECONDS", 3600 + 240)
+# A running job with no batch finished for this long has lost batches (a worker killed with
+# them, a broker error while sending): the sweeper sends the uncounted ones again (a batch still
+# in flight then runs twice, which is harmless). Resumes within ~a minute, not the Redis broker's
+# visibility timeout. Not while the fanout queue holds more than FEEDSITE_SWEEP_MAX_QUEUE
+# messages: then the batches are most likely waiting their turn, not lost.
+FEEDSITE_SWEEP_STALLED_SECONDS = env_int("FEEDSITE_SWEEP_STALLED_SECONDS", 45)
+FEEDSITE_SWEEP_MAX_QUEUE = env_int("FEEDSITE_SWEEP_MAX_QUEUE", 5000)
 FEEDSITE_FUTURE_SKEW_SECONDS = env_int("FEEDSITE_FUTURE_SKEW_SECONDS", 300)
 
 # --- Celery (at-least-once fan-out; see shared RELIABILITY.md) ----------------------------------
@@ -218,7 +224,7 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stalled-fanout-jobs": {"task": "feeds.sweep_stalled_jobs", "schedule": 15.0},
+    "sweep-stalled-fanout-jobs": {"task": "feeds.sweep_stalled_jobs", "schedule": 10.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

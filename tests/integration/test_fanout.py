@@ -224,6 +224,9 @@ def test_sweeper_reenqueues_a_job_whose_enqueue_was_lost(live_worker, settings):
     assert wait_job(activity.id).state == "done"
     for fan in fans:
         assert store.feed_ids(fan.pk) == [activity.id]
+    # By default such a job resumes within a minute: stalled for this long, plus one beat.
+    every = settings.CELERY_BEAT_SCHEDULE["sweep-stalled-fanout-jobs"]["schedule"]
+    assert settings.FEEDSITE_SWEEP_STALLED_SECONDS + every <= 60
 
 
 def test_orm_save_is_fanned_out_too(live_worker):
@@ -232,3 +235,32 @@ def test_orm_save_is_fanned_out_too(live_worker):
     wait_job(activity.id)
     for fan in fans:
         assert store.feed_ids(fan.pk) == [activity.id]
+
+
+def test_sweeper_resends_the_lost_batches_of_a_running_job(live_worker, settings):
+    from django.utils import timezone
+
+    from activities.ids import make_id
+    from feeds.tasks import sweep_stalled_jobs_task
+
+    feed_settings_update(fanout_batch_size=2)
+    author, fans = author_with_followers(5)
+    now = timezone.now().replace(microsecond=0)
+    activity = Activity.objects.bulk_create(  # no signal: nothing is enqueued
+        [Activity(id=make_id(now), actor=author, time=now, **STAR)]
+    )[0]
+    job = FanoutJob.objects.create(activity_id=activity.id, actor_id=author.pk)
+    # Planned, and its batches never sent (a worker killed holding them, a broker error).
+    lost = fanout.fanout_start(job_id=job.id)
+    assert len(lost) == 3 and job_of(activity.id).state == "running"
+    stalled = timezone.now() - timezone.timedelta(
+        seconds=settings.FEEDSITE_SWEEP_STALLED_SECONDS + 5
+    )
+    FanoutJob.objects.filter(id=job.id).update(updated_at=stalled)
+    sweep_stalled_jobs_task.delay()
+    assert wait_job(activity.id).state == "done"
+    for fan in fans:
+        assert store.feed_ids(fan.pk) == [activity.id]
+    # By default such a job resumes within a minute: stalled for this long, plus one beat.
+    every = settings.CELERY_BEAT_SCHEDULE["sweep-stalled-fanout-jobs"]["schedule"]
+    assert settings.FEEDSITE_SWEEP_STALLED_SECONDS + every <= 60
