@@ -13,6 +13,7 @@ from .keys import (
     body_key,
     deliveries_key,
     feed_key,
+    parked_key,
     pull_authors_key,
     pull_version_key,
     rebuild_lock_key,
@@ -26,9 +27,20 @@ from .keys import (
 # Only feeds that exist are written: a feed that is missing (never built, evicted, or expired
 # because its owner stopped reading) would otherwise hold a partial feed. It is rebuilt from
 # PostgreSQL on its owner's next read, so fan-out cost follows active readers, not followers.
-# ARGV: cap, then ids. Returns 1 when written, 0 when skipped.
+# A feed being rebuilt (KEYS[2], the rebuild marker, set before the rebuild reads PostgreSQL)
+# does not exist yet either: what fan-out delivers meanwhile is parked in KEYS[3] and merged in
+# by the rebuild after its write (merge_parked), so an activity fanned out between the
+# rebuild's read and its write is not lost. (Timelines pass only KEYS[1].)
+# ARGV: cap, then ids. Returns 1 when written (or parked), 0 when skipped.
 _ADD_CAPPED_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+    for i = 2, #ARGV do redis.call('ZADD', KEYS[3], ARGV[i], ARGV[i]) end
+    redis.call('EXPIRE', KEYS[3], 300)
+    return 1
+  end
+  return 0
+end
 local cap = tonumber(ARGV[1])
 for i = 2, #ARGV do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i]) end
 if redis.call('ZCARD', KEYS[1]) > cap then
@@ -56,7 +68,16 @@ def push_to_feeds(
     def run(sha: str) -> list:
         pipe = client().pipeline(transaction=False)
         for uid in user_ids:
-            pipe.execute_command("EVALSHA", sha, 1, feed_key(uid), cap, *activity_ids)
+            pipe.execute_command(
+                "EVALSHA",
+                sha,
+                3,
+                feed_key(uid),
+                rebuild_lock_key(uid),
+                parked_key(uid),
+                cap,
+                *activity_ids,
+            )
         pipe.get(unfollows_key(author_id))
         pipe.exists(body_key(activity_ids[0]))
         return pipe.execute()
@@ -246,3 +267,28 @@ def author_mode_swap(author_id: int, mode: str) -> str | None:
     move an author across the threshold, exactly one sees the change."""
     old = client().set(author_mode_key(author_id), mode, get=True)
     return old.decode() if isinstance(old, bytes) else None
+
+
+def mark_rebuilding(user_id: int, seconds: int = 30) -> None:
+    """Before a rebuild reads PostgreSQL: fan-out parks what it delivers to this user meanwhile."""
+    client().set(rebuild_lock_key(user_id), "1", ex=seconds)
+
+
+# KEYS: the feed, its parked set. ARGV: cap. Members are ids (score = id); the feed keeps its TTL.
+_MERGE_PARKED_LUA = """
+local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+if #ids == 0 then return 0 end
+for _, m in ipairs(ids) do redis.call('ZADD', KEYS[1], m, m) end
+local cap = tonumber(ARGV[1])
+if redis.call('ZCARD', KEYS[1]) > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1)) end
+redis.call('DEL', KEYS[2])
+return #ids
+"""
+
+
+def merge_parked(user_id: int, cap: int) -> int:
+    """After a rebuild wrote the feed: what fan-out parked meanwhile goes in (capped), at once
+    (the feed keeps its TTL). Returns how many ids were parked."""
+    keys = (feed_key(user_id), parked_key(user_id))
+    merged = with_script(_MERGE_PARKED_LUA, lambda sha: client().evalsha(sha, 2, *keys, cap))
+    return int(merged)

@@ -10,7 +10,8 @@ a sorted-set score (member = score = id).
   {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
   {p}:pullver                counter: bumped when any author crosses the threshold
   {p}:mode:{author}          string: "pull" or "push", the author's mode last seen (no TTL)
-  {p}:rebuild:{user}         string: lock of a lazy feed rebuild (30 s)
+  {p}:rebuild:{user}         string: a feed rebuild in progress (its lock, 30 s)
+  {p}:parked:{user}          sorted set: what fan-out delivered during that rebuild (merged after)
   {p}:deliv:{job}:{batch}    counter: deliveries of one fan-out batch (poison guard, 1 day)
   {p}:unf:{author}           counter: unfollows of an author (check-after-write of fan-out)
   {p}:live:{author}          pub/sub channel: ids the author just published (SSE streams)
@@ -62,6 +63,10 @@ def unfollows_key(author_id: int) -> str:
 
 def rebuild_lock_key(user_id: int) -> str:
     return f"{prefix()}:rebuild:{user_id}"
+
+
+def parked_key(user_id: int) -> str:
+    return f"{prefix()}:parked:{user_id}"
 
 
 def stats_key(name: str) -> str:
