@@ -369,3 +369,23 @@ def sweep_stalled_jobs(*, limit: int = 500, running: bool = True) -> list[int]:
     if ids:
         log.warning("sweeper re-enqueues %d fan-out jobs: %s", len(ids), ids[:20])
     return ids
+
+
+def prune_finished_jobs(*, older_than_days: int, chunk: int = 1000) -> int:
+    """Delete jobs that finished cleanly (done) more than ``older_than_days`` ago, with their
+    batch markers, in chunks (short transactions). Failed jobs and their dead letters stay for
+    an operator. Returns how many jobs went."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    pruned = 0
+    while True:
+        ids = list(
+            Job.objects.filter(state=Job.State.DONE, finished_at__lt=cutoff)
+            .order_by("id")
+            .values_list("id", flat=True)[:chunk]
+        )
+        if not ids:
+            return pruned
+        with transaction.atomic():
+            FanoutBatch.objects.filter(job_id__in=ids).delete()
+            Job.objects.filter(id__in=ids).delete()
+        pruned += len(ids)

@@ -133,3 +133,8 @@ def backfill_users_task(lo: int, hi: int, since: str | None, run_id: str) -> Non
 def feeds_forget_ids_task(user_ids: list[int], activity_ids: list[int]) -> None:
     """Take activities out of the given feeds (the followers of a deleted user)."""
     store.remove_from_feeds(user_ids, activity_ids)
+
+
+@shared_task(name="feeds.prune_finished_jobs", soft_time_limit=280, time_limit=300)
+def prune_finished_jobs_task() -> None:
+    fanout.prune_finished_jobs(older_than_days=settings.FEEDSITE_JOB_RETENTION_DAYS)

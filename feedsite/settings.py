@@ -198,6 +198,9 @@ FEEDSITE_SWEEP_PENDING_SECONDS = env_int("FEEDSITE_SWEEP_PENDING_SECONDS", 30)
 # messages: then the batches are most likely waiting their turn, not lost.
 FEEDSITE_SWEEP_STALLED_SECONDS = env_int("FEEDSITE_SWEEP_STALLED_SECONDS", 45)
 FEEDSITE_SWEEP_MAX_QUEUE = env_int("FEEDSITE_SWEEP_MAX_QUEUE", 5000)
+# Fan-out jobs that finished cleanly are deleted (with their batch markers) after this many
+# days, hourly; failed ones stay with their dead letters.
+FEEDSITE_JOB_RETENTION_DAYS = env_int("FEEDSITE_JOB_RETENTION_DAYS", 14)
 FEEDSITE_FUTURE_SKEW_SECONDS = env_int("FEEDSITE_FUTURE_SKEW_SECONDS", 300)
 
 # --- Celery (at-least-once fan-out; see shared RELIABILITY.md) ----------------------------------
@@ -225,6 +228,7 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stalled-fanout-jobs": {"task": "feeds.sweep_stalled_jobs", "schedule": 10.0},
+    "prune-finished-fanout-jobs": {"task": "feeds.prune_finished_jobs", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -49,3 +49,25 @@ def test_a_batch_redelivered_without_retrying_is_poison(settings):
     assert activity.id not in store.feed_ids(fan.pk)
     assert FanoutDeadLetter.objects.get(job_id=job.id).error.startswith("poison")
     assert FanoutJob.objects.get(id=job.id).state == "failed"
+
+
+@pytest.mark.django_db
+def test_finished_jobs_are_pruned_after_the_retention_period_and_failed_ones_stay():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from feeds.models import FanoutBatch
+
+    author = UserFactory()
+    old, recent, failed = (Activity.objects.create(actor=author, **STAR) for _ in range(3))
+    long_ago = timezone.now() - timedelta(days=20)
+    jobs = {a.id: FanoutJob.objects.get(activity_id=a.id) for a in (old, recent, failed)}
+    FanoutJob.objects.filter(id=jobs[old.id].id).update(state="done", finished_at=long_ago)
+    FanoutJob.objects.filter(id=jobs[recent.id].id).update(state="done", finished_at=timezone.now())
+    FanoutJob.objects.filter(id=jobs[failed.id].id).update(state="failed", finished_at=long_ago)
+    FanoutBatch.objects.create(job_id=jobs[old.id].id, batch_no=0, state="done")
+    assert fanout.prune_finished_jobs(older_than_days=14, chunk=1) == 1
+    left = set(FanoutJob.objects.values_list("activity_id", flat=True))
+    assert left == {recent.id, failed.id}
+    assert not FanoutBatch.objects.filter(job_id=jobs[old.id].id).exists()
