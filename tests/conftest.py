@@ -116,28 +116,27 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
         yield proc
 
 
-@pytest.fixture(scope="session")
-def served(django_db_setup, django_db_blocker) -> Iterator[str]:
+@contextlib.contextmanager
+def serve_for_tests(name: str, **env: str) -> Iterator[str]:
     """The production layout (feedsite.serve: Caddy in front of granian's WSGI workers and
-    uvicorn's SSE stream) on the test database and Redis; yields its URL."""
+    uvicorn's SSE stream) on the test database, with ``env`` on top; yields its URL."""
     from feedsite.embedded import free_port
     from feedsite.serve import serving
 
-    env = dict(
-        os.environ,
-        DATABASE_URL=_database_url(),
-        FEEDSITE_SSE_HEARTBEAT_SECONDS="1",
-        WEB_CONCURRENCY="2",
-    )
-    log_path = Path(settings.VAR_DIR) / f"served-{os.getpid()}.log"
+    full_env = dict(os.environ, DATABASE_URL=_database_url(), **env)
+    log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}.log"
     with (
         open(log_path, "w") as log,
-        serving(env, port=free_port(), stdout=log, static=False) as (
-            layout,
-            _,
-        ),
+        serving(full_env, port=free_port(), stdout=log, static=False) as (layout, _),
     ):
         yield layout.url
+
+
+@pytest.fixture(scope="session")
+def served(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """The production layout on the test database and Redis; yields its URL."""
+    with serve_for_tests("served", FEEDSITE_SSE_HEARTBEAT_SECONDS="1", WEB_CONCURRENCY="2") as url:
+        yield url
 
 
 def _queued_messages() -> int:

@@ -5,9 +5,6 @@ on; PostgreSQL and the broker are the real ones."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import httpx
 import pytest
 from django.conf import settings
@@ -16,29 +13,19 @@ from rest_framework.authtoken.models import Token
 from activities.models import Activity
 from feedsite.api.auth import new_token_key
 from feedsite.embedded import free_port
-from feedsite.serve import serving
-from tests.conftest import _database_url
+from tests.conftest import serve_for_tests
 from tests.factories import UserFactory
 
 
 @pytest.fixture
 def served_without_redis(transactional_db):
-    env = dict(
-        os.environ,
-        DATABASE_URL=_database_url(),
+    with serve_for_tests(
+        "served-noredis",
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         WEB_CONCURRENCY="1",
-    )
-    log_path = Path(settings.VAR_DIR) / f"served-noredis-{os.getpid()}.log"
-    with (
-        open(log_path, "w") as log,
-        serving(env, port=free_port(), stdout=log, static=False) as (
-            layout,
-            _,
-        ),
-    ):
-        yield layout.url
+    ) as url:
+        yield url
 
 
 @pytest.mark.parametrize("id_token", [True, False], ids=["id-token", "plain-token"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.utils import timezone
 
 from activities.models import Activity
 from activities.services import activity_publish
@@ -203,30 +205,31 @@ def test_rolled_back_publish_enqueues_nothing(live_worker):
         assert store.feed_ids(fan.pk) == [control.id]
 
 
-def test_sweeper_reenqueues_a_job_whose_enqueue_was_lost(live_worker, settings):
-    from django.utils import timezone
-
-    from feeds.tasks import sweep_stalled_jobs_task
-
-    author, fans = author_with_followers(2)
-    # bulk_create fires no signal: exactly the state a crash between commit and enqueue leaves.
+def _job_whose_enqueue_was_lost(author) -> tuple[Activity, FanoutJob]:
+    """bulk_create fires no signal: exactly the state a crash between commit and enqueue leaves."""
     from activities.ids import make_id
 
     now = timezone.now().replace(microsecond=0)
     activity = Activity.objects.bulk_create(
         [Activity(id=make_id(now), actor=author, time=now, **STAR)]
     )[0]
-    FanoutJob.objects.create(activity_id=activity.id, actor_id=author.pk)
-    FanoutJob.objects.filter(activity_id=activity.id).update(
-        updated_at=timezone.now() - timezone.timedelta(minutes=5)
-    )
+    return activity, FanoutJob.objects.create(activity_id=activity.id, actor_id=author.pk)
+
+
+def _sweep_until_delivered(activity: Activity, fans) -> None:
+    from feeds.tasks import sweep_stalled_jobs_task
+
     sweep_stalled_jobs_task.delay()
     assert wait_job(activity.id).state == "done"
     for fan in fans:
         assert store.feed_ids(fan.pk) == [activity.id]
-    # By default such a job resumes within a minute: stalled for this long, plus one beat.
-    every = settings.CELERY_BEAT_SCHEDULE["sweep-stalled-fanout-jobs"]["schedule"]
-    assert settings.FEEDSITE_SWEEP_STALLED_SECONDS + every <= 60
+
+
+def test_sweeper_reenqueues_a_job_whose_enqueue_was_lost(live_worker):
+    author, fans = author_with_followers(2)
+    activity, job = _job_whose_enqueue_was_lost(author)
+    FanoutJob.objects.filter(id=job.id).update(updated_at=timezone.now() - timedelta(minutes=5))
+    _sweep_until_delivered(activity, fans)
 
 
 def test_orm_save_is_fanned_out_too(live_worker):
@@ -238,29 +241,15 @@ def test_orm_save_is_fanned_out_too(live_worker):
 
 
 def test_sweeper_resends_the_lost_batches_of_a_running_job(live_worker, settings):
-    from django.utils import timezone
-
-    from activities.ids import make_id
-    from feeds.tasks import sweep_stalled_jobs_task
-
     feed_settings_update(fanout_batch_size=2)
     author, fans = author_with_followers(5)
-    now = timezone.now().replace(microsecond=0)
-    activity = Activity.objects.bulk_create(  # no signal: nothing is enqueued
-        [Activity(id=make_id(now), actor=author, time=now, **STAR)]
-    )[0]
-    job = FanoutJob.objects.create(activity_id=activity.id, actor_id=author.pk)
+    activity, job = _job_whose_enqueue_was_lost(author)
     # Planned, and its batches never sent (a worker killed holding them, a broker error).
     lost = fanout.fanout_start(job_id=job.id)
     assert len(lost) == 3 and job_of(activity.id).state == "running"
-    stalled = timezone.now() - timezone.timedelta(
-        seconds=settings.FEEDSITE_SWEEP_STALLED_SECONDS + 5
-    )
+    stalled = timezone.now() - timedelta(seconds=settings.FEEDSITE_SWEEP_STALLED_SECONDS + 5)
     FanoutJob.objects.filter(id=job.id).update(updated_at=stalled)
-    sweep_stalled_jobs_task.delay()
-    assert wait_job(activity.id).state == "done"
-    for fan in fans:
-        assert store.feed_ids(fan.pk) == [activity.id]
+    _sweep_until_delivered(activity, fans)
     # By default such a job resumes within a minute: stalled for this long, plus one beat.
     every = settings.CELERY_BEAT_SCHEDULE["sweep-stalled-fanout-jobs"]["schedule"]
     assert settings.FEEDSITE_SWEEP_STALLED_SECONDS + every <= 60

@@ -15,20 +15,21 @@ from tests.factories import UserFactory
 STAR = {"verb": "starred", "object_type": "project", "object_id": "p-1"}
 
 
-def _running_job(author) -> tuple[Activity, FanoutJob]:
-    activity = Activity.objects.create(actor=author, **STAR)  # its receiver writes the job
-    job = FanoutJob.objects.get(activity_id=activity.id, kind=FanoutJob.Kind.PUBLISH)
-    FanoutJob.objects.filter(id=job.id).update(state="running", strategy="push", batches_total=1)
-    return activity, job
-
-
-@pytest.mark.django_db
-def test_a_batch_retrying_through_an_outage_is_not_poison(settings):
+@pytest.fixture
+def batch(db, settings):
+    """A running push job with one batch for one follower, and the follower: (activity, job, fan)."""
     settings.FEEDSITE_MAX_DELIVERIES = 5
     author, fan = UserFactory(), UserFactory()
     activate(fan)
     Follow.objects.create(follower=fan, followee=author)
-    activity, job = _running_job(author)
+    activity = Activity.objects.create(actor=author, **STAR)  # its receiver writes the job
+    job = FanoutJob.objects.get(activity_id=activity.id, kind=FanoutJob.Kind.PUBLISH)
+    FanoutJob.objects.filter(id=job.id).update(state="running", strategy="push", batches_total=1)
+    return activity, job, fan
+
+
+def test_a_batch_retrying_through_an_outage_is_not_poison(batch):
+    activity, job, fan = batch
     # Six runs so far, each ended by a transient error and retried: this is the seventh.
     store.client().set(store.deliveries_key(job.id, 0), 6)
     fanout.fanout_apply_batch(job_id=job.id, batch_no=0, lo=None, hi=None, retries=6)
@@ -37,13 +38,8 @@ def test_a_batch_retrying_through_an_outage_is_not_poison(settings):
     assert FanoutJob.objects.get(id=job.id).state == "done"
 
 
-@pytest.mark.django_db
-def test_a_batch_redelivered_without_retrying_is_poison(settings):
-    settings.FEEDSITE_MAX_DELIVERIES = 5
-    author, fan = UserFactory(), UserFactory()
-    activate(fan)
-    Follow.objects.create(follower=fan, followee=author)
-    activity, job = _running_job(author)
+def test_a_batch_redelivered_without_retrying_is_poison(batch):
+    activity, job, fan = batch
     store.client().set(store.deliveries_key(job.id, 0), 5)  # five crashed runs, no retry
     fanout.fanout_apply_batch(job_id=job.id, batch_no=0, lo=None, hi=None, retries=0)
     assert activity.id not in store.feed_ids(fan.pk)
