@@ -36,12 +36,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 RETRY_AFTER_SECONDS = 5
+# Redis (the feed store) cannot be reached: a JSON 503 with Retry-After, never a 500.
+STORE_UNAVAILABLE = {
+    "detail": "the feed store is unavailable; retry shortly",
+    "code": "unavailable",
+}
 
 
 def store_unavailable() -> Response:
-    """Redis (the feed store) cannot be reached: a JSON 503, never a 500."""
     return Response(
-        {"detail": "the feed store is unavailable; retry shortly", "code": "unavailable"},
+        STORE_UNAVAILABLE,
         status=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
