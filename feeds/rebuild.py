@@ -60,7 +60,6 @@ def users_rebuild(
         own = recent_activity_ids(actor_id=uid, limit=conf.feed_max_length, since=since)
         if not dry_run:
             store.write_feed(uid, ids, conf.feed_max_length, feed_ttl(conf))
-            store.merge_parked(uid, conf.feed_max_length)
             store.unlock_rebuild(uid)
             if own:  # (an author without activities needs no timeline until a read asks)
                 store.write_timeline(uid, own, conf.feed_max_length)
@@ -88,10 +87,10 @@ def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
             if store.touch_feed(user_id, feed_ttl(conf)):
                 return False  # another reader rebuilt it between our check and our lock
             started = time.perf_counter()
-            # The lock is the rebuild marker: fan-out from now on is parked, then merged in.
+            # The lock is the rebuild marker: fan-out from now on is parked, and write_feed
+            # merges it in.
             ids = feed_ids_from_db(user_id=user_id, cap=conf.feed_max_length)
             store.write_feed(user_id, ids, conf.feed_max_length, feed_ttl(conf))
-            store.merge_parked(user_id, conf.feed_max_length)
             store.count_stat("rebuilds")
             log.info(
                 "lazy rebuild user=%s entries=%s in %.1f ms",

@@ -29,7 +29,7 @@ from .keys import (
 # PostgreSQL on its owner's next read, so fan-out cost follows active readers, not followers.
 # A feed being rebuilt (KEYS[2], the rebuild marker, set before the rebuild reads PostgreSQL)
 # does not exist yet either: what fan-out delivers meanwhile is parked in KEYS[3] and merged in
-# by the rebuild after its write (merge_parked), so an activity fanned out between the
+# by the rebuild after its write (write_feed), so an activity fanned out between the
 # rebuild's read and its write is not lost. (Timelines pass only KEYS[1].)
 # ARGV: cap, then ids. Returns 1 when written (or parked), 0 when skipped.
 _ADD_CAPPED_LUA = """
@@ -106,7 +106,8 @@ def add_to_feed(user_id: int, activity_ids: Sequence[int], cap: int) -> bool:
 
 def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) -> None:
     """A rebuilt feed: the ids (merged with what is there: concurrent fan-out is kept), the
-    built marker, the cap and the inactivity TTL, atomically on one key."""
+    built marker, the cap and the inactivity TTL, atomically on one key; then what fan-out
+    parked while the rebuild read PostgreSQL (see mark_rebuilding)."""
     key = feed_key(user_id)
     pipe = client().pipeline(transaction=True)
     pipe.zadd(key, {SENTINEL: 0, **{str(i): i for i in activity_ids}})
@@ -114,6 +115,7 @@ def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) ->
     if ttl:
         pipe.expire(key, ttl)
     pipe.execute()
+    _merge_parked(user_id, cap)
 
 
 def write_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> None:
@@ -270,7 +272,8 @@ def author_mode_swap(author_id: int, mode: str) -> str | None:
 
 
 def mark_rebuilding(user_id: int, seconds: int = 30) -> None:
-    """Before a rebuild reads PostgreSQL: fan-out parks what it delivers to this user meanwhile."""
+    """Before a rebuild reads PostgreSQL: fan-out parks what it delivers to this user meanwhile
+    (write_feed merges it in)."""
     client().set(rebuild_lock_key(user_id), "1", ex=seconds)
 
 
@@ -286,7 +289,7 @@ return #ids
 """
 
 
-def merge_parked(user_id: int, cap: int) -> int:
+def _merge_parked(user_id: int, cap: int) -> int:
     """After a rebuild wrote the feed: what fan-out parked meanwhile goes in (capped), at once
     (the feed keeps its TTL). Returns how many ids were parked."""
     keys = (feed_key(user_id), parked_key(user_id))
