@@ -1,4 +1,5 @@
-"""What a correct feed is, in one place, and the check of Redis against it (verify_feeds).
+"""What a correct feed is, in one place: the rebuild, the backfill and the checker
+(verify_feeds) all read it from here.
 
 For a reader whose feed exists (a reader without one is rebuilt on their next read, not
 "missing"), given the current follow graph and threshold, not the history of how the feed was
@@ -9,8 +10,11 @@ built:
             them while the feed holds fewer than feed_max_length entries)
   allowed   besides: any other live activity of the reader or of a current followee (follow
             backfill; an author who became a pull author after posting)
-  never     a deleted activity, or one by someone the reader does not follow
+  never     a deleted activity, or one by someone the reader does not follow, or a duplicate
+            (a sorted set cannot hold one)
 
+A rebuilt feed holds the newest feed_max_length live activities of the reader and of their push
+followees, whenever posted: every required entry, and the backfilled ones a reader saw before.
 A pull author's timeline must hold their newest live activities (up to feed_max_length).
 The pure part (`judge`) decides from sets; `feed_check` gathers them from PostgreSQL and Redis.
 """
@@ -18,12 +22,12 @@ The pure part (`judge`) decides from sets; `feed_check` gathers them from Postgr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db.models import Q
 
 from activities.models import Activity
 from follows.models import Follow
-from follows.selectors import follower_count
 
 from . import store
 from .conf import FeedConf, get_conf
@@ -47,33 +51,58 @@ def judge(feed: set[int], required: set[int], allowed: set[int]) -> tuple[list[i
     return missing, extra
 
 
+def followees(*, user_id: int) -> dict[int, datetime]:
+    """Everyone the reader follows, with when the follow began."""
+    return dict(Follow.objects.filter(follower_id=user_id).values_list("followee_id", "created_at"))
+
+
+def push_followees(*, user_id: int, conf: FeedConf) -> dict[int, datetime]:
+    """The reader's followees who are push authors now (below the threshold), with when the
+    follow began. One query."""
+    return dict(
+        Follow.objects.filter(follower_id=user_id)
+        .exclude(followee__stats__followers_count__gte=conf.celebrity_threshold)
+        .values_list("followee_id", "created_at")
+    )
+
+
+def feed_ids_to_build(
+    *, user_id: int, conf: FeedConf | None = None, since: datetime | None = None
+) -> list[int]:
+    """What a rebuilt feed holds: the newest feed_max_length live activities of the reader and
+    of their push followees (``since``: only those posted from then on). By index on (actor, id)."""
+    conf = conf or get_conf()
+    authors = [user_id, *push_followees(user_id=user_id, conf=conf)]
+    qs = Activity.objects.filter(actor_id__in=authors)
+    if since is not None:
+        qs = qs.filter(time__gte=since)
+    return list(qs.order_by("-id").values_list("id", flat=True)[: conf.feed_max_length])
+
+
+def required_ids(*, user_id: int, conf: FeedConf, floor: int = 0) -> set[int]:
+    """The entries a feed must hold (ids >= ``floor``, the feed's oldest when it is full)."""
+    wanted = Q(actor_id=user_id)
+    for author, since in push_followees(user_id=user_id, conf=conf).items():
+        wanted |= Q(actor_id=author, time__gte=since)
+    return set(
+        Activity.objects.filter(wanted, id__gte=floor)
+        .order_by("-id")
+        .values_list("id", flat=True)[: conf.feed_max_length]
+    )
+
+
 def feed_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:
     """The reader's feed against the definition; None when the feed does not exist."""
     conf = conf or get_conf()
     if not store.client().exists(store.feed_key(user_id)):
         return None
     feed = set(store.feed_ids(user_id))
-    follows = dict(
-        Follow.objects.filter(follower_id=user_id).values_list("followee_id", "created_at")
-    )
-    push = {
-        author: since
-        for author, since in follows.items()
-        if not conf.is_pull_author(follower_count(user_id=author))
-    }
     floor = min(feed) if len(feed) >= conf.feed_max_length else 0
-    wanted = Q(actor_id=user_id)
-    for author, since in push.items():
-        wanted |= Q(actor_id=author, time__gte=since)
-    required = set(
-        Activity.objects.filter(wanted, id__gte=floor)
-        .order_by("-id")
-        .values_list("id", flat=True)[: conf.feed_max_length]
-    )
+    required = required_ids(user_id=user_id, conf=conf, floor=floor)
     allowed = set(
-        Activity.objects.filter(id__in=feed, actor_id__in=[user_id, *follows]).values_list(
-            "id", flat=True
-        )
+        Activity.objects.filter(
+            id__in=feed, actor_id__in=[user_id, *followees(user_id=user_id)]
+        ).values_list("id", flat=True)
     )
     missing, extra = judge(feed, required, allowed)
     return FeedReport(user_id, missing, extra)

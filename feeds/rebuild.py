@@ -1,7 +1,7 @@
 """Rebuilding feeds and timelines from PostgreSQL (the truth; Redis is a cache that can be lost).
 
-A feed holds the reader's own activities and those of the authors they follow that were fanned
-out by push (the strategy recorded on each publish job); pull authors are merged at read time."""
+What a rebuilt feed holds is feeds.consistency's definition (`feed_ids_to_build`): the reader's
+own activities and those of the push authors they follow; pull authors are merged at read time."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Exists, OuterRef, Q
-
-from activities.models import Activity
 from activities.selectors import recent_activity_ids
-from follows.models import Follow
 
-from . import store
+from . import consistency, store
 from .conf import FeedConf, get_conf
-from .models import FanoutJob
 
 log = logging.getLogger("feeds.rebuild")
 WAIT_FOR_OTHER_REBUILD_SECONDS = 5.0
@@ -26,18 +21,6 @@ WAIT_FOR_OTHER_REBUILD_SECONDS = 5.0
 
 def feed_ttl(conf: FeedConf) -> int:
     return conf.inactive_after_days * 86_400
-
-
-def feed_ids_from_db(*, user_id: int, cap: int, since: datetime | None = None) -> list[int]:
-    """The newest ``cap`` ids that belong in a user's feed, by index on (actor, id)."""
-    followees = Follow.objects.filter(follower_id=user_id).values("followee_id")
-    pushed = FanoutJob.objects.filter(
-        activity_id=OuterRef("id"), kind=FanoutJob.Kind.PUBLISH, strategy=FanoutJob.Strategy.PUSH
-    )
-    qs = Activity.objects.filter(Q(actor_id=user_id) | (Q(actor_id__in=followees) & Exists(pushed)))
-    if since is not None:
-        qs = qs.filter(time__gte=since)
-    return list(qs.order_by("-id").values_list("id", flat=True)[:cap])
 
 
 @dataclass
@@ -56,7 +39,7 @@ def users_rebuild(
     for uid in user_ids:
         if not dry_run:
             store.mark_rebuilding(uid)  # before the read: fan-out meanwhile is parked
-        ids = feed_ids_from_db(user_id=uid, cap=conf.feed_max_length, since=since)
+        ids = consistency.feed_ids_to_build(user_id=uid, conf=conf, since=since)
         own = recent_activity_ids(actor_id=uid, limit=conf.feed_max_length, since=since)
         if not dry_run:
             store.write_feed(uid, ids, conf.feed_max_length, feed_ttl(conf))
@@ -89,7 +72,7 @@ def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
             started = time.perf_counter()
             # The lock is the rebuild marker: fan-out from now on is parked, and write_feed
             # merges it in.
-            ids = feed_ids_from_db(user_id=user_id, cap=conf.feed_max_length)
+            ids = consistency.feed_ids_to_build(user_id=user_id, conf=conf)
             store.write_feed(user_id, ids, conf.feed_max_length, feed_ttl(conf))
             store.count_stat("rebuilds")
             log.info(

@@ -277,14 +277,14 @@ def test_verify_feeds_finds_missing_and_extra_entries_and_repairs_them(small_wor
 
 
 def test_an_activity_fanned_out_while_a_feed_is_rebuilt_is_not_lost(live_worker, monkeypatch):
-    from feeds import rebuild
+    from feeds import consistency, rebuild
 
     author, reader = UserFactory(), UserFactory()
     activate(author)
     follow_create(follower_id=reader.pk, followee_id=author.pk)
     old = post(author, "before")
     assert not store.client().exists(store.feed_key(reader.pk))  # never read: no feed
-    read_db = rebuild.feed_ids_from_db
+    read_db = consistency.feed_ids_to_build
     during: list[int] = []
 
     def read_then_publish(**kwargs):
@@ -292,7 +292,7 @@ def test_an_activity_fanned_out_while_a_feed_is_rebuilt_is_not_lost(live_worker,
         during.append(post(author, "during"))  # fanned out by the worker now
         return ids
 
-    monkeypatch.setattr(rebuild, "feed_ids_from_db", read_then_publish)
+    monkeypatch.setattr(consistency, "feed_ids_to_build", read_then_publish)
     assert rebuild.feed_ensure(user_id=reader.pk, conf=rebuild.get_conf())
     assert set(store.feed_ids(reader.pk)) == {old, during[0]}
     assert not store.client().exists(store.parked_key(reader.pk))
