@@ -36,8 +36,11 @@ def free_port(preferred: int = 0) -> int:
     raise RuntimeError("no free port")
 
 
-def start_redis(port: int = 0, workdir: str | None = None) -> tuple[subprocess.Popen, str]:
-    """Start redis-server on 127.0.0.1 with config/redis.conf; returns (process, url)."""
+def start_redis(
+    port: int = 0, workdir: str | None = None, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
+    """Start redis-server on 127.0.0.1 with config/redis.conf (``extra``: more options, e.g.
+    ("--appendonly", "yes")); returns (process, url)."""
     port = free_port(port)
     workdir = workdir or tempfile.mkdtemp(prefix="feedsite-redis-")
     proc = subprocess.Popen(
@@ -54,6 +57,7 @@ def start_redis(port: int = 0, workdir: str | None = None) -> tuple[subprocess.P
             str(Path(workdir) / "redis.log"),
             "--daemonize",
             "no",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         start_new_session=True,

@@ -193,11 +193,13 @@ FEEDSITE_MAX_DELIVERIES = env_int("FEEDSITE_MAX_DELIVERIES", 5)
 FEEDSITE_SWEEP_PENDING_SECONDS = env_int("FEEDSITE_SWEEP_PENDING_SECONDS", 30)
 # A running job with no batch finished for this long has lost batches (a worker killed with
 # them, a broker error while sending): the sweeper sends the uncounted ones again (a batch still
-# in flight then runs twice, which is harmless). Resumes within ~a minute, not the Redis broker's
-# visibility timeout. Not while the fanout queue holds more than FEEDSITE_SWEEP_MAX_QUEUE
-# messages: then the batches are most likely waiting their turn, not lost.
-FEEDSITE_SWEEP_STALLED_SECONDS = env_int("FEEDSITE_SWEEP_STALLED_SECONDS", 45)
-FEEDSITE_SWEEP_MAX_QUEUE = env_int("FEEDSITE_SWEEP_MAX_QUEUE", 5000)
+# in flight then runs twice, which is harmless). A whole worker SIGKILLed mid fan-out resumes
+# within ~40 s (tests/faults), not the Redis broker's visibility timeout. Not while the fanout
+# queue holds more than FEEDSITE_SWEEP_MAX_QUEUE messages: then the batches are most likely
+# waiting their turn, not lost.
+FEEDSITE_SWEEP_EVERY_SECONDS = env_int("FEEDSITE_SWEEP_EVERY_SECONDS", 5)
+FEEDSITE_SWEEP_STALLED_SECONDS = env_int("FEEDSITE_SWEEP_STALLED_SECONDS", 25)
+FEEDSITE_SWEEP_MAX_QUEUE = env_int("FEEDSITE_SWEEP_MAX_QUEUE", 2000)
 # Fan-out jobs that finished cleanly are deleted (with their batch markers) after this many
 # days, hourly; failed ones stay with their dead letters.
 FEEDSITE_JOB_RETENTION_DAYS = env_int("FEEDSITE_JOB_RETENTION_DAYS", 14)
@@ -227,10 +229,15 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stalled-fanout-jobs": {"task": "feeds.sweep_stalled_jobs", "schedule": 10.0},
+    "sweep-stalled-fanout-jobs": {
+        "task": "feeds.sweep_stalled_jobs",
+        "schedule": float(FEEDSITE_SWEEP_EVERY_SECONDS),
+    },
     "prune-finished-fanout-jobs": {"task": "feeds.prune_finished_jobs", "schedule": 3600.0},
 }
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE_FILENAME = os.environ.get(
+    "CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule")
+)
 
 LOGGING = {
     "version": 1,
