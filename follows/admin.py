@@ -5,14 +5,18 @@ from .models import Follow, UserStats
 
 @admin.register(Follow)
 class FollowAdmin(admin.ModelAdmin):
-    """Admin edits go through the ORM: counters are kept by follows.services, so prefer the API
-    for bulk changes; `manage.py backfill` rebuilds feeds after manual edits."""
+    """Adding and deleting here is what the API does (the model signals keep the counters and
+    the feeds). A follow is not edited in place (that would skip both): delete it and add
+    another."""
 
     list_display = ("id", "follower", "followee", "created_at")
     search_fields = ("follower__username", "followee__username")
     raw_id_fields = ("follower", "followee")
     list_select_related = ("follower", "followee")
     show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("follower", "followee", "created_at") if obj is not None else ()
 
 
 @admin.register(UserStats)

@@ -1,5 +1,6 @@
-"""Follow writes: the Follow row and both counters change in one transaction. What a follow or
-an unfollow means for feeds is announced by the model signals (feeds.receivers)."""
+"""Follow writes: the Follow row and both counters change in one transaction (the counters by
+follows.receivers, so the admin, the shell and cascades keep them too). What a follow or an
+unfollow means for feeds is announced by the same model signals (feeds.receivers)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from .models import Follow, UserStats
 log = logging.getLogger("feeds.follows")
 
 
-def _bump_counters(*, follower_id: int, followee_id: int, delta: int) -> None:
-    # Lock rows in id order so opposite follows of the same two users cannot deadlock.
+def follow_counters_bump(*, follower_id: int, followee_id: int, delta: int) -> None:
+    """The follower's following_count and the followee's followers_count, by ``delta``, in the
+    caller's transaction. Rows are locked in id order so opposite follows of the same two users
+    cannot deadlock. An unfollow never creates a row (in a deleted user's cascade, theirs may
+    be gone already)."""
     for uid in sorted((follower_id, followee_id)):
-        UserStats.objects.get_or_create(user_id=uid)
+        if delta > 0:
+            UserStats.objects.get_or_create(user_id=uid)
         field = "following_count" if uid == follower_id else "followers_count"
         UserStats.objects.filter(user_id=uid).update(**{field: F(field) + delta})
 
@@ -30,7 +35,6 @@ def follow_create(*, follower_id: int, followee_id: int) -> tuple[Follow, bool]:
     try:
         with transaction.atomic():
             follow = Follow.objects.create(follower_id=follower_id, followee_id=followee_id)
-            _bump_counters(follower_id=follower_id, followee_id=followee_id, delta=1)
     except IntegrityError:
         return Follow.objects.get(follower_id=follower_id, followee_id=followee_id), False
     return follow, True
@@ -46,8 +50,7 @@ def follow_delete(*, follower_id: int, followee_id: int) -> bool:
         )
         if follow is None:
             return False
-        follow.delete()  # a model delete: its signal reaches the feeds
-        _bump_counters(follower_id=follower_id, followee_id=followee_id, delta=-1)
+        follow.delete()  # a model delete: its signals reach the counters and the feeds
     return True
 
 

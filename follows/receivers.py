@@ -1,0 +1,26 @@
+"""The follow counters hear every follow and unfollow, whichever path made it (the API, the
+admin, the shell, the cascade of a deleted user), in the same transaction: the receivers hand
+off to follows.services, which holds the logic."""
+
+from __future__ import annotations
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from . import services
+from .models import Follow
+
+
+@receiver(post_save, sender=Follow, dispatch_uid="follows.counters_on_save")
+def follow_saved(sender, instance: Follow, created: bool, raw: bool = False, **kwargs) -> None:
+    if created and not raw:
+        services.follow_counters_bump(
+            follower_id=instance.follower_id, followee_id=instance.followee_id, delta=1
+        )
+
+
+@receiver(post_delete, sender=Follow, dispatch_uid="follows.counters_on_delete")
+def follow_deleted(sender, instance: Follow, **kwargs) -> None:
+    services.follow_counters_bump(
+        follower_id=instance.follower_id, followee_id=instance.followee_id, delta=-1
+    )
