@@ -37,11 +37,12 @@ def free_port(preferred: int = 0) -> int:
 
 
 def start_redis(
-    port: int = 0, workdir: str | None = None, extra: tuple[str, ...] = ()
+    port: int = 0, workdir: str | None = None, extra: tuple[str, ...] = (), same_port: bool = False
 ) -> tuple[subprocess.Popen, str]:
     """Start redis-server on 127.0.0.1 with config/redis.conf (``extra``: more options, e.g.
-    ("--appendonly", "yes")); returns (process, url)."""
-    port = free_port(port)
+    ("--appendonly", "yes")); returns (process, url). ``port`` is a preference unless
+    ``same_port`` (a restart: clients know that port; redis-server binds it despite TIME_WAIT)."""
+    port = port if same_port else free_port(port)
     workdir = workdir or tempfile.mkdtemp(prefix="feedsite-redis-")
     proc = subprocess.Popen(
         [

@@ -199,3 +199,16 @@ def activate(*users) -> None:
     from feeds.rebuild import users_rebuild
 
     users_rebuild(user_ids=[u.pk for u in users])
+
+
+def verify_feeds_clean(*args: str) -> str:
+    """`manage.py verify_feeds` over every feed (``args``: e.g. "--sample", "300"): fails the
+    test on any missing, extra or duplicate entry (the command exits 1 then)."""
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("verify_feeds", *args, stdout=out)
+    assert "wrong=0" in out.getvalue(), out.getvalue()
+    return out.getvalue()

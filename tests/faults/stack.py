@@ -56,7 +56,10 @@ def restart_redis(url: str, workdir: str, *, down_seconds: float = 0) -> subproc
         redis.Redis.from_url(url).shutdown(nosave=True)
     time.sleep(down_seconds)
     proc, _ = start_redis(
-        port=port, workdir=workdir, extra=("--appendonly", "yes", "--appendfsync", "always")
+        port=port,
+        workdir=workdir,
+        extra=("--appendonly", "yes", "--appendfsync", "always"),
+        same_port=True,
     )
     return proc
 
@@ -103,7 +106,7 @@ def manage(code: str, **env: str) -> str:
     return out.stdout
 
 
-def publish_elsewhere(actor_id: int, object_id: str, broker: str) -> int:
+def publish_elsewhere(actor_id: int, object_id: str, broker: str, **env: str) -> int:
     """activity_publish in another process whose Celery app talks to ``broker``."""
     out = manage(
         "from activities.services import activity_publish\n"
@@ -111,12 +114,14 @@ def publish_elsewhere(actor_id: int, object_id: str, broker: str) -> int:
         f"'object_type': 'project', 'object_id': {object_id!r}}})\n"
         "print(a.id)",
         CELERY_BROKER_URL=broker,
+        **env,
     )
     return int(out.split()[-1])
 
 
-def many_followers(author, n: int) -> list[int]:
-    """``n`` new users following ``author``, each with a built (empty) feed; their ids."""
+def many_followers(author, n: int, feeds_in=None) -> list[int]:
+    """``n`` new users following ``author``, each with a built (empty) feed (in the Redis
+    client ``feeds_in``, the store's by default); their ids."""
     User = get_user_model()
     tag = f"m{author.pk}"
     users = User.objects.bulk_create(
@@ -128,8 +133,26 @@ def many_followers(author, n: int) -> list[int]:
         [Follow(follower_id=i, followee=author) for i in ids], batch_size=5000
     )
     UserStats.objects.filter(user=author).update(followers_count=n)
-    pipe = store.client().pipeline(transaction=False)
+    pipe = (feeds_in or store.client()).pipeline(transaction=False)
     for i in ids:
         pipe.zadd(store.feed_key(i), {store.SENTINEL: 0})
     pipe.execute()
     return ids
+
+
+def feeds_holding(client, user_ids: list[int], activity_id: int) -> list[int]:
+    """Of ``user_ids``, those whose feed is not exactly [built marker, activity_id]."""
+    pipe = client.pipeline(transaction=False)
+    for uid in user_ids:
+        pipe.zrange(store.feed_key(uid), 0, -1)
+    want = [store.SENTINEL.encode(), str(activity_id).encode()]
+    return [u for u, ids in zip(user_ids, pipe.execute(), strict=True) if ids != want]
+
+
+def verify_feeds_elsewhere(**env: str) -> str:
+    """`manage.py verify_feeds` in another process (its own Redis); fails the test unless clean."""
+    out = manage(
+        "from django.core.management import call_command\ncall_command('verify_feeds')", **env
+    )
+    assert "wrong=0" in out, out
+    return out

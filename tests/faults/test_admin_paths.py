@@ -3,11 +3,8 @@ threshold mode and every feed stay what the API would have made them (verify_fee
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.test import Client
 
 from activities.models import Activity
@@ -16,7 +13,7 @@ from feeds.models import FanoutJob
 from feeds.services import feed_settings_update
 from follows.models import Follow, UserStats
 from follows.services import follow_create
-from tests.conftest import activate, wait_until
+from tests.conftest import activate, verify_feeds_clean, wait_until
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.worker
@@ -26,12 +23,6 @@ STAR = {"verb": "starred", "object_type": "project", "object_id": "p-admin"}
 def counts(user) -> tuple[int, int]:
     s = UserStats.objects.get(user=user)
     return s.followers_count, s.following_count
-
-
-def verify_clean() -> None:
-    out = io.StringIO()
-    call_command("verify_feeds", stdout=out)  # exits 1 (SystemExit) on anything wrong
-    assert "wrong=0" in out.getvalue()
 
 
 @pytest.fixture
@@ -58,7 +49,7 @@ def test_a_follow_added_and_deleted_in_the_admin_keeps_counters_and_feeds(live_w
     assert res.status_code == 302
     assert counts(author) == (0, 0) and counts(fan) == (0, 0)
     wait_until(lambda: aid not in store.feed_ids(fan.pk))  # purged
-    verify_clean()
+    verify_feeds_clean()
 
 
 def test_a_user_deleted_in_the_admin_leaves_every_feed_and_the_counters(live_worker, browser):
@@ -84,4 +75,4 @@ def test_a_user_deleted_in_the_admin_leaves_every_feed_and_the_counters(live_wor
     assert not store.client().exists(store.feed_key(author.pk), store.timeline_key(author.pk))
     # Back below the threshold through the cascade: its post is pushed to its followers.
     wait_until(lambda: all(followee_post in store.feed_ids(f.pk) for f in fans))
-    verify_clean()
+    verify_feeds_clean()

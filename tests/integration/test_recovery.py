@@ -14,7 +14,7 @@ from feeds import store
 from feeds.models import FanoutJob
 from feeds.services import feed_settings_update
 from follows.services import follow_create, follow_delete
-from tests.conftest import activate, auth_client, wait_until
+from tests.conftest import activate, auth_client, verify_feeds_clean, wait_until
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.worker
@@ -208,6 +208,7 @@ def test_two_unfollows_that_commit_together_across_the_threshold_repush(live_wor
     wait_until(lambda: FanoutJob.objects.get(activity_id=pulled).strategy == "push")
     wait_until(lambda: pulled in store.feed_ids(fans[0].pk))
     assert pulled not in store.feed_ids(fans[1].pk)
+    verify_feeds_clean()
 
 
 def test_raising_the_threshold_pushes_recent_activities_of_authors_now_below_it(live_worker):
@@ -296,3 +297,4 @@ def test_an_activity_fanned_out_while_a_feed_is_rebuilt_is_not_lost(live_worker,
     assert rebuild.feed_ensure(user_id=reader.pk, conf=rebuild.get_conf())
     assert set(store.feed_ids(reader.pk)) == {old, during[0]}
     assert not store.client().exists(store.parked_key(reader.pk))
+    verify_feeds_clean()
