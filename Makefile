@@ -9,7 +9,7 @@ TEST_ENV := FEEDSITE_KEY_PREFIX=fstest FEEDSITE_SETTINGS_LOCAL_SECONDS=0 FEEDSIT
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install run test lint format bench bench-fanout bench-read bench-streams
+.PHONY: install run test lint format bench bench-fanout bench-read bench-streams soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -49,5 +49,11 @@ bench-read: $(STAMP)
 bench-streams: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
 		$(PY) bench/streams.py $(BENCH_ARGS)
+
+# Five minutes of mixed load with a fault every 15 s, then verify_feeds (PostgreSQL needed).
+SOAK_ARGS ?= --seconds 300 --quiet 60
+soak: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/feedsite_soak} \
+		$(PY) bench/soak.py $(SOAK_ARGS)
 
 bench: bench-fanout bench-read bench-streams
