@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 # What the test suite shrinks and isolates (see tests/conftest.py).
-TEST_ENV := FEEDSITE_KEY_PREFIX=fstest FEEDSITE_SETTINGS_LOCAL_SECONDS=0 FEEDSITE_FANOUT_MAX_RETRIES=2 FEEDSITE_FANOUT_BACKOFF_MAX=1 \
+TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom | tr -d ' \n') FEEDSITE_KEY_PREFIX=fstest FEEDSITE_SETTINGS_LOCAL_SECONDS=0 FEEDSITE_FANOUT_MAX_RETRIES=2 FEEDSITE_FANOUT_BACKOFF_MAX=1 \
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
@@ -29,7 +29,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
+	DEBUG=1 $(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

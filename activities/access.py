@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from feedsite.errors import Forbidden, NotFound
+from feedsite.errors import Forbidden, NotFound, check_id
 
 from .models import Activity
 
 
 def _load(activity_id: int | str) -> Activity:
     try:
-        return Activity.objects.select_related("actor").get(id=int(activity_id))
-    except (Activity.DoesNotExist, ValueError, OverflowError):
+        wanted = int(activity_id)
+    except ValueError:
+        raise NotFound("activity not found") from None
+    try:
+        return Activity.objects.select_related("actor").get(id=check_id(wanted, "activity_id"))
+    except Activity.DoesNotExist:
         raise NotFound("activity not found") from None
 
 

@@ -1,12 +1,38 @@
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers
+
+from feedsite.api.parsers import json_problem
 
 from .models import verb_validator
 
 MAX_METADATA_BYTES = 4096
+MAX_SAFE_INTEGER = 2**53  # beyond it a JavaScript client silently loses precision
+
+
+def unsafe_number(value: Any, path: str = "metadata") -> str | None:
+    """Where metadata holds an integer beyond +-2^53 or a non-finite float, or None. Pure."""
+    stack = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, f"{where}.{k}") for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool):
+            if not -MAX_SAFE_INTEGER <= node <= MAX_SAFE_INTEGER:
+                return f"{where}: integers must lie within +-2^53"
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return f"{where}: numbers must be finite"
+            if node.is_integer() and abs(node) > MAX_SAFE_INTEGER:  # (orjson: past 2^64)
+                return f"{where}: integers must lie within +-2^53"
+    return None
 
 
 class ActivityInSerializer(serializers.Serializer):
@@ -30,7 +56,13 @@ class ActivityInSerializer(serializers.Serializer):
     )
 
     def validate_metadata(self, value: dict) -> dict:
-        size = len(json.dumps(value, separators=(",", ":")).encode())
+        problem = json_problem(value, settings.FEEDSITE_JSON_MAX_DEPTH) or unsafe_number(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        try:
+            size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+        except ValueError:
+            raise serializers.ValidationError("metadata: numbers must be finite") from None
         if size > MAX_METADATA_BYTES:
             raise serializers.ValidationError(
                 f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON (got {size})"

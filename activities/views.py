@@ -40,6 +40,8 @@ class ActivityCreateApi(APIView):
 
 
 class ActivityDetailApi(APIView):
+    throttle_classes = [WriteThrottle]  # the delete (reads pass through)
+
     @extend_schema(responses=ActivityOutSerializer)
     def get(self, request: Request, activity_id: str) -> Response:
         activity = access_activity_for_read(user=request.user, activity_id=activity_id)

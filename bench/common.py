@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
 os.environ.setdefault("FEEDSITE_KEY_PREFIX", "fsbench")
 os.environ.setdefault("FEEDSITE_LOG_LEVEL", "WARNING")
 os.environ.setdefault("DEBUG", "0")  # production-like: no query log in the worker
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # a bench's own, per run
 
 import django  # noqa: E402
 

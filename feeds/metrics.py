@@ -3,6 +3,7 @@ process (web workers, worker pool children) is counted without a multiprocess re
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -64,8 +65,15 @@ registry.register(FeedCollector())
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """GET /metrics. With FEEDSITE_METRICS_TOKEN set, a `Bearer <token>` header is required."""
+    """GET /metrics with `Authorization: Bearer <FEEDSITE_METRICS_TOKEN>`. Open without a
+    token only with DEBUG on; with DEBUG off and no token configured it answers 403."""
     token = settings.FEEDSITE_METRICS_TOKEN
-    if token and request.headers.get("Authorization") != f"Bearer {token}":
+    if not token and not settings.DEBUG:
+        return HttpResponse(
+            "set FEEDSITE_METRICS_TOKEN to scrape /metrics\n", status=403, content_type="text/plain"
+        )
+    if token and not hmac.compare_digest(
+        request.headers.get("Authorization", ""), f"Bearer {token}"
+    ):
         return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -27,6 +27,9 @@ def _stop_all(procs: list[subprocess.Popen]) -> None:
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "feedsite.settings")
+    env.setdefault("DEBUG", "1")  # a local run; production sets DEBUG=0 and a SECRET_KEY
+    if env["DEBUG"].strip().lower() in {"1", "true", "yes", "on"}:
+        print("DEBUG is on (make run's default; DEBUG=0 SECRET_KEY=... for production)", flush=True)
     py = sys.executable
     port = env.get("PORT", "8000")
     procs: list[subprocess.Popen] = []

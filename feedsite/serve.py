@@ -122,6 +122,9 @@ def proxy_env(layout: Layout, host: str = "127.0.0.1") -> dict[str, str]:
         "FEEDSITE_WEB_UPSTREAM": f"unix/{layout.web_socket}",
         "FEEDSITE_STREAM_UPSTREAM": f"127.0.0.1:{layout.stream_port}",
         "FEEDSITE_STATIC_ROOT": layout.static_root,
+        # The WSGI workers hear only Caddy, on the Unix socket: its X-Forwarded-For (which it
+        # sets to the real peer, dropping what a client sent) is the client's address.
+        "FEEDSITE_TRUSTED_PROXIES": "unix",
         # Fewer Go garbage collections: ~10% less proxy CPU per request, a few MB more memory.
         "GOGC": "400",
         # Caddy keeps nothing we need; its data and config folders stay inside var/.

@@ -20,11 +20,25 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-DEBUG = env_bool("DEBUG", True)
-# A local-only default; production must set SECRET_KEY (checked by `manage.py check --deploy`).
-SECRET_KEY = os.environ.get(
-    "SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789"
-)
+# Off unless asked for: `make run` asks (DEBUG=1) and says so.
+DEBUG = env_bool("DEBUG", False)
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-in-production-0123456789"
+SECRET_KEY = os.environ.get("SECRET_KEY", "") or (DEV_SECRET_KEY if DEBUG else "")
+
+
+def insecure_secret_key(key: str) -> bool:
+    """Empty, short (Django's deploy check wants 50+), the built-in one or a placeholder:
+    refused with DEBUG off."""
+    return len(key) < 50 or key == DEV_SECRET_KEY or "change-me" in key or "insecure" in key
+
+
+if not DEBUG and insecure_secret_key(SECRET_KEY):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a long random value when DEBUG is off "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(50))'); DEBUG=1 for local use"
+    )
 ALLOWED_HOSTS = [
     h
     for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
@@ -49,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "feedsite.api.timing.ServerTimingMiddleware",
+    "feedsite.middleware.RequestGuardMiddleware",  # before anything reads headers or the body
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -146,7 +161,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # request bodies over 64 KB are refused
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # request bodies over 64 KB are refused (413)
+# How deep a JSON request body may nest (feedsite.api.parsers); deeper is a 400.
+FEEDSITE_JSON_MAX_DEPTH = env_int("FEEDSITE_JSON_MAX_DEPTH", 32)
 
 # Per throttle scope, DRF's rate syntax; FEEDSITE_THROTTLE_<SCOPE> overrides each.
 FEEDSITE_THROTTLE_RATES: dict[str, str] = {
@@ -164,12 +181,27 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "feedsite.api.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "feedsite.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": FEEDSITE_THROTTLE_RATES,
+    # The client's address is REMOTE_ADDR, which RequestGuardMiddleware sets from the trusted
+    # proxies' X-Forwarded-For only: a client cannot pick its own throttle bucket.
+    "NUM_PROXIES": 0,
 }
+# Peers whose X-Forwarded-* headers are believed: addresses or networks, comma-separated, and
+# "unix" for the Unix socket of the proxy that `make run` starts (feedsite.serve sets it).
+# Default: none.
+FEEDSITE_TRUSTED_PROXIES = [
+    p.strip() for p in os.environ.get("FEEDSITE_TRUSTED_PROXIES", "").split(",") if p.strip()
+]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # (dropped from untrusted peers)
 SPECTACULAR_SETTINGS = {
     "TITLE": "feedsite API",
     "DESCRIPTION": "Activity feeds: publish, follow, read a merged, aggregated home feed.",

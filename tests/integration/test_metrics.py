@@ -7,7 +7,7 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.worker
 
 
-def test_metrics_expose_jobs_deliveries_latency_and_queues(live_worker):
+def test_metrics_expose_jobs_deliveries_latency_and_queues(live_worker, settings):
     from feeds.models import FanoutJob
     from follows.services import follow_create
     from tests.conftest import activate
@@ -22,7 +22,9 @@ def test_metrics_expose_jobs_deliveries_latency_and_queues(live_worker):
         lambda: FanoutJob.objects.filter(activity_id=int(res.json()["id"]), state="done").exists()
     )
     auth_client(fan).get("/api/feed/")
-    body = APIClient().get("/metrics").content.decode()
+    settings.FEEDSITE_METRICS_TOKEN = "scrape-token"
+    assert APIClient().get("/metrics").status_code == 401
+    body = APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token").content.decode()
     assert 'feedsite_fanout_jobs{state="done"} 1.0' in body
     assert "feedsite_deliveries_total 1.0" in body
     assert "feedsite_fanout_batch_seconds_count 1.0" in body
