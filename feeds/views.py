@@ -16,7 +16,13 @@ from activities.access import access_activity_for_owner
 from activities.serializers import ActivityOutSerializer
 from feedsite.api.auth import TokenClaim, token_claim, token_confirm
 from feedsite.api.cursor import feed_cursor_decode, feed_cursor_encode
-from feedsite.api.errors import RETRY_AFTER_SECONDS, STORE_UNAVAILABLE, domain_error_body
+from feedsite.api.errors import (
+    DATABASE_DOWN,
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_SECONDS,
+    STORE_UNAVAILABLE,
+    domain_error_body,
+)
 from feedsite.api.params import parse_limit
 from feedsite.api.throttles import parse_rate
 from feedsite.errors import DomainError
@@ -93,6 +99,8 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
         return _lean_read(request, claim, sources)
     except store.TRANSIENT_ERRORS:
         return _json(STORE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    except DATABASE_DOWN:  # a cold read (settings, a rebuild) needs PostgreSQL
+        return _json(DATABASE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse | None:

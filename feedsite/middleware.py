@@ -57,19 +57,25 @@ def client_address(peer: str, forwarded_for: str | None, spec: tuple[str, ...]) 
     return hops[0] if hops else peer
 
 
+def apply_proxy_headers(meta: dict) -> None:
+    """REMOTE_ADDR from a trusted proxy's X-Forwarded-For; X-Forwarded-* dropped from anyone
+    else (also used by the WSGI fast lane, which runs before the middleware)."""
+    spec = tuple(settings.FEEDSITE_TRUSTED_PROXIES)
+    peer = meta.get("REMOTE_ADDR") or ""
+    if is_trusted_proxy(peer, spec):
+        meta["REMOTE_ADDR"] = client_address(peer, meta.get("HTTP_X_FORWARDED_FOR"), spec)
+    else:
+        for header in FORWARDED:
+            meta.pop(header, None)
+
+
 class RequestGuardMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         meta = request.META
-        spec = tuple(settings.FEEDSITE_TRUSTED_PROXIES)
-        peer = meta.get("REMOTE_ADDR") or ""
-        if is_trusted_proxy(peer, spec):
-            meta["REMOTE_ADDR"] = client_address(peer, meta.get("HTTP_X_FORWARDED_FOR"), spec)
-        else:
-            for header in FORWARDED:
-                meta.pop(header, None)
+        apply_proxy_headers(meta)
         declared = meta.get("CONTENT_LENGTH") or ""
         cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if declared.isdigit() and int(declared) > cap:
@@ -82,6 +88,17 @@ class RequestGuardMiddleware:
             if refused is not None:
                 return refused
         return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        """The database down under a view outside DRF (the admin, the lean feed read): a JSON
+        503, as DRF's exception handler answers, not a 500."""
+        from feedsite.api.errors import DATABASE_DOWN, DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS
+
+        if isinstance(exc, DATABASE_DOWN):
+            response = JsonResponse(DATABASE_UNAVAILABLE, status=503)
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        return None
 
 
 def login_form_throttled(request: HttpRequest) -> HttpResponse | None:

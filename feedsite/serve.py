@@ -157,7 +157,7 @@ def wait_ready(
         for p in procs or []:
             if p.poll() is not None:
                 raise RuntimeError(f"{p.args[0]} exited with {p.returncode} while starting")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # (a dependency timing out)
         try:
             conn.request("GET", path)
             if conn.getresponse().status != 502:

@@ -28,6 +28,7 @@ from django.middleware.security import SecurityMiddleware  # noqa: E402
 
 from feeds.views import lean_feed_read  # noqa: E402
 from feedsite.api.timing import stamp_server_timing  # noqa: E402
+from feedsite.middleware import apply_proxy_headers  # noqa: E402
 
 FEED_PATH = "/api/feed/"
 # granian starts each request's environ from a copy of the process environment: those keys
@@ -43,6 +44,7 @@ def _lane_response(environ, lane: Lane) -> HttpResponse | None:
     """The lane's response, or None to let the Django stack answer."""
     start = time.perf_counter()
     request = WSGIRequest(environ)
+    apply_proxy_headers(request.META)
     signals.request_started.send(sender=WSGIHandler, environ=environ)
     try:
         request.get_host()  # DisallowedHost: a 400, as the stack gives it

@@ -85,7 +85,7 @@ def _service(args: list[str], name: str, ready, **env: str) -> Iterator[subproce
     """A real server process on the test database and Redis, its output in var/NAME-PID.log;
     ``ready(proc, log_text)`` says when it serves. Stopped with its children afterwards."""
     log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}.log"
-    full_env = dict(os.environ, DATABASE_URL=_database_url(), **env)
+    full_env = {**os.environ, "DATABASE_URL": _database_url(), **env}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             args,
@@ -123,7 +123,7 @@ def serve_for_tests(name: str, **env: str) -> Iterator[str]:
     from feedsite.embedded import free_port
     from feedsite.serve import serving
 
-    full_env = dict(os.environ, DATABASE_URL=_database_url(), **env)
+    full_env = {**os.environ, "DATABASE_URL": _database_url(), **env}
     log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}.log"
     with (
         open(log_path, "w") as log,

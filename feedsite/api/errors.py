@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django import db
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.response import Response
@@ -32,6 +33,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, TRANSIENT_ERRORS):
         log.warning("Redis unavailable: %s", exc)
         return store_unavailable()
+    if isinstance(exc, DATABASE_DOWN):
+        log.warning("database unavailable: %s", exc)
+        return Response(
+            DATABASE_UNAVAILABLE,
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return drf_exception_handler(exc, context)
 
 
@@ -39,6 +47,16 @@ RETRY_AFTER_SECONDS = 5
 # Redis (the feed store) cannot be reached: a JSON 503 with Retry-After, never a 500.
 STORE_UNAVAILABLE = {
     "detail": "the feed store is unavailable; retry shortly",
+    "code": "unavailable",
+}
+
+
+# PostgreSQL cannot be reached (down, failing over, the pool timed out): a JSON 503. The
+# request's transaction was rolled back, and Redis is written only after commit: nothing is
+# half-written.
+DATABASE_DOWN = (db.OperationalError, db.InterfaceError)
+DATABASE_UNAVAILABLE = {
+    "detail": "the database is unavailable; retry shortly",
     "code": "unavailable",
 }
 

@@ -31,3 +31,31 @@ def test_no_500_after_the_database_dropped_every_connection(served, transactiona
     assert _kill_other_connections() >= 1
     statuses = [httpx.get(url, headers=headers, timeout=10).status_code for _ in range(8)]
     assert statuses == [200] * 8
+
+
+def test_with_the_database_down_requests_answer_a_json_503_never_a_500(transactional_db):
+    """PostgreSQL unreachable (the served stack points at a port nobody listens on): what needs
+    the database answers a JSON 503 with Retry-After; nothing answers 500."""
+    if connection.vendor != "postgresql":
+        return
+    from feedsite.embedded import free_port
+    from tests.conftest import serve_for_tests
+
+    user = UserFactory()
+    client = auth_client(user)
+    assert client.get(f"/api/users/{user.pk}/").status_code == 200  # token cached in Redis
+    key = client._credentials["HTTP_AUTHORIZATION"][6:]
+    dead = f"postgres://postgres@127.0.0.1:{free_port()}/nowhere"
+    with serve_for_tests("served-nodb", DATABASE_URL=dead, DB_POOL_TIMEOUT="2") as url:
+        headers = {"Authorization": f"Token {key}"}
+        calls = [
+            ("GET", f"/api/users/{user.pk}/", None),
+            ("POST", "/api/activities/", {"verb": "starred", "object_type": "p", "object_id": "x"}),
+            ("POST", "/api/auth/register/", {"username": "nodb", "password": "a-long-pw-4242"}),
+            ("GET", "/api/feed/", None),
+            ("POST", "/api/auth/token/", {"username": "nodb", "password": "a-long-pw-4242"}),
+        ]
+        for method, path, body in calls:
+            res = httpx.request(method, url + path, json=body, headers=headers, timeout=30)
+            assert res.status_code == 503, (path, res.status_code, res.text[:300])
+            assert res.headers["Retry-After"] and "unavailable" in res.json()["detail"]

@@ -159,3 +159,24 @@ def test_metrics_are_closed_without_a_token_when_debug_is_off(settings, api):
     settings.FEEDSITE_METRICS_TOKEN = "t0ken"
     assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer t0ken").status_code == 200
+
+
+def test_through_the_proxy_a_spoofed_forwarded_for_is_replaced_by_the_real_peer(transactional_db):
+    """The production layout: Caddy sets X-Forwarded-For to the peer it saw (dropping what the
+    client wrote) and the workers trust only Caddy's socket: one client, one login bucket."""
+    import httpx
+
+    from tests.conftest import serve_for_tests
+
+    user = UserFactory()
+    with serve_for_tests("served-xff", FEEDSITE_THROTTLE_LOGIN="5/min") as url:
+        statuses = [
+            httpx.post(
+                f"{url}/api/auth/token/",
+                json={"username": user.username, "password": "wrong"},
+                headers={"X-Forwarded-For": f"10.9.8.{i}", "X-Forwarded-Proto": "https"},
+                timeout=10,
+            ).status_code
+            for i in range(7)
+        ]
+    assert statuses == [400] * 5 + [429] * 2, statuses
