@@ -93,6 +93,17 @@ def ensure_follows(follower_ids: list[int], followee_id: int) -> None:
     UserStats.objects.filter(user_id=followee_id).update(followers_count=len(follower_ids))
 
 
+def tokens_for(user_ids: list[int]) -> list[str]:
+    """A fresh API token per user (hashed at rest: an earlier run's cannot be read back)."""
+    from knox.models import AuthToken
+
+    from feedsite.api.auth import tokens_bulk_create
+
+    AuthToken.objects.filter(user_id__in=user_ids)._raw_delete(AuthToken.objects.db)
+    tokens = tokens_bulk_create(user_ids)
+    return [tokens[u] for u in user_ids]
+
+
 def apply_redis_conf() -> dict[str, str]:
     """Apply config/redis.conf's sorted-set settings to the server the bench uses (CONFIG SET)."""
     from feeds import store

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import ROOT, apply_redis_conf, delete_prefixed, ensure_users, migrate
+from common import ROOT, apply_redis_conf, delete_prefixed, ensure_users, migrate, tokens_for
 from django.conf import settings
 
 from activities.ids import make_id
@@ -128,16 +128,7 @@ def build(
         if n % 100 == 99:
             pipe.execute()
     pipe.execute()
-    from rest_framework.authtoken.models import Token
-
-    from feedsite.api.auth import new_token_key
-
-    have = set(Token.objects.filter(user_id__in=reader_ids).values_list("user_id", flat=True))
-    Token.objects.bulk_create(
-        [Token(user_id=u, key=new_token_key(u)) for u in reader_ids if u not in have],
-        batch_size=5000,
-    )
-    return list(Token.objects.filter(user_id__in=reader_ids).values_list("key", flat=True))
+    return tokens_for(reader_ids)
 
 
 async def load(

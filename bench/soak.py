@@ -244,9 +244,8 @@ def main() -> int:
 
 
 def soak(args: argparse.Namespace, stack: Stack) -> int:  # noqa: PLR0915 - one linear script
-    from common import ensure_users, migrate
+    from common import ensure_users, migrate, tokens_for
     from django.core.management import call_command
-    from streams import tokens_for
 
     from activities.models import Activity
     from feeds.models import FanoutJob

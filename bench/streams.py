@@ -21,22 +21,12 @@ import statistics
 import time
 from pathlib import Path
 
-from common import Worker, ensure_follows, ensure_users, migrate
+from common import Worker, ensure_follows, ensure_users, migrate, tokens_for
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from feeds import store
 from feeds.services import feed_settings_update
-from feedsite.api.auth import new_token_key
 from feedsite.serve import serving
-
-
-def tokens_for(user_ids: list[int]) -> list[str]:
-    have = dict(Token.objects.filter(user_id__in=user_ids).values_list("user_id", "key"))
-    missing = [Token(user_id=u, key=new_token_key(u)) for u in user_ids if u not in have]
-    Token.objects.bulk_create(missing)
-    have.update({t.user_id: t.key for t in missing})
-    return [have[u] for u in user_ids]
 
 
 def rss_kb(pid: int) -> int:

@@ -5,4 +5,4 @@ class FeedsiteConfig(AppConfig):
     name = "feedsite"
 
     def ready(self) -> None:
-        from .api import signals  # noqa: F401
+        from .api import schema, signals  # noqa: F401 - connects receivers, registers extensions

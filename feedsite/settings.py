@@ -1,6 +1,7 @@
 """Settings: every value comes from the environment, with safe local defaults."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -53,7 +54,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework.authtoken",  # (its plain-text tokens were moved into knox, hashed)
+    "knox",
     "drf_spectacular",
     "feedsite.apps.FeedsiteConfig",
     "activities",
@@ -216,6 +218,15 @@ FEEDSITE_BODY_TTL_SECONDS = env_int("FEEDSITE_BODY_TTL_SECONDS", 7 * 24 * 3600)
 # threshold crossing); the lifetime is a safety net only, and must outlast the gap between two
 # reads of an active reader, or warm reads would query PostgreSQL.
 FEEDSITE_TOKEN_CACHE_SECONDS = env_int("FEEDSITE_TOKEN_CACHE_SECONDS", 600)
+# API tokens (django-rest-knox): hashed at rest, expiring, at most this many per user (the
+# oldest go when a login makes one more).
+FEEDSITE_TOKEN_TTL_DAYS = env_int("FEEDSITE_TOKEN_TTL_DAYS", 30)
+FEEDSITE_TOKENS_PER_USER = env_int("FEEDSITE_TOKENS_PER_USER", 20)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=FEEDSITE_TOKEN_TTL_DAYS),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
 FEEDSITE_PULL_AUTHORS_CACHE_SECONDS = env_int("FEEDSITE_PULL_AUTHORS_CACHE_SECONDS", 600)
 FEEDSITE_SETTINGS_CACHE_SECONDS = env_int("FEEDSITE_SETTINGS_CACHE_SECONDS", 5)
 FEEDSITE_SETTINGS_LOCAL_SECONDS = env_int("FEEDSITE_SETTINGS_LOCAL_SECONDS", 1)

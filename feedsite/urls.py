@@ -7,7 +7,7 @@ from feeds import views as feed_views
 from feeds.conf import is_pull_author
 from feeds.metrics import metrics_view
 from feedsite.api.health import healthz
-from feedsite.api.tokens import TokenApi
+from feedsite.api.tokens import LogoutAllApi, LogoutApi, TokenApi
 from follows import views as follow_views
 
 # The follows app shows whether a user is a pull author; the feeds app decides (the arrows
@@ -17,6 +17,8 @@ users = {"pull_author": is_pull_author}
 api = [
     path("auth/register/", follow_views.RegisterApi.as_view(), name="register"),
     path("auth/token/", TokenApi.as_view(), name="token"),
+    path("auth/logout/", LogoutApi.as_view(), name="logout"),
+    path("auth/logoutall/", LogoutAllApi.as_view(), name="logout-all"),
     path("users/<int:user_id>/", follow_views.UserDetailApi.as_view(**users), name="user-detail"),
     path(
         "users/<int:user_id>/follow/",

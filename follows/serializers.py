@@ -51,7 +51,3 @@ class RegisterSerializer(CredentialsSerializer):
 class RegisteredSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField()

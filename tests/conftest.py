@@ -184,12 +184,19 @@ def user_factory():
     return UserFactory
 
 
-def auth_client(user) -> APIClient:
-    from rest_framework.authtoken.models import Token
+def make_token(user, id_prefix: bool = True) -> str:
+    """A new API token for ``user``: as login issues it (the user id in front), or without the
+    id (a token made elsewhere, e.g. knox's own view)."""
+    from knox.models import AuthToken
 
+    from feedsite.api.auth import token_create
+
+    return token_create(user)[0] if id_prefix else AuthToken.objects.create(user=user)[1]
+
+
+def auth_client(user) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(user)}")
     return client
 
 

@@ -1,24 +1,30 @@
-"""Token authentication with the token -> user lookup cached in Redis.
+"""Token authentication: django-rest-knox tokens (hashed at rest, expiring, revocable one by
+one or all at once), with the token -> user lookup cached in Redis.
 
-DRF's TokenAuthentication queries PostgreSQL on every request (~1.3 ms of a ~5 ms feed read).
-The feed store caches the few fields a request needs, under a digest of the token, and drops the
-entry when the token is deleted or the user changes (see invalidate_user_tokens), so a revoked
-token stops at once. The lean feed read (feeds.views) checks that entry inside its first Redis
-round trip; it only needs to know, beforehand, which user the token claims (a per-process hint)."""
+knox keeps only a SHA-512 digest of each token in PostgreSQL. A request's lookup is cached in the
+feed store under the first 40 hex digits of that same digest, so a warm request makes no SQL
+query; deleting a token (logout, logout everywhere, admin, expiry) or changing its user drops the
+entry at once (feedsite.api.signals), and an entry never outlives its token's expiry. The lean
+feed read (feeds.views) checks that entry inside its first Redis round trip; it only needs to
+know, beforehand, which user the token claims: new tokens carry the user id in front
+("<hex id>.<random>", as Laravel Sanctum's "id|secret"), others are learnt once per process."""
 
 from __future__ import annotations
 
 import hashlib
-import secrets
+import time
 from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
+from django.utils import timezone
+from knox import crypto
+from knox.auth import TokenAuthentication
+from knox.models import AuthToken
+from knox.settings import CONSTANTS, knox_settings
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
 
 from feeds import store
 
@@ -30,12 +36,18 @@ MAX_HINTS = 200_000
 
 
 def token_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:40]
+    """The cache key of a token: the head of knox's digest of it (so a deleted AuthToken row
+    names the entry to drop without the token)."""
+    return hashlib.sha512(key.encode()).hexdigest()[:40]
 
 
-def _cache(digest: str, user) -> dict:
+def _cache(digest: str, user, expiry) -> dict:
     fields = {f: getattr(user, f) for f in FIELDS}
-    store.token_set(digest, orjson.dumps(fields), settings.FEEDSITE_TOKEN_CACHE_SECONDS)
+    ttl = settings.FEEDSITE_TOKEN_CACHE_SECONDS
+    if expiry is not None:
+        ttl = min(ttl, int(expiry.timestamp() - time.time()))
+    if ttl > 0:
+        store.token_set(digest, orjson.dumps(fields), ttl)
     return fields
 
 
@@ -47,29 +59,77 @@ def _user_from_fields(fields: dict):
 
 
 class CachedTokenAuthentication(TokenAuthentication):
-    def authenticate_credentials(self, key: str):
+    """knox's `Authorization: Token <token>`, answered from the Redis cache when warm. The
+    request's ``auth`` is the token string on the cached path, the AuthToken row otherwise."""
+
+    def authenticate_credentials(self, token: bytes):
+        key = token.decode("utf-8", "replace")
         digest = token_digest(key)
         try:
             raw = store.token_get(digest)
         except store.TRANSIENT_ERRORS:  # Redis down: the database answers alone
-            return super().authenticate_credentials(key)
+            return self._lookup(key)
         if raw is None:
-            user, token = super().authenticate_credentials(key)
-            _cache(digest, user)
-            return user, token
+            user, auth_token = self._lookup(key)
+            _cache(digest, user, auth_token.expiry)
+            return user, auth_token
         user = _user_from_fields(orjson.loads(raw))
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         return user, key
 
+    def _lookup(self, key: str):
+        row = _lookup_row(key)
+        if row is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return self.validate_user(row)
+
+
+def _prefix(user_id: int) -> str:
+    prefix = f"{user_id:x}."
+    return prefix if len(prefix) <= CONSTANTS.MAXIMUM_TOKEN_PREFIX_LENGTH else ""
+
+
+def _lookup_row(key: str) -> AuthToken | None:
+    """The token's row, by its digest (knox's primary key: one indexed query with the user,
+    where knox's own lookup makes three); an expired one is deleted and not returned."""
+    row = AuthToken.objects.select_related("user").filter(digest=crypto.hash_token(key)).first()
+    if row is not None and row.expiry is not None and row.expiry < timezone.now():
+        row.delete()
+        return None
+    return row
+
+
+def token_create(user) -> tuple[str, AuthToken]:
+    """A new token for ``user`` (knox: random, hashed at rest, expiring after REST_KNOX's
+    TOKEN_TTL), with the user id in front when it fits knox's prefix limit. Returns the token,
+    shown once, and its row."""
+    row, token = AuthToken.objects.create(user=user, prefix=_prefix(user.pk))
+    return token, row
+
 
 def new_token_key(user_id: int) -> str:
-    """A new token: "<user id in hex>.<random hex>", 40 characters, at least 120 random bits.
-    The user id in front (as Laravel Sanctum's "id|secret") lets a request name its user
-    before any lookup; the digest of the whole token, checked in the same round trip, decides.
-    Tokens without it (made elsewhere) work too, at one more round trip per process."""
-    prefix = f"{user_id:x}."
-    return prefix + secrets.token_hex(20)[: 40 - len(prefix)]
+    """A token string in the format token_create issues (not stored)."""
+    return _prefix(user_id) + crypto.create_token_string()
+
+
+def tokens_bulk_create(user_ids: list[int]) -> dict[int, str]:
+    """One new token per user, in one INSERT (benchmarks, imports): user id -> token."""
+    expiry = timezone.now() + knox_settings.TOKEN_TTL
+    tokens = {uid: new_token_key(uid) for uid in user_ids}
+    AuthToken.objects.bulk_create(
+        [
+            AuthToken(
+                digest=crypto.hash_token(t),
+                token_key=t[: CONSTANTS.TOKEN_KEY_LENGTH],
+                user_id=uid,
+                expiry=expiry,
+            )
+            for uid, t in tokens.items()
+        ],
+        batch_size=5000,
+    )
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -126,11 +186,12 @@ def token_confirm(claim: TokenClaim, raw: bytes | None) -> bool:
 def _resolve(key: str, digest: str, raw: bytes | None) -> int | None:
     if raw is not None:
         fields = orjson.loads(raw)
-    else:
-        token = Token.objects.select_related("user").filter(key=key).first()
-        if token is None:
+    else:  # a cache miss: knox looks the token up (and the entry is cached for next time)
+        try:
+            user, _ = CachedTokenAuthentication().authenticate_credentials(key.encode())
+        except exceptions.AuthenticationFailed:
             return None
-        fields = _cache(digest, token.user)
+        fields = {f: getattr(user, f) for f in FIELDS}
     if not fields["is_active"]:
         return None
     if len(_HINTS) >= MAX_HINTS:
@@ -139,20 +200,22 @@ def _resolve(key: str, digest: str, raw: bytes | None) -> int | None:
     return fields["id"]
 
 
-def invalidate_token(key: str) -> None:
-    store.token_delete([token_digest(key)])
+def invalidate_digests(digests: list[str]) -> None:
+    """Drop the cache entries of these knox digests (rows deleted, or their user changed)."""
+    store.token_delete([d[:40] for d in digests])
 
 
 def invalidate_user_tokens(user_id: int) -> None:
-    keys = Token.objects.filter(user_id=user_id).values_list("key", flat=True)
-    store.token_delete([token_digest(k) for k in keys])
+    invalidate_digests(
+        list(AuthToken.objects.filter(user_id=user_id).values_list("digest", flat=True))
+    )
 
 
 def token_user(key: str):
     """The active user a token belongs to (through the same cache as every request), or None:
     for endpoints outside DRF (the SSE stream)."""
     try:
-        user, _ = CachedTokenAuthentication().authenticate_credentials(key)
+        user, _ = CachedTokenAuthentication().authenticate_credentials(key.encode())
     except exceptions.AuthenticationFailed:
         return None
     return user

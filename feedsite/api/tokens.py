@@ -1,20 +1,32 @@
-"""POST /api/auth/token/: a username and password in, the user's API token out."""
+"""Tokens: log in (a username and password in, a new token out), log out (this token), log out
+everywhere (every token of the user). Tokens are django-rest-knox's: hashed at rest, expiring
+after FEEDSITE_TOKEN_TTL_DAYS; at most FEEDSITE_TOKENS_PER_USER live at once."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import authenticate
+from django.db import transaction
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework.authtoken.models import Token
-from rest_framework.permissions import AllowAny
+from knox.models import AuthToken
+from knox.settings import knox_settings
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedsite.errors import InvalidInput
-from follows.serializers import CredentialsSerializer, TokenSerializer
+from follows.serializers import CredentialsSerializer
 
-from .auth import new_token_key
+from .auth import token_create, token_digest
 from .throttles import LoginThrottle
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="shown once; send as `Authorization: Token <token>`")
+    expiry = serializers.DateTimeField(allow_null=True)
 
 
 class TokenApi(APIView):
@@ -29,5 +41,43 @@ class TokenApi(APIView):
         user = authenticate(request=request, **data.validated_data)
         if user is None:
             raise InvalidInput("unable to log in with the given username and password")
-        token, _ = Token.objects.get_or_create(user=user, defaults={"key": new_token_key(user.pk)})
-        return Response({"token": token.key})
+        with transaction.atomic():
+            for expired in AuthToken.objects.filter(user=user, expiry__lt=timezone.now()):
+                expired.delete()
+            token, row = token_create(user)
+            # The oldest tokens beyond the per-user limit go (a deleted row drops its cache entry).
+            stale = AuthToken.objects.filter(user=user).order_by("-created")[
+                settings.FEEDSITE_TOKENS_PER_USER :
+            ]
+            for old in stale:
+                old.delete()
+        return Response({"token": token, "expiry": row.expiry})
+
+
+class LogoutApi(APIView):
+    """This token stops working at once."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request) -> Response:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        prefix = f"{knox_settings.AUTH_HEADER_PREFIX} "
+        if header.startswith(prefix):
+            for row in AuthToken.objects.filter(
+                digest__startswith=token_digest(header[len(prefix) :].strip())
+            ):
+                row.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutAllApi(APIView):
+    """Every token of the caller stops working at once (log out everywhere)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request) -> Response:
+        for row in AuthToken.objects.filter(user_id=request.user.pk):
+            row.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

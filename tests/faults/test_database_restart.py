@@ -59,3 +59,38 @@ def test_with_the_database_down_requests_answer_a_json_503_never_a_500(transacti
             res = httpx.request(method, url + path, json=body, headers=headers, timeout=30)
             assert res.status_code == 503, (path, res.status_code, res.text[:300])
             assert res.headers["Retry-After"] and "unavailable" in res.json()["detail"]
+
+
+def test_the_worker_recovers_at_once_after_the_database_dropped_its_connections(live_worker):
+    """Every worker child's connections die at once; the next fan-out is done without a failed
+    batch (each task hands its connection back to the pool, which checks it before lending it:
+    feedsite.celery.release_db_connection)."""
+    if connection.vendor != "postgresql":
+        return
+    from activities.services import activity_publish
+    from feeds.models import FanoutJob
+    from feeds.services import feed_settings_update
+    from follows.models import Follow, UserStats
+    from tests.conftest import activate, wait_until
+
+    feed_settings_update(fanout_batch_size=1)
+    author, fans = UserFactory(), UserFactory.create_batch(30)
+    Follow.objects.bulk_create([Follow(follower=f, followee=author) for f in fans])
+    UserStats.objects.filter(user=author).update(followers_count=len(fans))
+    activate(*fans)
+
+    def publish_and_wait(tag: str) -> FanoutJob:
+        activity, _ = activity_publish(
+            actor_id=author.pk, data={"verb": "starred", "object_type": "p", "object_id": tag}
+        )
+        return wait_until(
+            lambda: (j := FanoutJob.objects.get(activity_id=activity.id)).state
+            in ("done", "failed")
+            and j,
+            timeout=30,
+        )
+
+    assert publish_and_wait("before").state == "done"  # both children hold connections now
+    assert _kill_other_connections() >= 1
+    job = publish_and_wait("after")
+    assert (job.state, job.batches_failed) == ("done", 0)

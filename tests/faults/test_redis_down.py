@@ -8,12 +8,10 @@ from __future__ import annotations
 import httpx
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from activities.models import Activity
-from feedsite.api.auth import new_token_key
 from feedsite.embedded import free_port
-from tests.conftest import serve_for_tests
+from tests.conftest import make_token, serve_for_tests
 from tests.factories import UserFactory
 
 
@@ -34,8 +32,7 @@ def test_with_redis_down_publish_saves_reads_answer_503_and_nothing_500s(
 ):
     url = served_without_redis
     user = UserFactory()
-    key = new_token_key(user.pk) if id_token else "f" * 40
-    Token.objects.create(user=user, key=key)
+    key = make_token(user, id_prefix=id_token)
     auth = {"Authorization": f"Token {key}"}
     res = httpx.post(
         f"{url}/api/activities/",

@@ -10,14 +10,13 @@ import time
 import httpx
 import pytest
 import redis
-from rest_framework.authtoken.models import Token
 
 from feeds import store
 from feeds.models import FanoutJob
 from feeds.services import feed_settings_update
 from feedsite.embedded import free_port, start_redis, stop
 from follows.services import follow_create
-from tests.conftest import activate, serve_for_tests, wait_until
+from tests.conftest import activate, make_token, serve_for_tests, wait_until
 from tests.factories import UserFactory
 
 from .stack import (
@@ -78,7 +77,7 @@ def test_broker_down_at_publish_answers_201_and_delivers_once_when_it_returns(tr
     author, fan = UserFactory(), UserFactory()
     activate(author, fan)
     follow_create(follower_id=fan.pk, followee_id=author.pk)
-    key = Token.objects.create(user=author).key
+    key = make_token(author)
     with serve_for_tests("served-nobroker", CELERY_BROKER_URL=broker, WEB_CONCURRENCY="1") as url:
         started = time.monotonic()
         res = httpx.post(

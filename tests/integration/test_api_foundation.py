@@ -326,13 +326,13 @@ def test_openapi_schema_and_docs_are_served(api: APIClient):
 
 
 def test_a_deleted_token_or_deactivated_user_stops_at_once_despite_the_auth_cache():
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     ana = UserFactory()
     client = auth_client(ana)
     assert client.get(f"/api/users/{ana.pk}/").status_code == 200  # now cached
     assert client.get(f"/api/users/{ana.pk}/").status_code == 200
-    Token.objects.filter(user=ana).delete()
+    AuthToken.objects.filter(user=ana).delete()
     assert client.get(f"/api/users/{ana.pk}/").status_code == 401
     bo = UserFactory()
     client = auth_client(bo)

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
 from activities.models import Activity
 from activities.services import activity_publish
 from feeds.models import FanoutJob
+from tests.conftest import make_token
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.worker
@@ -39,7 +39,7 @@ def test_concurrent_service_calls_create_exactly_one(live_worker):
 
 def test_fifty_concurrent_posts_one_201_and_forty_nine_200(live_worker, served):
     author = UserFactory()
-    token = Token.objects.create(user=author).key
+    token = make_token(author)
     headers = {"Authorization": f"Token {token}"}
 
     def post(_: int) -> int:

@@ -9,13 +9,12 @@ import time
 
 import httpx
 import pytest
-from rest_framework.authtoken.models import Token
 
 from activities.services import activity_publish
 from feeds.models import FanoutJob
 from feedsite.api.auth import new_token_key
 from follows.services import follow_create
-from tests.conftest import activate, wait_until
+from tests.conftest import activate, make_token, wait_until
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.worker
@@ -42,8 +41,7 @@ def reader_with_feed(live_worker):
 
 
 def _token(user, new_format: bool) -> str:
-    key = new_token_key(user.pk) if new_format else Token.generate_key()
-    return Token.objects.create(user=user, key=key).key
+    return make_token(user, id_prefix=new_format)
 
 
 @pytest.mark.parametrize("new_format", [True, False], ids=["id-token", "plain-token"])

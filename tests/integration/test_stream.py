@@ -10,18 +10,17 @@ import time
 
 import httpx
 import pytest
-from rest_framework.authtoken.models import Token
 
 from feeds.services import feed_settings_update
 from follows.services import follow_create
-from tests.conftest import auth_client
+from tests.conftest import auth_client, make_token
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.worker
 
 
 def token(user) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+    return make_token(user)
 
 
 class Stream:
