@@ -84,9 +84,10 @@ def test_the_worker_recovers_at_once_after_the_database_dropped_its_connections(
             actor_id=author.pk, data={"verb": "starred", "object_type": "p", "object_id": tag}
         )
         return wait_until(
-            lambda: (j := FanoutJob.objects.get(activity_id=activity.id)).state
-            in ("done", "failed")
-            and j,
+            lambda: (
+                (j := FanoutJob.objects.get(activity_id=activity.id)).state in ("done", "failed")
+                and j
+            ),
             timeout=30,
         )
 
