@@ -9,7 +9,7 @@ TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom |
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install run test lint format bench bench-fanout bench-read bench-streams soak
+.PHONY: install run test lint format bench bench-fanout bench-read bench-streams soak fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -55,5 +55,11 @@ SOAK_ARGS ?= --seconds 300 --quiet 60
 soak: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/feedsite_soak} \
 		$(PY) bench/soak.py $(SOAK_ARGS)
+
+# schemathesis over every API operation, authenticated: 350 cases each, 5,000+ in all (CI).
+FUZZ_EXAMPLES ?= 350
+fuzz: $(STAMP)
+	$(TEST_ENV) FEEDSITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m feedsite.embedded -- \
+		$(PY) -m pytest -s tests/integration/test_schema_fuzz.py
 
 bench: bench-fanout bench-read bench-streams

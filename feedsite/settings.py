@@ -209,6 +209,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Activity feeds: publish, follow, read a merged, aggregated home feed.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "feedsite.api.schema.add_error_responses",
+    ],
 }
 
 # --- feedsite ---------------------------------------------------------------------------------

@@ -63,3 +63,5 @@ urlpatterns = [
     path("api/", include(api)),
     path("api-auth/", include("rest_framework.urls")),
 ]
+
+handler404 = "feedsite.api.errors.not_found"

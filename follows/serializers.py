@@ -43,6 +43,16 @@ class CredentialsSerializer(serializers.Serializer):
 
 
 class RegisterSerializer(CredentialsSerializer):
+    """A new account. The schema states the rules it can (username pattern, password length);
+    the password must also not be too common, all digits or like the username."""
+
+    username = serializers.RegexField(
+        r"^[\w.@+-]+\Z", max_length=150, help_text="letters, digits and @/./+/-/_ only"
+    )
+    password = serializers.CharField(
+        min_length=8, max_length=128, write_only=True, style={"input_type": "password"}
+    )
+
     def validate(self, attrs: dict) -> dict:
         password_validation.validate_password(attrs["password"], User(username=attrs["username"]))
         return attrs

@@ -67,3 +67,14 @@ def store_unavailable() -> Response:
         status=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+def not_found(request, exception=None):
+    """handler404: under /api/ a JSON 404 like every other API error (a path that matches no
+    route, e.g. a negative id); Django's page elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "not found", "code": "not_found"}, status=404)
+    return page_not_found(request, exception)

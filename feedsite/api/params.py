@@ -11,7 +11,11 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 PAGE_PARAMS = [
-    OpenApiParameter("limit", int, description=f"1-{MAX_LIMIT}, default {DEFAULT_LIMIT}"),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        description=f"1-{MAX_LIMIT}, default {DEFAULT_LIMIT}",
+    ),
     OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
 ]
 
