@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedsite.api.cursor import keyset_before, keyset_page
-from feedsite.api.params import PAGE_PARAMS, parse_limit
+from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
 from feedsite.api.throttles import WriteThrottle
 from follows.access import access_user_for_read
 
@@ -66,4 +66,7 @@ class UserActivitiesApi(APIView):
             kind="acts",
             key=lambda a: a.id,
         )
-        return Response({"items": [activity_to_dict(a) for a in rows], "next_cursor": next_cursor})
+        return Response(
+            {"items": [activity_to_dict(a) for a in rows], "next_cursor": next_cursor},
+            headers=next_page_link(request, next_cursor),
+        )

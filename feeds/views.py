@@ -23,7 +23,7 @@ from feedsite.api.errors import (
     STORE_UNAVAILABLE,
     domain_error_body,
 )
-from feedsite.api.params import parse_limit
+from feedsite.api.params import next_page_link, parse_limit
 from feedsite.api.throttles import parse_rate
 from feedsite.errors import DomainError
 
@@ -131,7 +131,8 @@ def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse
             source: IdSource = RedisSource(keys, mark_ttl=feed_ttl(conf))
         else:
             source = sources(claim.user_id)
-        return _json(_page(claim.user_id, request.GET, source))
+        page = _page(claim.user_id, request.GET, source)
+        return _json(page, 200, next_page_link(request, page["next_cursor"]))
     except DomainError as exc:
         return _json(domain_error_body(exc), exc.status_code)
 
@@ -176,7 +177,8 @@ class FeedListApi(APIView):
         ),
     )
     def get(self, request: Request) -> Response:
-        return Response(_page(_user_id(request), request.query_params, None))
+        page = _page(_user_id(request), request.query_params, None)
+        return Response(page, headers=next_page_link(request, page["next_cursor"]))
 
 
 class ActivityFanoutApi(APIView):

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",  # (its plain-text tokens were moved into knox, hashed)
     "knox",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc assets served from here: docs work offline
     "feedsite.apps.FeedsiteConfig",
     "activities",
     "follows",
@@ -82,7 +83,8 @@ WSGI_APPLICATION = "feedsite.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Ours first: feedsite/templates overrides a library's page (ReDoc without web fonts).
+        "DIRS": [BASE_DIR / "feedsite" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -209,6 +211,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Activity feeds: publish, follow, read a merged, aggregated home feed.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "feedsite.api.schema.add_error_responses",

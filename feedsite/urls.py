@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from activities import views as activity_views
 from feeds import views as feed_views
 from feeds.conf import is_pull_author
 from feeds.metrics import metrics_view
 from feedsite.api.health import healthz
+from feedsite.api.root import ApiRoot
 from feedsite.api.tokens import LogoutAllApi, LogoutApi, TokenApi
 from follows import views as follow_views
 
@@ -15,6 +16,7 @@ from follows import views as follow_views
 users = {"pull_author": is_pull_author}
 
 api = [
+    path("", ApiRoot.as_view(), name="api-root"),
     path("auth/register/", follow_views.RegisterApi.as_view(), name="register"),
     path("auth/token/", TokenApi.as_view(), name="token"),
     path("auth/logout/", LogoutApi.as_view(), name="logout"),
@@ -54,6 +56,7 @@ api = [
     path("feed/", feed_views.FeedListApi.as_view(), name="feed"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
 ]
 
 urlpatterns = [

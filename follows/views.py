@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedsite.api.cursor import keyset_before, keyset_page
-from feedsite.api.params import PAGE_PARAMS, parse_limit
+from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
 from feedsite.api.throttles import RegisterThrottle, WriteThrottle
 
 from .access import access_user_for_read
@@ -97,7 +97,8 @@ class _FollowListApi(_UserApi):
             {
                 "items": UserSerializer(users, many=True, context=self.user_context()).data,
                 "next_cursor": next_cursor,
-            }
+            },
+            headers=next_page_link(request, next_cursor),
         )
 
 

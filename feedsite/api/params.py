@@ -30,3 +30,13 @@ def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MA
     if not 1 <= value <= maximum:
         raise InvalidInput(f"limit must be an integer from 1 to {maximum}", field="limit")
     return value
+
+
+def next_page_link(request, next_cursor: str | None) -> dict[str, str]:
+    """The `Link: <...>; rel="next"` header of a page (RFC 8288): the same URL with the next
+    cursor. In the browsable API it is a link to click; the JSON body stays as it is."""
+    if not next_cursor:
+        return {}
+    query = request.GET.copy()
+    query["cursor"] = next_cursor
+    return {"Link": f'<{request.build_absolute_uri(request.path)}?{query.urlencode()}>; rel="next"'}

@@ -305,3 +305,47 @@ def test_forged_tokens_touch_nothing_of_the_user_they_name():
         forger.credentials(HTTP_AUTHORIZATION=f"Token {new_token_key(victim.pk)}")
         assert forger.get("/api/feed/").status_code == 401
     assert 0 < store.client().ttl(store.feed_key(victim.pk)) <= 100  # no read mark
+
+
+@pytest.mark.django_db
+def test_pages_link_to_the_next_one_in_a_header_and_in_the_browsable_api():
+    from urllib.parse import urlencode
+
+    from activities.services import activity_publish
+    from tests.conftest import activate
+
+    author = UserFactory()
+    for i in range(3):
+        activity_publish(
+            actor_id=author.pk, data={"verb": "v", "object_type": "t", "object_id": f"o{i}"}
+        )
+    activate(author)  # (no worker here: the feed is built from PostgreSQL)
+    client = auth_client(author)
+    for path in ("/api/feed/", f"/api/users/{author.pk}/activities/"):
+        res = client.get(path, {"limit": 2})
+        body = res.json()
+        assert set(body) == {"items", "next_cursor"}  # the JSON body stays as it was
+        link = res["Link"]
+        cursor = urlencode({"cursor": body["next_cursor"]})
+        assert link.endswith('rel="next"') and cursor in link
+        nxt = client.get(link[1 : link.index(">")].removeprefix("http://testserver"))
+        assert len(nxt.json()["items"]) == 1 and "Link" not in nxt  # the last page
+        html = client.get(path, {"limit": 2}, HTTP_ACCEPT="text/html").content.decode()
+        assert '<a href="http://testserver' in html and "cursor=" in html  # clickable
+
+
+def test_the_api_root_lists_the_resources(api):
+    res = api.get("/api/", HTTP_ACCEPT="application/json")
+    assert res.status_code == 200
+    resources = res.json()["resources"]
+    assert resources["feed"].endswith("/api/feed/") and resources["docs"].endswith("/api/docs/")
+    assert res.json()["user_resources"]["followers"].endswith("/api/users/{user_id}/followers/")
+    html = api.get("/api/", HTTP_ACCEPT="text/html")
+    assert html.status_code == 200 and b"Api Root" in html.content
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+def test_the_docs_load_their_assets_from_the_project_not_a_cdn(api, path):
+    html = api.get(path).content.decode()
+    assert "/static/drf_spectacular_sidecar/" in html
+    assert "cdn" not in html.lower() and "https://" not in html
