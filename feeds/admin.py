@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from . import fanout
 from .models import FanoutDeadLetter, FanoutJob, FeedSettings
@@ -44,11 +45,9 @@ class FanoutJobAdmin(admin.ModelAdmin):
         "kind",
         "strategy",
         "state",
+        "progress",
         "recipients",
         "skipped",
-        "batches_done",
-        "batches_failed",
-        "batches_total",
         "duration",
         "created_at",
     )
@@ -57,6 +56,30 @@ class FanoutJobAdmin(admin.ModelAdmin):
     show_full_result_count = False
     exclude = ("boundaries",)
     readonly_fields = [f.name for f in FanoutJob._meta.fields if f.name != "boundaries"]
+
+    @admin.display(description="batches")
+    def progress(self, job: FanoutJob) -> str:
+        """A bar: batches done (green) and failed (red) of the total, with the figures."""
+        total = job.batches_total or 0
+        done = round(100 * job.batches_done / total) if total else 0
+        failed = round(100 * job.batches_failed / total) if total else 0
+        return format_html(
+            '<div class="fanout-progress" title="{} done, {} failed of {}" style="display:flex;'
+            "width:10em;height:0.8em;background:#ddd;border-radius:3px;overflow:hidden;"
+            'vertical-align:middle">'
+            '<span style="width:{}%;background:#2e7d32"></span>'
+            '<span style="width:{}%;background:#c62828"></span></div> {}/{}{}',
+            job.batches_done,
+            job.batches_failed,
+            total,
+            done,
+            failed,
+            job.batches_done,
+            total,
+            format_html(' <b style="color:#c62828">{} failed</b>', job.batches_failed)
+            if job.batches_failed
+            else "",
+        )
 
     @admin.display(description="seconds")
     def duration(self, job: FanoutJob) -> str:

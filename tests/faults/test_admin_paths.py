@@ -76,3 +76,17 @@ def test_a_user_deleted_in_the_admin_leaves_every_feed_and_the_counters(live_wor
     # Back below the threshold through the cascade: its post is pushed to its followers.
     wait_until(lambda: all(followee_post in store.feed_ids(f.pk) for f in fans))
     verify_feeds_clean()
+
+
+def test_the_job_list_shows_progress_and_filters_by_state(live_worker, browser):
+    author, fan = UserFactory(), UserFactory()
+    activate(author, fan)
+    follow_create(follower_id=fan.pk, followee_id=author.pk)
+    aid = Activity.objects.create(actor=author, **STAR).id
+    wait_until(lambda: FanoutJob.objects.filter(activity_id=aid, state="done").exists())
+    page = browser.get("/admin/feeds/fanoutjob/?state__exact=done").content.decode()
+    assert 'class="fanout-progress"' in page and "1 done, 0 failed of 1" in page
+    assert "?state__exact=failed" in page  # the state filter
+    FanoutJob.objects.filter(activity_id=aid).update(batches_done=0, batches_failed=1)
+    page = browser.get("/admin/feeds/fanoutjob/").content.decode()
+    assert "1 failed" in page
