@@ -36,3 +36,29 @@ def test_metrics_expose_jobs_deliveries_latency_and_queues(live_worker, settings
     assert read_count >= 1  # reads are flushed in batches; this process's are flushed by the scrape
     assert 'feedsite_queue_depth{queue="fanout"}' in body
     assert "feedsite_dead_letters_open 0.0" in body
+
+
+@pytest.mark.django_db
+def test_the_grafana_dashboard_queries_only_metrics_that_are_exported(settings):
+    """config/grafana/dashboards/feedsite.json is valid JSON, and every metric its panels query
+    is in what /metrics serves (a renamed metric would leave a panel empty)."""
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "config/grafana/dashboards/feedsite.json").read_text())
+    settings.FEEDSITE_METRICS_TOKEN = "t"
+    exported = APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
+    names = set(re.findall(r"^(feedsite_[a-z_]+)", exported, re.M))
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"feedsite_[a-z_]+", target["expr"])
+    }
+    assert queried, "the dashboard queries nothing"
+    assert queried <= names, queried - names
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("jobs", "deliveries", "batch", "read", "queue", "dead letters"):
+        assert topic in titles

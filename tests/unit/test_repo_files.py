@@ -9,6 +9,13 @@ def test_docker_compose_describes_the_production_topology():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert {"postgres", "redis", "web", "worker", "beat", "flower"} <= set(compose["services"])
     assert "redis.conf" in " ".join(compose["services"]["redis"]["command"])
+    flower = compose["services"]["flower"]["command"]
+    assert "flower==" in flower and "--basic-auth" in flower  # pinned, behind a login
+    grafana = compose["services"]["grafana"]["volumes"]
+    for mount in grafana + compose["services"]["prometheus"]["volumes"]:
+        source = mount.split(":")[0]
+        if source.startswith("./config"):
+            assert (ROOT / source).exists(), source
 
 
 def test_redis_conf_keeps_capped_feeds_in_the_compact_encoding():
