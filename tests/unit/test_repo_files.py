@@ -9,6 +9,8 @@ def test_docker_compose_describes_the_production_topology():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert {"postgres", "redis", "web", "worker", "beat", "flower"} <= set(compose["services"])
     assert "redis.conf" in " ".join(compose["services"]["redis"]["command"])
+    web = compose["services"]["web"]["environment"]
+    assert web["FEEDSITE_SECURE_SSL_REDIRECT"].endswith(":-0}")  # plain HTTP works locally
     flower = compose["services"]["flower"]["command"]
     assert "flower==" in flower and "--basic-auth" in flower  # pinned, behind a login
     grafana = compose["services"]["grafana"]["volumes"]
