@@ -4,21 +4,20 @@ a settings change."""
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
 
 from activities.selectors import activity_ids_from, recent_activity_ids
 from follows.selectors import follower_count, follower_ids_in_range
 
-from . import store
+from . import fanout, store
 from .conf import FeedConf, get_conf, invalidate_conf
 from .models import FanoutJob, FeedSettings
-from .tasks import (
-    author_to_push_task,
-    fanout_start_task,
-    feeds_forget_ids_task,
-    threshold_changed_task,
-)
+from .tasks import fanout_start_task, feeds_forget_ids_task, threshold_changed_task
 
+log = logging.getLogger("feeds.services")
 PURGE_CHUNK = 1000
 
 
@@ -44,8 +43,20 @@ def author_mode_update(author_id: int, conf: FeedConf) -> str:
     if before != mode:
         store.bump_pull_version()
         if mode == "push":
-            author_to_push_task.delay(author_id)
+            # The re-push is recorded in PostgreSQL first (its jobs go back to pending), then
+            # sent: with the broker down the sweeper sends them, the crossing is not lost.
+            jobs_send(fanout.author_repush(author_id=author_id))
     return mode
+
+
+def jobs_send(job_ids: list[int]) -> None:
+    """Enqueue pending jobs; with the broker unreachable they stay pending for the sweeper
+    (FEEDSITE_SWEEP_PENDING_SECONDS), never lost and never failing the caller."""
+    try:
+        for job_id in job_ids:
+            fanout_start_task.delay(job_id)
+    except BrokerError as exc:
+        log.warning("broker unavailable, %d jobs left to the sweeper: %s", len(job_ids), exc)
 
 
 def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
@@ -67,13 +78,12 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     store.bump_unfollow_counter(followee_id)
     store.drop_pull_authors(follower_id)
     store.announce_follow(follower_id, followee_id, following=False)
-    author_mode_update(followee_id, get_conf())
     oldest = store.feed_oldest_id(follower_id)
-    if oldest is None:
-        return
-    ids = activity_ids_from(actor_id=followee_id, min_id=oldest)
-    for start in range(0, len(ids), PURGE_CHUNK):
-        store.remove_from_feeds([follower_id], ids[start : start + PURGE_CHUNK])
+    if oldest is not None:
+        ids = activity_ids_from(actor_id=followee_id, min_id=oldest)
+        for start in range(0, len(ids), PURGE_CHUNK):
+            store.remove_from_feeds([follower_id], ids[start : start + PURGE_CHUNK])
+    author_mode_update(followee_id, get_conf())  # last: nothing it does can skip the purge
 
 
 def author_forget_begin(*, author_id: int) -> None:

@@ -104,6 +104,7 @@ def sweep_stalled_jobs_task() -> None:
 
 @shared_task(name="feeds.author_to_push", soft_time_limit=280, time_limit=300, **RETRY)
 def author_to_push_task(author_id: int) -> None:
+    """(Kept for messages queued by earlier versions and for threshold_changed.)"""
     for job_id in fanout.author_repush(author_id=author_id):
         fanout_start_task.delay(job_id)
 

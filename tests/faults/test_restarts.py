@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis
 
+from activities.models import Activity
 from feeds import store
 from feeds.models import FanoutJob
 from feeds.services import feed_settings_update
@@ -104,3 +105,35 @@ def test_broker_down_at_publish_answers_201_and_delivers_once_when_it_returns(tr
     assert store.feed_ids(fan.pk) == [aid]
     assert FanoutJob.objects.get(activity_id=aid).batches_done == job.batches_total
     verify_feeds_elsewhere()
+
+
+def test_an_unfollow_with_the_broker_down_still_purges_and_keeps_the_repush(live_worker):
+    """Found by the soak: an unfollow whose after-commit step crossed the threshold back to push
+    sent the re-push to the broker first; with the broker down that raised, and the purge of
+    the unfollower's feed never ran. Now the purge comes first and the re-push is recorded in
+    PostgreSQL (pending jobs the sweeper sends)."""
+    from follows.services import follow_create
+
+    feed_settings_update(celebrity_threshold=3)
+    author, fan, leaver, late = UserFactory(), UserFactory(), UserFactory(), UserFactory()
+    activate(author, fan, leaver, late)
+    follow_create(follower_id=fan.pk, followee_id=author.pk)
+    follow_create(follower_id=leaver.pk, followee_id=author.pk)
+    pushed = Activity.objects.create(actor=author, verb="v", object_type="t", object_id="a").id
+    wait_until(lambda: pushed in store.feed_ids(leaver.pk))
+    follow_create(follower_id=late.pk, followee_id=author.pk)  # 3 followers: a pull author
+    pulled = Activity.objects.create(actor=author, verb="v", object_type="t", object_id="b").id
+    wait_until(lambda: FanoutJob.objects.filter(activity_id=pulled, state="done").exists())
+    assert FanoutJob.objects.get(activity_id=pulled).strategy == "pull"
+    key = make_token(leaver)
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with serve_for_tests("served-unfollow-nobroker", CELERY_BROKER_URL=dead) as url:
+        res = httpx.delete(
+            f"{url}/api/users/{author.pk}/follow/",
+            headers={"Authorization": f"Token {key}"},
+            timeout=30,
+        )
+    assert res.status_code == 204, res.text
+    assert pushed not in store.feed_ids(leaver.pk)  # purged despite the broker
+    job = FanoutJob.objects.get(activity_id=pulled)  # the re-push, waiting for the sweeper
+    assert (job.state, job.strategy) == ("pending", FanoutJob.Strategy.UNDECIDED)

@@ -38,8 +38,9 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 anchor = anchor if is_package else anchor[:-1]
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-            targets = [t for t in targets if t in modules][:1] or [base]
+            # `from . import a, b` imports the modules a and b; `from .m import f`, the module m.
+            targets = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
+            targets = targets or [base]
         else:
             continue
         out |= {t for t in targets if t in modules and t != name}
