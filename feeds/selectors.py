@@ -21,3 +21,14 @@ def fanout_status(*, activity_id: int) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
     }
+
+
+def removals_pending(*, actor_id: int) -> list[int]:
+    """Ids of the actor's deleted activities whose removal fan-out has not finished: gone from
+    PostgreSQL, maybe still in feeds. An unfollow's purge takes these out too (the removal,
+    when it runs, no longer sees the unfollower among the followers)."""
+    return list(
+        FanoutJob.objects.filter(actor_id=actor_id, kind=FanoutJob.Kind.REMOVE)
+        .exclude(state=FanoutJob.State.DONE)
+        .values_list("activity_id", flat=True)
+    )

@@ -15,6 +15,7 @@ from follows.selectors import follower_count, follower_ids_in_range
 from . import fanout, store
 from .conf import FeedConf, get_conf, invalidate_conf
 from .models import FanoutJob, FeedSettings
+from .selectors import removals_pending
 from .tasks import fanout_start_task, feeds_forget_ids_task, threshold_changed_task
 
 log = logging.getLogger("feeds.services")
@@ -81,6 +82,7 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     oldest = store.feed_oldest_id(follower_id)
     if oldest is not None:
         ids = activity_ids_from(actor_id=followee_id, min_id=oldest)
+        ids += [i for i in removals_pending(actor_id=followee_id) if i >= oldest]
         for start in range(0, len(ids), PURGE_CHUNK):
             store.remove_from_feeds([follower_id], ids[start : start + PURGE_CHUNK])
     author_mode_update(followee_id, get_conf())  # last: nothing it does can skip the purge

@@ -253,3 +253,24 @@ def test_sweeper_resends_the_lost_batches_of_a_running_job(live_worker, settings
     # By default such a job resumes within a minute: stalled for this long, plus one beat.
     every = settings.CELERY_BEAT_SCHEDULE["sweep-stalled-fanout-jobs"]["schedule"]
     assert settings.FEEDSITE_SWEEP_STALLED_SECONDS + every <= 60
+
+
+def test_an_unfollow_before_a_deletes_removal_ran_still_takes_the_activity_out(live_worker):
+    """Found by the soak: a deleted activity whose removal job waited (its message died with a
+    killed worker) and a follower who unfollowed meanwhile. The purge read the author's ids from
+    PostgreSQL (the activity was gone) and the removal no longer saw the follower: the activity
+    stayed in that feed for good."""
+    from follows.services import follow_delete
+
+    author, fans = author_with_followers(2)
+    activity = Activity.objects.create(actor=author, **STAR)
+    wait_job(activity.id)
+    assert all(store.feed_ids(f.pk) == [activity.id] for f in fans)
+    # The delete as a crash leaves it: the row gone, its removal job recorded but not run.
+    Activity.objects.filter(id=activity.id)._raw_delete(Activity.objects.db)
+    FanoutJob.objects.create(
+        activity_id=activity.id, actor_id=author.pk, kind=FanoutJob.Kind.REMOVE
+    )
+    follow_delete(follower_id=fans[0].pk, followee_id=author.pk)
+    assert store.feed_ids(fans[0].pk) == []
+    assert store.feed_ids(fans[1].pk) == [activity.id]  # (its removal is still to run)
