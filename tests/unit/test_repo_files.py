@@ -27,3 +27,25 @@ def test_redis_conf_keeps_capped_feeds_in_the_compact_encoding():
         if line and not line.startswith("#")
     )
     assert int(conf["zset-max-ziplist-entries"]) >= 500  # the default feed_max_length
+
+
+def test_compose_builds_one_image_and_waits_for_migrations_and_health():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER feedsite" in dockerfile and "python:3.11-slim" in dockerfile  # slim, non-root
+    # Dependencies in a layer of their own, before the source is copied.
+    assert dockerfile.index("pip install -r") < dockerfile.index("COPY . .")
+    cmd = dockerfile.split("CMD", 1)[1]
+    assert "feedsite.serve" in cmd and (ROOT / "feedsite" / "serve.py").exists()
+    app = [n for n, s in services.items() if s.get("build") == "."]
+    assert {"migrate", "web", "worker", "beat", "flower"} <= set(app)
+    for name in app:
+        depends = services[name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        if name != "migrate":
+            assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert "pip install -q ." not in str(services[name].get("command")), name
+    for name in ("postgres", "web", "worker"):
+        assert "healthcheck" in services[name], name
+    assert "migrate --noinput" in services["migrate"]["command"]
