@@ -1,5 +1,6 @@
-# feedsite: one image for every process (web = Caddy + granian + the stream server, worker,
-# beat, migrate). Slim, non-root; dependencies in their own cached layer.
+# feedsite: one image for every process of the Procfile (proxy, web, stream, worker, beat) and
+# the one-shot migrate. Slim, non-root; dependencies in their own cached layer; the static files
+# collected at build time for the proxy to serve.
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
@@ -12,9 +13,12 @@ RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); p
 COPY . .
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 feedsite \
-    && mkdir -p /app/var && chown -R feedsite /app/var
+    && mkdir -p /app/var/run \
+    && DEBUG=1 FEEDSITE_VAR_DIR=/app/var python manage.py collectstatic --noinput -v 0 \
+    && chown -R feedsite /app/var
 USER feedsite
-ENV FEEDSITE_VAR_DIR=/app/var HOST=0.0.0.0 PORT=8000
+ENV FEEDSITE_VAR_DIR=/app/var FEEDSITE_STATIC_ROOT=/app/var/static HOST=0.0.0.0 PORT=8000
 EXPOSE 8000
-# The web process by default; compose runs the others from the same image.
+# Alone, the image serves (proxy, web and stream in one container, as `python -m feedsite.serve`);
+# docker-compose runs each process of the Procfile in a service of its own.
 CMD ["python", "-m", "feedsite.serve"]

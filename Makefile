@@ -9,7 +9,7 @@ TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom |
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install run test lint format bench bench-fanout bench-read bench-streams soak fuzz
+.PHONY: install run test lint format bench bench-fanout bench-read bench-streams soak fuzz screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -61,5 +61,9 @@ FUZZ_EXAMPLES ?= 350
 fuzz: $(STAMP)
 	$(TEST_ENV) FEEDSITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m feedsite.embedded -- \
 		$(PY) -m pytest -s tests/integration/test_schema_fuzz.py
+
+# The README's screenshots (docs/screenshots/), taken by the browser tests against `make run`.
+screenshots: $(STAMP)
+	$(TEST_ENV) FEEDSITE_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest -q tests/browser
 
 bench: bench-fanout bench-read bench-streams

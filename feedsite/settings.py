@@ -180,6 +180,10 @@ FEEDSITE_THROTTLE_RATES: dict[str, str] = {
     }.items()
 }
 REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "feedsite.api.renderers.PagedBrowsableAPIRenderer",  # links to the next page
+    ],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "feedsite.api.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -1,6 +1,14 @@
+import json
+import shlex
 from pathlib import Path
 
 import yaml
+
+from feedsite import queues
+from feedsite.api.renderers import next_link
+from feedsite.devrun import honcho_args
+from feedsite.healthcheck import split_target
+from feedsite.serve import PROCFILE, procfile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -11,7 +19,7 @@ def test_docker_compose_describes_the_production_topology():
     assert "redis.conf" in " ".join(compose["services"]["redis"]["command"])
     web = compose["services"]["web"]["environment"]
     assert web["FEEDSITE_SECURE_SSL_REDIRECT"].endswith(":-0}")  # plain HTTP works locally
-    flower = compose["services"]["flower"]["command"]
+    flower = " ".join(compose["services"]["flower"]["command"])
     assert "flower==" in flower and "--basic-auth" in flower  # pinned, behind a login
     grafana = compose["services"]["grafana"]["volumes"]
     for mount in grafana + compose["services"]["prometheus"]["volumes"]:
@@ -29,23 +37,100 @@ def test_redis_conf_keeps_capped_feeds_in_the_compact_encoding():
     assert int(conf["zset-max-ziplist-entries"]) >= 500  # the default feed_max_length
 
 
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_the_procfile_names_every_process_of_the_service():
+    processes = procfile()
+    assert list(processes) == ["proxy", "web", "stream", "worker", "beat"]
+    worker = shlex.split(processes["worker"])
+    assert worker[worker.index("-Q") + 1].split(",") == list(queues.ALL)
+    assert "feedsite.wsgi:application" in processes["web"]
+    assert "feedsite.asgi:application" in processes["stream"]
+    # The proxy reaches web and stream on the sockets they listen on.
+    caddyfile = (ROOT / "config" / "Caddyfile").read_text()
+    for name in ("web", "stream"):
+        assert f"${{FEEDSITE_RUN_DIR:-var/run}}/{name}.sock" in processes[name]
+        assert f"unix/{{$FEEDSITE_RUN_DIR:var/run}}/{name}.sock" in caddyfile
+
+
+def test_compose_runs_the_procfile_processes_and_nothing_else():
+    """One description of the processes: each of them is a compose service that runs
+    `honcho start <name>` on the image's Procfile, the commands `make run` starts."""
+    services = _compose()["services"]
+    for name in procfile():
+        command = services[name]["command"]
+        assert command[0] == "honcho" and command[-1] == name, name
+        assert command[command.index("start") - 2 : command.index("start")] == ["-e", "/dev/null"]
+        assert services[name]["build"] == ".", name
+    assert honcho_args()[-1] == "start" and str(PROCFILE) in honcho_args()  # make run: all of it
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY . ." in dockerfile and "Procfile" not in (ROOT / ".dockerignore").read_text()
+    # proxy, web and stream share the folder of sockets, and the proxy waits for both.
+    run_dir = services["web"]["environment"]["FEEDSITE_RUN_DIR"]
+    for name in ("proxy", "web", "stream"):
+        assert f"run:{run_dir}" in services[name]["volumes"], name
+    for name in ("web", "stream"):
+        assert services["proxy"]["depends_on"][name]["condition"] == "service_healthy"
+        probe = services[name]["healthcheck"]["test"]
+        assert probe[1:4] == ["python", "-m", "feedsite.healthcheck"]
+        assert probe[4].startswith(f"unix:{run_dir}/{name}.sock/"), probe
+
+
 def test_compose_builds_one_image_and_waits_for_migrations_and_health():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
+    services = _compose()["services"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER feedsite" in dockerfile and "python:3.11-slim" in dockerfile  # slim, non-root
     # Dependencies in a layer of their own, before the source is copied.
     assert dockerfile.index("pip install -r") < dockerfile.index("COPY . .")
-    cmd = dockerfile.split("CMD", 1)[1]
-    assert "feedsite.serve" in cmd and (ROOT / "feedsite" / "serve.py").exists()
+    assert "collectstatic" in dockerfile  # the proxy serves them from the image
+    cmd = json.loads(dockerfile.split("\nCMD", 1)[1])
+    assert cmd[:2] == ["python", "-m"] and (ROOT / (cmd[2].replace(".", "/") + ".py")).exists()
     app = [n for n, s in services.items() if s.get("build") == "."]
-    assert {"migrate", "web", "worker", "beat", "flower"} <= set(app)
+    assert {"migrate", "proxy", "web", "stream", "worker", "beat", "flower"} <= set(app)
     for name in app:
         depends = services[name]["depends_on"]
-        assert depends["postgres"]["condition"] == "service_healthy", name
-        if name != "migrate":
+        if name != "proxy":  # the proxy waits for web and stream, which wait for the rest
+            assert depends["postgres"]["condition"] == "service_healthy", name
+        if name not in ("migrate", "proxy"):
+            assert depends["redis"]["condition"] == "service_healthy", name
             assert depends["migrate"]["condition"] == "service_completed_successfully", name
         assert "pip install -q ." not in str(services[name].get("command")), name
-    for name in ("postgres", "web", "worker"):
-        assert "healthcheck" in services[name], name
-    assert "migrate --noinput" in services["migrate"]["command"]
+    for name, service in services.items():
+        if name != "migrate":
+            assert service.get("healthcheck", {}).get("test"), name
+        for dep, how in (service.get("depends_on") or {}).items():
+            if how["condition"] == "service_healthy":
+                assert "healthcheck" in services[dep], (name, dep)
+    assert "migrate --noinput" in " ".join(services["migrate"]["command"])
+
+
+def test_prometheus_scrapes_a_host_that_django_allows():
+    prometheus = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
+    target = prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0]
+    host, port = target.split(":")
+    services = _compose()["services"]
+    assert host in services and f"{port}:{port}" in services[host]["ports"]
+    allowed = services["web"]["environment"]["ALLOWED_HOSTS"]  # ${ALLOWED_HOSTS:-a,b}
+    assert host in allowed.split(":-", 1)[1].rstrip("}").split(",")
+
+
+def test_healthcheck_targets_parse():
+    assert split_target("unix:/app/var/run/web.sock/healthz") == (
+        "unix",
+        "/app/var/run/web.sock",
+        None,
+        "/healthz",
+    )
+    assert split_target("http://127.0.0.1:8000/healthz") == ("tcp", "127.0.0.1", 8000, "/healthz")
+
+
+def test_next_link_reads_the_rel_next_target_of_a_link_header():
+    assert (
+        next_link('<http://x/api/feed/?cursor=a%3Ab>; rel="next"')
+        == "http://x/api/feed/?cursor=a%3Ab"
+    )
+    assert next_link('<http://x/a>; rel="prev", <http://x/b>; rel=next') == "http://x/b"
+    assert next_link('<http://x/a>; rel="prev"') is None
+    assert next_link(None) is None
