@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from feedsite.errors import Forbidden, NotFound, check_id
+from follows.selectors import is_blocked_by
 
 from .models import Activity
 
@@ -20,8 +21,19 @@ def _load(activity_id: int | str) -> Activity:
         raise NotFound("activity not found") from None
 
 
+BLOCKED = "this user has blocked you"
+
+
+def access_author_for_read(*, user: Any, author_id: int) -> None:
+    """Activities are public, except to the users their author blocked (403)."""
+    if is_blocked_by(user_id=getattr(user, "pk", None), blocker_id=author_id):
+        raise Forbidden(BLOCKED)
+
+
 def access_activity_for_read(*, user: Any, activity_id: int | str) -> Activity:
-    return _load(activity_id)
+    activity = _load(activity_id)
+    access_author_for_read(user=user, author_id=activity.actor_id)
+    return activity
 
 
 def access_activity_for_owner(*, user: Any, activity_id: int | str) -> Activity:

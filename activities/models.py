@@ -32,6 +32,11 @@ class Activity(models.Model):
     # NULL, not "": the unique (actor, foreign_id) constraint must ignore activities without one.
     foreign_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
+    # Users the activity names for their notification feeds (the publisher's `notify`, checked
+    # and filtered by the feeds when it is saved), and whether it goes to followers' home
+    # feeds at all (a follow's notification does not).
+    notify = models.JSONField(default=list, blank=True)
+    home = models.BooleanField(default=True)
 
     class Meta:
         verbose_name_plural = "activities"

@@ -49,7 +49,11 @@ def activities_by_ids(ids: Sequence[int]) -> dict[int, Activity]:
 
 def activity_page(*, actor_id: int, before_id: int | None, limit: int) -> list[Activity]:
     """An author's activities, newest first, keyset on id (index activity_actor_id_desc)."""
-    qs = Activity.objects.filter(actor_id=actor_id).select_related("actor").order_by("-id")
+    qs = (
+        Activity.objects.filter(actor_id=actor_id, home=True)
+        .select_related("actor")
+        .order_by("-id")
+    )
     if before_id is not None:
         qs = qs.filter(id__lt=before_id)
     return list(qs[:limit])
@@ -57,8 +61,9 @@ def activity_page(*, actor_id: int, before_id: int | None, limit: int) -> list[A
 
 def recent_activity_ids(*, actor_id: int, limit: int, since: datetime | None = None) -> list[int]:
     """The newest ``limit`` ids of an author (at or after ``since``), newest first: the one
-    selector of an author's recent activities (backfill, timelines, repush)."""
-    qs = Activity.objects.filter(actor_id=actor_id)
+    selector of an author's recent activities (backfill, timelines, repush). Activities that
+    go to no home feed (a follow's notification) are not among them."""
+    qs = Activity.objects.filter(actor_id=actor_id, home=True)
     if since is not None:
         qs = qs.filter(time__gte=since)
     return list(qs.order_by("-id").values_list("id", flat=True)[:limit])

@@ -35,6 +35,18 @@ def unsafe_number(value: Any, path: str = "metadata") -> str | None:
     return None
 
 
+MAX_NOTIFY = 100
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer given as a JSON number: no strings, booleans or floats."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ActivityInSerializer(serializers.Serializer):
     """What a client may set. actor, id and created_at are the server's; unknown keys are ignored."""
 
@@ -53,6 +65,14 @@ class ActivityInSerializer(serializers.Serializer):
     time = serializers.DateTimeField(required=False)
     foreign_id = serializers.CharField(
         min_length=1, max_length=255, required=False, allow_null=True
+    )
+    notify = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=2**63 - 1),
+        max_length=MAX_NOTIFY,
+        required=False,
+        default=list,
+        help_text=f"user ids (at most {MAX_NOTIFY}) whose notification feeds get the activity; "
+        "unknown users, the actor and blocks either way are ignored",
     )
 
     def validate_metadata(self, value: dict) -> dict:

@@ -8,10 +8,10 @@ from rest_framework.views import APIView
 
 from feedsite.api.cursor import keyset_before, keyset_page
 from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
-from feedsite.api.throttles import WriteThrottle
+from feedsite.api.throttles import WriteThrottle, charge_writes
 from follows.access import access_user_for_read
 
-from .access import access_activity_for_owner, access_activity_for_read
+from .access import access_activity_for_owner, access_activity_for_read, access_author_for_read
 from .selectors import activity_page, activity_to_dict
 from .serializers import (
     ActivityInSerializer,
@@ -31,6 +31,7 @@ class ActivityCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = ActivityInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        charge_writes(request, self, len(set(data.validated_data["notify"])))
         activity, created = activity_publish(actor_id=request.user.pk, data=data.validated_data)
         activity.actor = request.user
         return Response(
@@ -58,6 +59,7 @@ class UserActivitiesApi(APIView):
     @extend_schema(parameters=PAGE_PARAMS, responses=ActivityPageSerializer)
     def get(self, request: Request, user_id: int) -> Response:
         user = access_user_for_read(user_id=user_id)
+        access_author_for_read(user=request.user, author_id=user.pk)
         limit = parse_limit(request.query_params.get("limit"))
         before = keyset_before("acts", request.query_params.get("cursor"))
         rows, next_cursor = keyset_page(

@@ -11,7 +11,7 @@ from django.core.cache import cache
 
 from .models import FeedSettings
 
-CACHE_KEY = "feeds:settings:v1"
+CACHE_KEY = "feeds:settings:v2"  # bumped when FeedConf gains a field
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class FeedConf:
     follow_backfill_count: int
     aggregation_window_seconds: int
     inactive_after_days: int
+    notification_window_seconds: int
+    notification_max_length: int
 
     # The pull-author predicate, in one place: authors with at least `celebrity_threshold`
     # followers are not fanned out on write; their followers pull them at read time.

@@ -73,7 +73,7 @@ def feed_ids_to_build(
     of their push followees (``since``: only those posted from then on). By index on (actor, id)."""
     conf = conf or get_conf()
     authors = [user_id, *push_followees(user_id=user_id, conf=conf)]
-    qs = Activity.objects.filter(actor_id__in=authors)
+    qs = Activity.objects.filter(actor_id__in=authors, home=True)
     if since is not None:
         qs = qs.filter(time__gte=since)
     return list(qs.order_by("-id").values_list("id", flat=True)[: conf.feed_max_length])
@@ -85,7 +85,7 @@ def required_ids(*, user_id: int, conf: FeedConf, floor: int = 0) -> set[int]:
     for author, since in push_followees(user_id=user_id, conf=conf).items():
         wanted |= Q(actor_id=author, time__gte=since)
     return set(
-        Activity.objects.filter(wanted, id__gte=floor)
+        Activity.objects.filter(wanted, id__gte=floor, home=True)
         .order_by("-id")
         .values_list("id", flat=True)[: conf.feed_max_length]
     )
@@ -101,7 +101,7 @@ def feed_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:
     required = required_ids(user_id=user_id, conf=conf, floor=floor)
     allowed = set(
         Activity.objects.filter(
-            id__in=feed, actor_id__in=[user_id, *followees(user_id=user_id)]
+            id__in=feed, actor_id__in=[user_id, *followees(user_id=user_id)], home=True
         ).values_list("id", flat=True)
     )
     missing, extra = judge(feed, required, allowed)

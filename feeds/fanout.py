@@ -28,7 +28,7 @@ from follows.selectors import (
     user_ids_with_followers_in,
 )
 
-from . import store
+from . import notifications, store
 from .conf import get_conf
 from .models import FanoutBatch, FanoutDeadLetter, FanoutJob
 from .rebuild import timelines_rebuild
@@ -82,6 +82,20 @@ def _plan(job: FanoutJob) -> None:
     conf = get_conf()
     now = timezone.now()
     job.started_at = now
+    if job.kind == Job.Kind.NOTIFY:
+        activity = Activity.objects.select_related("actor").filter(id=job.activity_id).first()
+        job.strategy = Job.Strategy.PUSH
+        if activity is None:  # deleted before delivery began: its remove job cleans up
+            job.state, job.finished_at = Job.State.DONE, now
+            return
+        store.set_bodies({activity.id: encode_body(activity_to_dict(activity))})
+        job.boundaries = notifications.recipient_id_boundaries(
+            activity_id=job.activity_id, batch_size=conf.fanout_batch_size
+        )
+        job.recipients = notifications.recipient_count(activity_id=job.activity_id)
+        job.batches_total = len(job.boundaries) + 1
+        job.state = Job.State.RUNNING
+        return
     if job.kind == Job.Kind.PUBLISH:
         activity = Activity.objects.select_related("actor").filter(id=job.activity_id).first()
         if activity is None:  # deleted before its fan-out began: nothing to deliver
@@ -98,6 +112,10 @@ def _plan(job: FanoutJob) -> None:
         store.announce(job.actor_id, job.activity_id)  # live streams (SSE) of followers
     else:
         _uncache_and_untimeline(job.actor_id, job.activity_id)
+        notifications.notifications_withdraw(activity_id=job.activity_id)
+        if not job.home:  # it went to no home feed: no follower to visit
+            job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
+            return
         recipients = follower_count(user_id=job.actor_id)
         published = Job.objects.filter(activity_id=job.activity_id, kind=Job.Kind.PUBLISH).first()
         pull = published is not None and published.strategy == Job.Strategy.PULL
@@ -152,9 +170,10 @@ def fanout_apply_batch(
     hi: int | None,
     replay: bool = False,
     retries: int = 0,
-) -> None:
+) -> list[int]:
     """Write (or remove) one activity for the followers in (lo, hi], then count the batch.
-    ``retries``: how many times the task retried so far (Celery's request.retries)."""
+    ``retries``: how many times the task retried so far (Celery's request.retries). Returns
+    the outbox rows of instant notification emails to send (a notify batch)."""
     done = FanoutBatch.objects.filter(job_id=job_id, batch_no=batch_no, state="done")
     job = (
         Job.objects.filter(id=job_id)
@@ -163,7 +182,7 @@ def fanout_apply_batch(
         .first()
     )
     if job is None or job["counted"]:
-        return  # gone, or a redelivered batch that already counted itself
+        return []  # gone, or a redelivered batch that already counted itself
     started = time.perf_counter()
     aid, actor_id = job["activity_id"], job["actor_id"]
     deliveries, unfollows = store.begin_batch(job_id, batch_no, actor_id)
@@ -176,7 +195,9 @@ def fanout_apply_batch(
             hi=hi,
             error=f"poison: delivered more than {settings.FEEDSITE_MAX_DELIVERIES} times",
         )
-        return
+        return []
+    if job["kind"] == Job.Kind.NOTIFY:
+        return _notify_batch(job_id, batch_no, aid, actor_id, lo, hi, started)
     followers = follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi)
     written = len(followers)
     if job["kind"] == Job.Kind.PUBLISH:
@@ -209,6 +230,24 @@ def fanout_apply_batch(
         written,
         skipped,
     )
+    return []
+
+
+def _notify_batch(
+    job_id: int, batch_no: int, aid: int, actor_id: int, lo: int | None, hi: int | None, started
+) -> list[int]:
+    """A batch of a notify job: the recipients in (lo, hi], then the same check after write as
+    a publish (a delete that committed meanwhile withdrew what it could see)."""
+    recipients = notifications.recipient_ids_in_range(activity_id=aid, lo=lo, hi=hi)
+    written, instant = notifications.notifications_deliver(
+        activity_id=aid, actor_id=actor_id, recipients=recipients
+    )
+    if not Activity.objects.filter(id=aid).exists():
+        store.notifications_remove(recipients, [aid])
+    skipped = len(recipients) - written  # feeds never built: built from PostgreSQL when read
+    batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=written, skipped=skipped)
+    store.observe("batch_seconds", (time.perf_counter() - started) * 1000)
+    return instant
 
 
 def _insert_marker(

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from feedsite.api.cursor import FeedCursor
-from follows.selectors import followee_ids_with_min_followers
+from follows.selectors import followee_ids_with_min_followers, hidden_author_ids
 
 from . import store
 from .aggregation import Entry, PageCut, bucket_floor_id, cut_page, group_key
@@ -20,11 +20,39 @@ from .rebuild import feed_ensure, feed_ttl, timelines_rebuild
 MAX_ACTORS = 5
 
 
-def _entries(ids: list[int], bodies: dict[int, dict[str, Any]], window_ms: int) -> list[Entry]:
+_NOT_READ = object()
+
+
+def hidden_authors(user_id: int, raw: Any = _NOT_READ) -> frozenset[int]:
+    """Authors the user does not see (muted, blocked either way), from ``raw`` (what the read's
+    first round trip found) or read now; a miss is filled from PostgreSQL and cached."""
+    if raw is _NOT_READ:
+        raw = store.get_hidden_raw(user_id)
+    hidden = store.hidden_from_cache(raw)
+    if hidden is None:
+        hidden = frozenset(hidden_author_ids(user_id=user_id))
+        store.set_hidden(
+            user_id,
+            sorted(hidden),
+            settings.FEEDSITE_PULL_AUTHORS_CACHE_SECONDS,
+            only_if_missing=True,
+        )
+    return hidden
+
+
+def _entries(
+    ids: list[int],
+    bodies: dict[int, dict[str, Any]],
+    window_ms: int,
+    hidden: frozenset[int] = frozenset(),
+) -> list[Entry]:
+    """Entries of the ids whose bodies are known, in order. Deleted activities and those of
+    hidden authors are left out here, at read time: the ids stay in the sorted sets, so cursors
+    (ids) page exactly across a mute or block landing between two pages."""
     out = []
     for aid in ids:
         body = bodies.get(aid)
-        if body is None:  # deleted: never shown
+        if body is None or body["actor"]["id"] in hidden:  # deleted, or hidden: never shown
             continue
         key = group_key(body["verb"], body["object_type"], body["object_id"], aid, window_ms)
         out.append(Entry(aid, key, body["actor"]["id"]))
@@ -53,7 +81,12 @@ def feed_items_after(*, user_id: int, after_id: int, limit: int = 100) -> list[d
     ids = merge_streams(store.read_streams(keys, max_id=None, min_id=after_id + 1, count=limit))
     ids = sorted(ids)[-limit:]
     bodies = hydrate(ids)
-    return [single_item(bodies[i]) for i in ids if i in bodies]
+    hidden = hidden_authors(user_id)
+    return [
+        single_item(bodies[i])
+        for i in ids
+        if i in bodies and bodies[i]["actor"]["id"] not in hidden
+    ]
 
 
 def single_item(body: dict[str, Any]) -> dict[str, Any]:
@@ -135,15 +168,23 @@ class RedisSource:
 
 
 def feed_page(
-    *, user_id: int, limit: int, cursor: FeedCursor | None, source: IdSource | None = None
+    *,
+    user_id: int,
+    limit: int,
+    cursor: FeedCursor | None,
+    source: IdSource | None = None,
+    hidden: frozenset[int] | None = None,
+    window_seconds: int | None = None,
 ) -> tuple[list[dict], FeedCursor | None]:
     """One page of aggregated items, newest first, and the cursor of the next page (or None).
     On a warm feed one round trip (store.read_page) decides most pages: the ids of every source
     and the bodies of the first ones. A page that needs more (large groups) reads on."""
     conf = get_conf()
-    window_ms = conf.aggregation_window_seconds * 1000
+    window_ms = (window_seconds or conf.aggregation_window_seconds) * 1000
     if source is None:
         source = RedisSource(feed_read_open(user_id, conf))
+    if hidden is None:
+        hidden = hidden_authors(user_id)
     raw: dict[int, bytes | None] = {}
     bodies: dict[int, dict[str, Any]] = {}
     exclude: frozenset = frozenset()
@@ -175,7 +216,7 @@ def feed_page(
         raw.update(page.bodies)
         if shown_range is not None:
             bodies.update(hydrate(page.shown, raw))
-            exclude = frozenset(e.key for e in _entries(page.shown, bodies, window_ms))
+            exclude = frozenset(e.key for e in _entries(page.shown, bodies, window_ms, hidden))
             shown_range = None
         ids, floor = page.ids, page.floor  # below the floor, a capped read may have missed ids
         if top is None:
@@ -183,7 +224,7 @@ def feed_page(
         for start in range(0, max(len(ids), 1), step):
             part = ids[start : start + step]
             bodies.update(hydrate([i for i in part if i not in bodies], raw))
-            entries += _entries(part, bodies, window_ms)
+            entries += _entries(part, bodies, window_ms, hidden)
             last_slice = start + step >= len(ids)
             cut = cut_page(
                 entries,

@@ -16,31 +16,28 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
 from activities.models import Activity
-from follows.models import Follow
+from follows.models import Block, Follow, Mute
 
 from . import services
-from .models import FanoutJob
 
 
 @receiver(post_save, sender=Activity, dispatch_uid="feeds.activity_saved")
 def activity_saved(sender, instance: Activity, created: bool, raw: bool = False, **kwargs) -> None:
     if created and not raw:
-        services.fanout_job_begin(
-            activity_id=instance.id, actor_id=instance.actor_id, kind=FanoutJob.Kind.PUBLISH
-        )
+        services.activity_published(activity=instance)
 
 
 @receiver(post_delete, sender=Activity, dispatch_uid="feeds.activity_deleted")
 def activity_deleted(sender, instance: Activity, **kwargs) -> None:
-    services.fanout_job_begin(
-        activity_id=instance.id, actor_id=instance.actor_id, kind=FanoutJob.Kind.REMOVE
-    )
+    services.activity_removed(activity=instance)
 
 
 @receiver(post_save, sender=Follow, dispatch_uid="feeds.follow_saved")
 def follow_saved(sender, instance: Follow, created: bool, raw: bool = False, **kwargs) -> None:
     if created and not raw:
         follower_id, followee_id = instance.follower_id, instance.followee_id
+        # The followee's notification: written in this transaction (it rolls back with it).
+        services.follow_notify(follower_id=follower_id, followee_id=followee_id)
         transaction.on_commit(
             lambda: services.feed_follow_backfill(follower_id=follower_id, followee_id=followee_id),
             robust=True,
@@ -54,6 +51,28 @@ def follow_deleted(sender, instance: Follow, **kwargs) -> None:
         lambda: services.feed_follow_purge(follower_id=follower_id, followee_id=followee_id),
         robust=True,
     )
+
+
+@receiver(post_save, sender=Block, dispatch_uid="feeds.block_saved")
+@receiver(post_delete, sender=Block, dispatch_uid="feeds.block_deleted")
+def block_changed(sender, instance: Block, raw: bool = False, **kwargs) -> None:
+    if kwargs.get("created", True) and not raw:
+        blocker_id, blocked_id = instance.blocker_id, instance.blocked_id
+        transaction.on_commit(
+            lambda: services.block_changed(blocker_id=blocker_id, blocked_id=blocked_id),
+            robust=True,
+        )
+
+
+@receiver(post_save, sender=Mute, dispatch_uid="feeds.mute_saved")
+@receiver(post_delete, sender=Mute, dispatch_uid="feeds.mute_deleted")
+def mute_changed(sender, instance: Mute, signal, raw: bool = False, **kwargs) -> None:
+    if kwargs.get("created", True) and not raw:
+        muter_id, muted_id, muted = instance.muter_id, instance.muted_id, signal is post_save
+        transaction.on_commit(
+            lambda: services.mute_changed(muter_id=muter_id, muted_id=muted_id, muted=muted),
+            robust=True,
+        )
 
 
 # A new user needs nothing: their feed is built on their first read (and fan-out skips a

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 
+from activities.models import Activity
 from activities.selectors import activity_ids_from, recent_activity_ids
-from follows.selectors import follower_count, follower_ids_in_range
+from follows.selectors import follower_count, follower_ids_in_range, follows, hidden_author_ids
 
-from . import fanout, store
+from . import fanout, notifications, store
 from .conf import FeedConf, get_conf, invalidate_conf
 from .models import FanoutJob, FeedSettings
+from .read import hidden_authors
 from .selectors import removals_pending
 from .tasks import fanout_start_task, feeds_forget_ids_task, threshold_changed_task
 
@@ -22,12 +25,12 @@ log = logging.getLogger("feeds.services")
 PURGE_CHUNK = 1000
 
 
-def fanout_job_begin(*, activity_id: int, actor_id: int, kind: str) -> None:
+def fanout_job_begin(*, activity_id: int, actor_id: int, kind: str, home: bool = True) -> None:
     """The hand-off of a publish or a delete: the job row is written in the caller's transaction
     (a crash before the enqueue leaves a pending job the sweeper finds) and its id is enqueued
     when that transaction commits. A second call for the same activity and kind is a no-op."""
     job, created = FanoutJob.objects.get_or_create(
-        activity_id=activity_id, kind=kind, defaults={"actor_id": actor_id}
+        activity_id=activity_id, kind=kind, defaults={"actor_id": actor_id, "home": home}
     )
     if created:
         job_id = job.id
@@ -64,7 +67,8 @@ def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
     """Copy the followee's most recent activities into the follower's feed (push authors only:
     a pull author's activities are merged at read time anyway)."""
     store.drop_pull_authors(follower_id)
-    store.announce_follow(follower_id, followee_id, following=True)  # open streams listen
+    if followee_id not in hidden_authors(follower_id):  # a muted author stays unheard
+        store.announce_follow(follower_id, followee_id, following=True)  # open streams listen
     conf = get_conf()
     if author_mode_update(followee_id, conf) == "pull":
         return
@@ -111,8 +115,10 @@ def author_forget_begin(*, author_id: int) -> None:
 
 
 def feed_forget(*, user_id: int) -> None:
-    """A deleted user: their feed, timeline and cached pull-author list leave Redis."""
+    """A deleted user: their feed, timeline, cached pull-author list and notification feed
+    leave Redis (their Notification rows went with the user)."""
     store.user_forget(user_id)
+    store.notifications_forget(user_id)
 
 
 def feed_settings_update(**values: int) -> FeedConf:
@@ -137,3 +143,57 @@ def settings_changed(*, old_threshold: int, new_threshold: int) -> None:
         transaction.on_commit(
             lambda: threshold_changed_task.delay(old_threshold, new_threshold), robust=True
         )
+
+
+def hidden_refresh(*, user_ids: list[int]) -> None:
+    """Rewrite the cached hidden-author lists of users whose blocks or mutes changed (after the
+    change committed: a reader filling a miss meanwhile never overwrites this)."""
+    for user_id in user_ids:
+        ids = hidden_author_ids(user_id=user_id)
+        store.set_hidden(user_id, ids, settings.FEEDSITE_PULL_AUTHORS_CACHE_SECONDS)
+
+
+def mute_changed(*, muter_id: int, muted_id: int, muted: bool) -> None:
+    """A mute or unmute: the muter's reads hide (or show) the muted user's activities from now
+    on; their open streams stop (or start again) hearing them."""
+    hidden_refresh(user_ids=[muter_id])
+    if muted:
+        store.announce_follow(muter_id, muted_id, following=False)
+    elif follows(follower_id=muter_id, followee_id=muted_id) and muted_id not in hidden_authors(
+        muter_id
+    ):
+        store.announce_follow(muter_id, muted_id, following=True)
+
+
+def block_changed(*, blocker_id: int, blocked_id: int) -> None:
+    """A block or unblock: both users' reads hide (or show) each other. The follows a block
+    removed purged the feeds and told open streams already (feed_follow_purge)."""
+    hidden_refresh(user_ids=[blocker_id, blocked_id])
+
+
+def activity_published(*, activity: Activity) -> None:
+    """The hand-off of a new activity, in its transaction: a publish job when it goes to home
+    feeds, the Notification rows and a notify job when it names users."""
+    if activity.home:
+        fanout_job_begin(
+            activity_id=activity.id, actor_id=activity.actor_id, kind=FanoutJob.Kind.PUBLISH
+        )
+    if activity.notify and notifications.notifications_begin(activity=activity):
+        fanout_job_begin(
+            activity_id=activity.id, actor_id=activity.actor_id, kind=FanoutJob.Kind.NOTIFY
+        )
+
+
+def activity_removed(*, activity: Activity) -> None:
+    """The hand-off of a deleted activity: its remove job (home feeds, timelines, notification
+    feeds)."""
+    fanout_job_begin(
+        activity_id=activity.id,
+        actor_id=activity.actor_id,
+        kind=FanoutJob.Kind.REMOVE,
+        home=activity.home,
+    )
+
+
+def follow_notify(*, follower_id: int, followee_id: int) -> None:
+    notifications.follow_notify(follower_id=follower_id, followee_id=followee_id)

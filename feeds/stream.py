@@ -34,7 +34,7 @@ from follows.selectors import followee_ids
 
 from . import store
 from .hydrate import hydrate
-from .read import feed_items_after, single_item
+from .read import feed_items_after, hidden_authors, single_item
 
 log = logging.getLogger("feeds.stream")
 PATH = "/api/feed/stream/"
@@ -65,11 +65,13 @@ def _session_user(session_key: str) -> Any:
 
 
 def _followees(user_id: int) -> set[int]:
-    return set(followee_ids(follower_id=user_id)) | {user_id}
+    """The authors a stream listens to: the user's followees and the user, less the ones they
+    muted (mute and unmute while connected arrive on the follows channel)."""
+    return (set(followee_ids(follower_id=user_id)) | {user_id}) - hidden_authors(user_id)
 
 
-def event(item: dict[str, Any]) -> bytes:
-    return b"id: %s\nevent: activity\ndata: %s\n\n" % (item["id"].encode(), orjson.dumps(item))
+def event(item: dict[str, Any], kind: bytes = b"activity") -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (item["id"].encode(), kind, orjson.dumps(item))
 
 
 class Stream:
@@ -181,6 +183,8 @@ class Gateway:
                 kind, key, value = message
                 if kind == "activity":
                     await self._deliver(author_id=key, activity_id=value)
+                elif kind == "notification":
+                    await self._notify(user_id=key, activity_id=value)
                 else:
                     await self._follows_changed(key, abs(value), following=value > 0)
             except asyncio.CancelledError:
@@ -189,20 +193,36 @@ class Gateway:
                 log.exception("stream gateway: message failed")
                 await asyncio.sleep(0.5)
 
+    async def _body(self, activity_id: int) -> dict[str, Any] | None:
+        raw = await store.body_get_async(self.redis, activity_id)
+        if raw is not None:
+            return orjson.loads(raw)
+        # Not cached: PostgreSQL once for every stream (None: deleted meanwhile).
+        return (await _with_db_returned(hydrate)([activity_id])).get(activity_id)
+
     async def _deliver(self, *, author_id: int, activity_id: int) -> None:
         streams = self.by_author.get(author_id)
         if not streams:
             return
-        raw = await store.body_get_async(self.redis, activity_id)
-        if raw is not None:
-            body = orjson.loads(raw)
-        else:  # not cached: PostgreSQL once for every stream
-            body = (await _with_db_returned(hydrate)([activity_id])).get(activity_id)
-            if body is None:
-                return  # deleted meanwhile: nothing to show
+        body = await self._body(activity_id)
+        if body is None:
+            return
         data = event(single_item(body))
         for stream in list(streams):
             stream.offer(activity_id, data)
+
+    async def _notify(self, *, user_id: int, activity_id: int) -> None:
+        """``event: notification`` to the user's open streams: the activity as a notification
+        item of its own, not seen, not read."""
+        streams = self.by_user.get(user_id)
+        if not streams:
+            return
+        body = await self._body(activity_id)
+        if body is None:
+            return
+        data = event({**single_item(body), "seen": False, "read": False}, b"notification")
+        for stream in list(streams):
+            stream.offer(-activity_id, data)  # its own once-only key: a feed event may share the id
 
 
 _gateway: Gateway | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -9,9 +11,10 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from feedsite import queues
 
-from . import fanout, store
+from . import fanout, notifications, store
 from .store import TRANSIENT_ERRORS
 
+log = logging.getLogger("feeds.tasks")
 RETRYABLE = (
     *TRANSIENT_ERRORS,
     OperationalError,
@@ -74,9 +77,11 @@ class BatchTask(Task):
     name="feeds.fanout_batch", base=BatchTask, bind=True, soft_time_limit=50, time_limit=60, **RETRY
 )
 def fanout_batch_task(self, job_id: int, batch_no: int, lo: int | None, hi: int | None) -> None:
-    fanout.fanout_apply_batch(
+    instant = fanout.fanout_apply_batch(
         job_id=job_id, batch_no=batch_no, lo=lo, hi=hi, retries=self.request.retries or 0
     )
+    for row_id in instant:  # (a broker error here: the email sweep sends them within minutes)
+        notification_email_task.delay(row_id)
 
 
 def queue_depths() -> dict[str, int]:
@@ -139,3 +144,32 @@ def feeds_forget_ids_task(user_ids: list[int], activity_ids: list[int]) -> None:
 @shared_task(name="feeds.prune_finished_jobs", soft_time_limit=280, time_limit=300)
 def prune_finished_jobs_task() -> None:
     fanout.prune_finished_jobs(older_than_days=settings.FEEDSITE_JOB_RETENTION_DAYS)
+
+
+# Email: a mail server that refuses or times out is retried with backoff for about a day; the
+# outbox row stays pending meanwhile, and the email sweep picks up what is still owed.
+EMAIL_ERRORS: tuple[type[BaseException], ...] = (*RETRYABLE, OSError)  # smtplib's are OSErrors
+EMAIL_RETRY = {
+    "autoretry_for": EMAIL_ERRORS,
+    "retry_backoff": 30,
+    "retry_backoff_max": 3600,
+    "retry_jitter": True,
+    "max_retries": 30,
+}
+
+
+@shared_task(name="feeds.notification_email", soft_time_limit=60, time_limit=90, **EMAIL_RETRY)
+def notification_email_task(row_id: int) -> None:
+    """One instant notification email (an outbox row)."""
+    notifications.email_send(row_ids=[row_id])
+
+
+@shared_task(name="feeds.send_due_emails", soft_time_limit=280, time_limit=300)
+def send_due_emails_task() -> None:
+    """Every minute (beat): digests whose period passed, instant emails left pending. One
+    recipient's failure leaves their rows pending for the next sweep, not the others'."""
+    for row_ids in notifications.emails_due():
+        try:
+            notifications.email_send(row_ids=row_ids)
+        except EMAIL_ERRORS:
+            log.warning("notification email failed, left pending: rows=%s", row_ids[:10])

@@ -23,13 +23,14 @@ from feedsite.api.errors import (
     STORE_UNAVAILABLE,
     domain_error_body,
 )
-from feedsite.api.params import next_page_link, parse_limit
-from feedsite.api.throttles import parse_rate
+from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
+from feedsite.api.throttles import WriteThrottle, parse_rate
 from feedsite.errors import DomainError
 
-from . import store
+from . import notifications, store
 from .conf import get_conf
-from .read import IdSource, RedisSource, feed_page, feed_sources_prepare
+from .models import NotificationSettings
+from .read import IdSource, RedisSource, feed_page, feed_sources_prepare, hidden_authors
 from .rebuild import feed_ttl
 from .selectors import fanout_status
 from .throttles import FeedReadThrottle
@@ -53,12 +54,16 @@ class FeedItemSerializer(ActivityOutSerializer):
     activity_ids = serializers.ListField(child=serializers.CharField())
 
 
-def _page(user_id: int, query, source: IdSource | None) -> dict[str, Any]:
+def _page(
+    user_id: int, query, source: IdSource | None, hidden: frozenset[int] | None = None
+) -> dict[str, Any]:
     """The response body of one feed page (both paths)."""
     limit = parse_limit(query.get("limit"))
     cursor = feed_cursor_decode(query.get("cursor"))
     started = time.perf_counter()
-    items, nxt = feed_page(user_id=user_id, limit=limit, cursor=cursor, source=source)
+    items, nxt = feed_page(
+        user_id=user_id, limit=limit, cursor=cursor, source=source, hidden=hidden
+    )
     store.observe_buffered("read_seconds", (time.perf_counter() - started) * 1000)
     return {"items": items, "next_cursor": feed_cursor_encode(nxt) if nxt else None}
 
@@ -131,7 +136,8 @@ def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse
             source: IdSource = RedisSource(keys, mark_ttl=feed_ttl(conf))
         else:
             source = sources(claim.user_id)
-        page = _page(claim.user_id, request.GET, source)
+        hidden = hidden_authors(claim.user_id, pre.hidden_raw)
+        page = _page(claim.user_id, request.GET, source, hidden)
         return _json(page, 200, next_page_link(request, page["next_cursor"]))
     except DomainError as exc:
         return _json(domain_error_body(exc), exc.status_code)
@@ -186,3 +192,117 @@ class ActivityFanoutApi(APIView):
     def get(self, request: Request, activity_id: str) -> Response:
         activity = access_activity_for_owner(user=request.user, activity_id=activity_id)
         return Response(FanoutStatusSerializer(fanout_status(activity_id=activity.id)).data)
+
+
+# --- notifications -----------------------------------------------------------------------------
+
+NOTIFICATIONS = "notifications"  # their cursor kind
+
+
+class NotificationItemSerializer(FeedItemSerializer):
+    seen = serializers.BooleanField()
+    read = serializers.BooleanField()
+
+
+class NotificationCountsSerializer(serializers.Serializer):
+    unseen = serializers.IntegerField()
+    unread = serializers.IntegerField()
+
+
+class NotificationPageSerializer(NotificationCountsSerializer):
+    items = NotificationItemSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class NotificationReadSerializer(serializers.Serializer):
+    """Documents the body: one of the two keys."""
+
+    ids = serializers.ListField(child=serializers.CharField(), required=False)
+    all = serializers.BooleanField(required=False)
+
+
+class NotificationListApi(APIView):
+    """Your notification feed: what was done to you, grouped like the home feed ("Ana, Bo and 3
+    others followed you"), newest first, each item seen/read, with the counts."""
+
+    @extend_schema(parameters=PAGE_PARAMS, responses=NotificationPageSerializer)
+    def get(self, request: Request) -> Response:
+        limit = parse_limit(request.query_params.get("limit"))
+        cursor = feed_cursor_decode(request.query_params.get("cursor"), NOTIFICATIONS)
+        items, nxt, counts = notifications.notification_page(
+            user_id=_user_id(request), limit=limit, cursor=cursor
+        )
+        next_cursor = feed_cursor_encode(nxt, NOTIFICATIONS) if nxt else None
+        return Response(
+            {"items": items, "next_cursor": next_cursor, **counts},
+            headers=next_page_link(request, next_cursor),
+        )
+
+
+class NotificationCountsApi(APIView):
+    """How many notifications (activities) you have not seen and not read: one Redis round
+    trip."""
+
+    @extend_schema(responses=NotificationCountsSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(notifications.notification_counts(user_id=_user_id(request)))
+
+
+class NotificationSeenApi(APIView):
+    """Mark everything up to now seen; answers the new counts."""
+
+    throttle_classes = [WriteThrottle]
+
+    @extend_schema(request=None, responses=NotificationCountsSerializer)
+    def post(self, request: Request) -> Response:
+        return Response(notifications.notifications_mark_seen(user_id=_user_id(request)))
+
+
+class NotificationReadApi(APIView):
+    """Mark items read (``{"ids": [item ids]}``: every activity of each item) or everything
+    (``{"all": true}``); read implies seen; unknown ids are ignored. Answers the new counts."""
+
+    throttle_classes = [WriteThrottle]
+
+    @extend_schema(request=NotificationReadSerializer, responses=NotificationCountsSerializer)
+    def post(self, request: Request) -> Response:
+        ids = notifications.parse_read_request(request.data)
+        return Response(
+            notifications.notifications_mark_read(user_id=_user_id(request), item_ids=ids)
+        )
+
+
+class NotificationSettingsSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NotificationSettings
+        fields = ["email", "digest_minutes"]
+        extra_kwargs = {"email": {"required": True}, "digest_minutes": {"required": True}}
+
+
+class NotificationSettingsApi(APIView):
+    """How you hear of notifications while offline: `email` off, instant (one email each) or
+    digest (at most one email per `digest_minutes`, 5-1440)."""
+
+    throttle_classes = [WriteThrottle]
+
+    @extend_schema(responses=NotificationSettingsSerializer)
+    def get(self, request: Request) -> Response:
+        row = notifications.notification_settings(user_id=_user_id(request))
+        return Response(NotificationSettingsSerializer(row).data)
+
+    def _change(self, request: Request, partial: bool) -> Response:
+        row = notifications.notification_settings(user_id=_user_id(request))
+        data = NotificationSettingsSerializer(row, data=request.data, partial=partial)
+        data.is_valid(raise_exception=True)
+        row = notifications.notification_settings_update(
+            user_id=row.user_id, changes=dict(data.validated_data)
+        )
+        return Response(NotificationSettingsSerializer(row).data)
+
+    @extend_schema(request=NotificationSettingsSerializer, responses=NotificationSettingsSerializer)
+    def put(self, request: Request) -> Response:
+        return self._change(request, partial=False)
+
+    @extend_schema(request=NotificationSettingsSerializer, responses=NotificationSettingsSerializer)
+    def patch(self, request: Request) -> Response:
+        return self._change(request, partial=True)

@@ -290,7 +290,24 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(FEEDSITE_SWEEP_EVERY_SECONDS),
     },
     "prune-finished-fanout-jobs": {"task": "feeds.prune_finished_jobs", "schedule": 3600.0},
+    "send-due-notification-emails": {"task": "feeds.send_due_emails", "schedule": 60.0},
 }
+
+# Email (notifications of offline users): SMTP in production (EMAIL_HOST/PORT/...; compose has
+# Mailpit), files in var/mail under `make run` (DEBUG), locmem in tests (pytest-django).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.filebased.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "0").lower() in {"1", "true", "yes", "on"}
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "feedsite <noreply@localhost>")
 CELERY_BEAT_SCHEDULE_FILENAME = os.environ.get(
     "CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule")
 )

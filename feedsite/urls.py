@@ -51,6 +51,16 @@ api = [
         follow_views.UserFollowingApi.as_view(**users),
         name="user-following",
     ),
+    path("users/<int:user_id>/block/", follow_views.UserBlockApi.as_view(), name="user-block"),
+    path("users/<int:user_id>/mute/", follow_views.UserMuteApi.as_view(), name="user-mute"),
+    path("me/", follow_views.MeApi.as_view(**users), name="me"),
+    path(
+        "me/notification-settings/",
+        feed_views.NotificationSettingsApi.as_view(),
+        name="notification-settings",
+    ),
+    path("me/blocks/", follow_views.MyBlocksApi.as_view(), name="my-blocks"),
+    path("me/mutes/", follow_views.MyMutesApi.as_view(), name="my-mutes"),
     path(
         "users/<int:user_id>/activities/",
         activity_views.UserActivitiesApi.as_view(),
@@ -68,6 +78,18 @@ api = [
         name="activity-fanout",
     ),
     path("feed/", feed_views.FeedListApi.as_view(), name="feed"),
+    path("notifications/", feed_views.NotificationListApi.as_view(), name="notifications"),
+    path(
+        "notifications/counts/",
+        feed_views.NotificationCountsApi.as_view(),
+        name="notification-counts",
+    ),
+    path(
+        "notifications/seen/", feed_views.NotificationSeenApi.as_view(), name="notifications-seen"
+    ),
+    path(
+        "notifications/read/", feed_views.NotificationReadApi.as_view(), name="notifications-read"
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "docs/",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import connection
 
-from .models import Follow, UserStats
+from .models import Block, Follow, Mute, UserStats
 
 
 def follower_id_boundaries(*, followee_id: int, batch_size: int) -> list[int]:
@@ -65,6 +67,10 @@ def followee_ids_with_min_followers(*, follower_id: int, min_followers: int) -> 
         return [row[0] for row in cur.fetchall()]
 
 
+def follows(*, follower_id: int, followee_id: int) -> bool:
+    return Follow.objects.filter(follower_id=follower_id, followee_id=followee_id).exists()
+
+
 def followee_ids(*, follower_id: int) -> list[int]:
     """Everyone the user follows."""
     return list(
@@ -82,3 +88,66 @@ def follow_page(*, user_id: int, direction: str, before_id: int | None, limit: i
     if before_id is not None:
         qs = qs.filter(id__lt=before_id)
     return list(qs.order_by("-id")[:limit])
+
+
+def block_between(a: int, b: int) -> int | None:
+    """Who blocked whom between two users: the blocker's id (``a`` first when both did), or
+    None."""
+    blockers = set(
+        Block.objects.filter(blocker_id__in=(a, b), blocked_id__in=(a, b)).values_list(
+            "blocker_id", flat=True
+        )
+    )
+    return a if a in blockers else b if b in blockers else None
+
+
+def is_blocked_by(*, user_id: int | None, blocker_id: int) -> bool:
+    """Whether ``blocker_id`` blocked ``user_id`` (an anonymous caller never is)."""
+    if user_id is None or user_id == blocker_id:
+        return False
+    return Block.objects.filter(blocker_id=blocker_id, blocked_id=user_id).exists()
+
+
+def hidden_author_ids(*, user_id: int) -> list[int]:
+    """Authors whose activities the user does not see: whom they muted or blocked, and who
+    blocked them. One query."""
+    muted = Mute.objects.filter(muter_id=user_id).values_list("muted_id", flat=True)
+    blocked = Block.objects.filter(blocker_id=user_id).values_list("blocked_id", flat=True)
+    blockers = Block.objects.filter(blocked_id=user_id).values_list("blocker_id", flat=True)
+    return sorted(set(muted.union(blocked, blockers)))
+
+
+def relation_page(
+    *, user_id: int, kind: str, before_id: int | None, limit: int
+) -> list[Block] | list[Mute]:
+    """The user's blocks (kind='blocks') or mutes, newest first, keyset on the row id, each with
+    the other user in the same query."""
+    below = {"id__lt": before_id} if before_id is not None else {}
+    if kind == "blocks":
+        blocks = Block.objects.filter(blocker_id=user_id, **below).select_related("blocked")
+        return list(blocks.order_by("-id")[:limit])
+    mutes = Mute.objects.filter(muter_id=user_id, **below).select_related("muted")
+    return list(mutes.order_by("-id")[:limit])
+
+
+def blocked_either_way(*, user_id: int, others: Iterable[int]) -> set[int]:
+    """Of ``others``, those the user blocked or who blocked the user."""
+    others = list(others)
+    if not others:
+        return set()
+    blocked = Block.objects.filter(blocker_id=user_id, blocked_id__in=others).values_list(
+        "blocked_id", flat=True
+    )
+    blockers = Block.objects.filter(blocked_id=user_id, blocker_id__in=others).values_list(
+        "blocker_id", flat=True
+    )
+    return set(blocked) | set(blockers)
+
+
+def muters_of(*, actor_id: int, user_ids: Iterable[int]) -> set[int]:
+    """Of ``user_ids``, those who muted the actor."""
+    return set(
+        Mute.objects.filter(muted_id=actor_id, muter_id__in=list(user_ids)).values_list(
+            "muter_id", flat=True
+        )
+    )

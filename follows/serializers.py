@@ -52,6 +52,12 @@ class RegisterSerializer(CredentialsSerializer):
     password = serializers.CharField(
         min_length=8, max_length=128, write_only=True, style={"input_type": "password"}
     )
+    email = serializers.EmailField(
+        required=False,
+        allow_blank=True,
+        max_length=254,
+        help_text="optional: where notifications go while you are offline",
+    )
 
     def validate(self, attrs: dict) -> dict:
         password_validation.validate_password(attrs["password"], User(username=attrs["username"]))
@@ -61,3 +67,22 @@ class RegisterSerializer(CredentialsSerializer):
 class RegisteredSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
+
+
+class RelatedUserSerializer(serializers.Serializer):
+    """A user one has blocked or muted, and since when."""
+
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class RelatedUserPageSerializer(serializers.Serializer):
+    items = RelatedUserSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class MeSerializer(UserSerializer):
+    """The caller's own profile: the public shape plus the email address."""
+
+    email = serializers.EmailField(read_only=True)

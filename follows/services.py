@@ -9,9 +9,10 @@ import logging
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from feedsite.errors import InvalidInput
+from feedsite.errors import Forbidden, InvalidInput
 
-from .models import Follow, UserStats
+from .models import Block, Follow, Mute, UserStats
+from .selectors import block_between
 
 log = logging.getLogger("feeds.follows")
 
@@ -28,13 +29,26 @@ def follow_counters_bump(*, follower_id: int, followee_id: int, delta: int) -> N
         UserStats.objects.filter(user_id=uid).update(**{field: F(field) + delta})
 
 
+def _refuse_if_blocked(*, follower_id: int, followee_id: int) -> None:
+    blocker = block_between(follower_id, followee_id)
+    if blocker == follower_id:
+        raise Forbidden("you blocked this user: unblock them before following")
+    if blocker == followee_id:
+        raise Forbidden("this user blocked you: you cannot follow them")
+
+
 def follow_create(*, follower_id: int, followee_id: int) -> tuple[Follow, bool]:
-    """Follow; returns (follow, created). Following twice is not an error."""
+    """Follow; returns (follow, created). Following twice is not an error; a block either way
+    refuses it (403)."""
     if follower_id == followee_id:
         raise InvalidInput("you cannot follow yourself", field="followee")
+    _refuse_if_blocked(follower_id=follower_id, followee_id=followee_id)
     try:
         with transaction.atomic():
             follow = Follow.objects.create(follower_id=follower_id, followee_id=followee_id)
+            # The counters (follows.receivers) locked both users' stats rows, which a block
+            # takes first too: a block that committed meanwhile is seen here, and refuses.
+            _refuse_if_blocked(follower_id=follower_id, followee_id=followee_id)
     except IntegrityError:
         return Follow.objects.get(follower_id=follower_id, followee_id=followee_id), False
     return follow, True
@@ -54,14 +68,64 @@ def follow_delete(*, follower_id: int, followee_id: int) -> bool:
     return True
 
 
-def user_register(*, username: str, password: str):
+def _lock_pair(a: int, b: int) -> None:
+    """Lock both users' stats rows, in id order (as the follow counters do): a block and a
+    follow of the same two users serialize."""
+    for uid in sorted((a, b)):
+        UserStats.objects.get_or_create(user_id=uid)
+    list(UserStats.objects.select_for_update().filter(user_id__in=(a, b)).order_by("user_id"))
+
+
+def block_create(*, blocker_id: int, blocked_id: int) -> tuple[Block, bool]:
+    """Block; returns (block, created). Removes follows both ways in the same transaction
+    (their model deletes reach the counters and purge the feeds after commit)."""
+    if blocker_id == blocked_id:
+        raise InvalidInput("you cannot block yourself", field="user_id")
+    with transaction.atomic():
+        _lock_pair(blocker_id, blocked_id)
+        block, created = Block.objects.get_or_create(blocker_id=blocker_id, blocked_id=blocked_id)
+        for follow in Follow.objects.filter(
+            follower_id__in=(blocker_id, blocked_id), followee_id__in=(blocker_id, blocked_id)
+        ):
+            follow.delete()
+    return block, created
+
+
+def block_delete(*, blocker_id: int, blocked_id: int) -> bool:
+    """Unblock; returns whether there was a block. Follows removed by the block stay removed."""
+    with transaction.atomic():
+        block = Block.objects.filter(blocker_id=blocker_id, blocked_id=blocked_id).first()
+        if block is None:
+            return False
+        block.delete()
+    return True
+
+
+def mute_create(*, muter_id: int, muted_id: int) -> tuple[Mute, bool]:
+    """Mute; returns (mute, created). The follow, if any, stays."""
+    if muter_id == muted_id:
+        raise InvalidInput("you cannot mute yourself", field="user_id")
+    with transaction.atomic():
+        return Mute.objects.get_or_create(muter_id=muter_id, muted_id=muted_id)
+
+
+def mute_delete(*, muter_id: int, muted_id: int) -> bool:
+    with transaction.atomic():
+        mute = Mute.objects.filter(muter_id=muter_id, muted_id=muted_id).first()
+        if mute is None:
+            return False
+        mute.delete()
+    return True
+
+
+def user_register(*, username: str, password: str, email: str = ""):
     """A new, unprivileged user with its counters row."""
     from django.contrib.auth import get_user_model
 
     user_model = get_user_model()
     try:
         with transaction.atomic():
-            user = user_model.objects.create_user(username=username, password=password)
+            user = user_model.objects.create_user(username=username, password=password, email=email)
             UserStats.objects.create(user=user)
     except IntegrityError:
         raise InvalidInput("a user with that username already exists", field="username") from None

@@ -14,14 +14,25 @@ from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
 from feedsite.api.throttles import RegisterThrottle, WriteThrottle
 
 from .access import access_user_for_read
-from .selectors import follow_page
+from .selectors import follow_page, relation_page
 from .serializers import (
+    MeSerializer,
     RegisteredSerializer,
     RegisterSerializer,
+    RelatedUserPageSerializer,
+    RelatedUserSerializer,
     UserPageSerializer,
     UserSerializer,
 )
-from .services import follow_create, follow_delete, user_register
+from .services import (
+    block_create,
+    block_delete,
+    follow_create,
+    follow_delete,
+    mute_create,
+    mute_delete,
+    user_register,
+)
 
 
 class _UserApi(APIView):
@@ -108,3 +119,92 @@ class UserFollowersApi(_FollowListApi):
 
 class UserFollowingApi(_FollowListApi):
     direction = "following"
+
+
+def _related(user, created_at) -> dict:
+    return {"id": user.pk, "username": user.username, "created_at": created_at}
+
+
+class _RelationApi(APIView):
+    """POST: 201 new, 200 already; 400 oneself; 404 unknown user. DELETE: 204, also when there
+    was none. Throttled as follows are."""
+
+    throttle_classes = [WriteThrottle]
+    create = staticmethod(block_create)
+    delete_ = staticmethod(block_delete)
+    names = ("blocker_id", "blocked_id")
+
+    @extend_schema(request=None, responses={201: RelatedUserSerializer, 200: RelatedUserSerializer})
+    def post(self, request: Request, user_id: int) -> Response:
+        other = access_user_for_read(user_id=user_id)
+        row, created = self.create(
+            **dict(zip(self.names, (request.user.pk, other.pk), strict=True))
+        )
+        return Response(
+            _related(other, row.created_at),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, user_id: int) -> Response:
+        other = access_user_for_read(user_id=user_id)
+        self.delete_(**dict(zip(self.names, (request.user.pk, other.pk), strict=True)))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UserBlockApi(_RelationApi):
+    """Block a user: follows both ways end, neither sees the other's activities."""
+
+
+class UserMuteApi(_RelationApi):
+    """Mute a user: their activities leave your feed and notifications; the follow stays."""
+
+    create = staticmethod(mute_create)
+    delete_ = staticmethod(mute_delete)
+    names = ("muter_id", "muted_id")
+
+
+class _RelationListApi(APIView):
+    kind = "blocks"
+
+    @extend_schema(parameters=PAGE_PARAMS, responses=RelatedUserPageSerializer)
+    def get(self, request: Request) -> Response:
+        limit = parse_limit(request.query_params.get("limit"))
+        before = keyset_before(self.kind, request.query_params.get("cursor"))
+        rows, next_cursor = keyset_page(
+            relation_page(
+                user_id=request.user.pk, kind=self.kind, before_id=before, limit=limit + 1
+            ),
+            limit=limit,
+            kind=self.kind,
+            key=lambda r: r.id,
+        )
+        other = "blocked" if self.kind == "blocks" else "muted"
+        return Response(
+            {
+                "items": [_related(getattr(r, other), r.created_at) for r in rows],
+                "next_cursor": next_cursor,
+            },
+            headers=next_page_link(request, next_cursor),
+        )
+
+
+class MyBlocksApi(_RelationListApi):
+    """The users you blocked, newest first."""
+
+    kind = "blocks"
+
+
+class MyMutesApi(_RelationListApi):
+    """The users you muted, newest first."""
+
+    kind = "mutes"
+
+
+class MeApi(_UserApi):
+    """Your own profile (with your email address)."""
+
+    @extend_schema(responses=MeSerializer)
+    def get(self, request: Request) -> Response:
+        me = access_user_for_read(user_id=request.user.pk)
+        return Response(MeSerializer(me, context=self.user_context()).data)

@@ -47,6 +47,7 @@ from .feeds import (
     write_feed,
     write_timeline,
 )
+from .hidden import get_hidden_raw, hidden_from_cache, set_hidden
 from .keys import (
     SENTINEL,
     author_mode_key,
@@ -56,11 +57,14 @@ from .keys import (
     feed_key,
     follows_channel,
     live_channel,
+    notif_key,
+    notification_keys,
     parked_key,
     prefix,
     pull_authors_key,
     pull_version_key,
     rebuild_lock_key,
+    seen_key,
     stats_key,
     streams_key,
     throttle_key,
@@ -68,13 +72,27 @@ from .keys import (
     timeline_key,
     token_key,
     unfollows_key,
+    unread_key,
 )
 from .live import (
     LiveSubscription,
     announce,
     announce_follow,
+    announce_notification,
     stream_register,
     stream_unregister,
+)
+from .notifications import (
+    notification_counts,
+    notification_ids_between,
+    notification_state,
+    notifications_add,
+    notifications_build,
+    notifications_forget,
+    notifications_read,
+    notifications_remove,
+    notifications_seen,
+    online,
 )
 from .page import PageRead, ReadPrelude, read_page, read_page_pipelined, read_prelude
 from .stats import (
@@ -91,6 +109,24 @@ from .tokens import token_delete, token_get, token_set
 
 __all__ = [
     "LiveSubscription",
+    "announce_notification",
+    "notif_key",
+    "notification_keys",
+    "seen_key",
+    "unread_key",
+    "notification_counts",
+    "notification_ids_between",
+    "notification_state",
+    "notifications_add",
+    "notifications_build",
+    "notifications_forget",
+    "notifications_read",
+    "notifications_remove",
+    "notifications_seen",
+    "online",
+    "get_hidden_raw",
+    "hidden_from_cache",
+    "set_hidden",
     "LATENCY_BUCKETS_MS",
     "PageRead",
     "ReadPrelude",

@@ -8,6 +8,8 @@ a sorted-set score (member = score = id).
   {p}:tl:{author}            sorted set: the author's own timeline, capped (pull source)
   {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL
   {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
+  {p}:hide:{user}            string: cached ids of authors the user does not see (muted,
+                             blocked either way), "id,id,..." (TTL; rewritten on a change)
   {p}:pullver                counter: bumped when any author crosses the threshold
   {p}:mode:{author}          string: "pull" or "push", the author's mode last seen (no TTL)
   {p}:rebuild:{user}         string: a feed rebuild in progress (its lock, 30 s)
@@ -17,6 +19,11 @@ a sorted-set score (member = score = id).
   {p}:live:{author}          pub/sub channel: ids the author just published (SSE streams)
   {p}:follows-live:{user}    pub/sub channel: "+id"/"-id", the user followed/unfollowed id
   {p}:streams:{user}         sorted set: the user's open SSE streams, scored by last beat
+  {p}:notif:{{user}}         sorted set: the user's notification feed (ids), capped
+  {p}:unread:{{user}}        sorted set: the ids of that feed not read yet
+  {p}:seen:{{user}}          string: every notification at or below this id is seen; its
+                             existence marks the notification feed as built
+                             (the three share the hash tag {user}: one slot, one script)
   {p}:stats:{name}           counter or histogram hash (/metrics)
   {p}:throttle:{scope}:{who}:{window}  counter: hits of one fixed throttle window
   {p}:tok:{digest}           string: the cached token entry (user fields), with a TTL
@@ -69,6 +76,23 @@ def parked_key(user_id: int) -> str:
     return f"{prefix()}:parked:{user_id}"
 
 
+def notif_key(user_id: int) -> str:
+    return f"{prefix()}:notif:{{{user_id}}}"
+
+
+def unread_key(user_id: int) -> str:
+    return f"{prefix()}:unread:{{{user_id}}}"
+
+
+def seen_key(user_id: int) -> str:
+    return f"{prefix()}:seen:{{{user_id}}}"
+
+
+def notification_keys(user_id: int) -> list[str]:
+    """The user's notification feed, unread set and seen mark (one hash slot)."""
+    return [notif_key(user_id), unread_key(user_id), seen_key(user_id)]
+
+
 def stats_key(name: str) -> str:
     return f"{prefix()}:stats:{name}"
 
@@ -87,6 +111,10 @@ def streams_key(user_id: int) -> str:
 
 def pull_authors_key(user_id: int) -> str:
     return f"{prefix()}:pull:{user_id}"
+
+
+def hidden_key(user_id: int) -> str:
+    return f"{prefix()}:hide:{user_id}"
 
 
 def author_mode_key(author_id: int) -> str:

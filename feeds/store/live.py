@@ -61,13 +61,17 @@ class LiveSubscription:
 
     async def next_message(self, timeout: float) -> tuple[str, int, int] | None:
         """("activity", author id, activity id), ("follows", user id, +author id to follow or
-        -author id to unfollow), or None after ``timeout`` seconds of silence."""
+        -author id to unfollow), ("notification", user id, activity id), or None after
+        ``timeout`` seconds of silence."""
         msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
         if msg is None or msg["type"] != "message":
             return None
         channel = msg["channel"].decode()
         if channel.startswith(self._follows):
-            return "follows", int(channel[len(self._follows) :]), int(msg["data"])
+            user_id, data = int(channel[len(self._follows) :]), msg["data"]
+            if data.startswith(b"n"):
+                return "notification", user_id, int(data[1:])
+            return "follows", user_id, int(data)
         tail = channel[len(self._live) :]
         if not channel.startswith(self._live) or not tail.isdigit():
             return None
@@ -80,3 +84,9 @@ class LiveSubscription:
 def announce_follow(follower_id: int, followee_id: int, following: bool) -> None:
     """Tell the follower's open streams to start (or stop) listening to the followee."""
     client().publish(follows_channel(follower_id), f"{'+' if following else '-'}{followee_id}")
+
+
+def announce_notification(user_id: int, activity_id: int) -> None:
+    """Tell the user's open streams that a notification arrived (on their follows channel,
+    which every stream of theirs already hears)."""
+    client().publish(follows_channel(user_id), f"n{activity_id}")

@@ -12,7 +12,14 @@ from ..merge import merge_streams, merge_to_floor
 from .bodies import get_bodies
 from .connection import client, round_trip, with_script
 from .feeds import read_streams
-from .keys import body_prefix, pull_authors_key, pull_version_key, throttle_key, token_key
+from .keys import (
+    body_prefix,
+    hidden_key,
+    pull_authors_key,
+    pull_version_key,
+    throttle_key,
+    token_key,
+)
 from .throttle import window_of
 
 
@@ -25,25 +32,28 @@ class ReadPrelude:
     window_left: int  # seconds until the throttle window ends
     pull_raw: bytes | None  # the cached pull-author list ("tag:id,id,...")
     pull_version: int
+    hidden_raw: bytes | None = None  # the cached authors the reader does not see ("id,id,...")
 
 
 def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
     """Round trip 1 of a warm read, one pipeline of single-key commands (one parallel round on a
     cluster): the token entry (checks the caller's claimed user id), the throttle hit
-    (``throttle`` = scope, ident, window seconds), the pull-author list and its version. Nothing
+    (``throttle`` = scope, ident, window seconds), the pull-author list and its version, and
+    the authors the reader does not see. Nothing
     here writes to the claimed user's keys: the claim is confirmed only by this round trip's
     answer (the read mark rides on the page read, see read_page's ``mark_ttl``)."""
     name, ident, window_seconds = throttle
     window_no, left = window_of(window_seconds, time.time())
     hit_key = throttle_key(name, ident, window_no)
-    token, hits, _, pull_raw, version = round_trip(
+    token, hits, _, pull_raw, version, hidden_raw = round_trip(
         ("GET", token_key(digest)),
         ("INCR", hit_key),
         ("EXPIRE", hit_key, window_seconds * 2),
         ("GET", pull_authors_key(user_id)),
         ("GET", pull_version_key()),
+        ("GET", hidden_key(user_id)),
     )
-    return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0))
+    return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
 
 
 # Round trip 2: the page. Each stream (the reader's feed, the pull authors' timelines) is read

@@ -6,7 +6,8 @@ SECRET_KEY with the old key in SECRET_KEY_FALLBACKS keeps cursors already handed
 
 Two shapes:
   keyset   ``{"before": id}``: lists paged on a descending id (an author's activities,
-           followers, following); kinds "acts", "followers", "following".
+           followers, following, blocks, mutes); kinds "acts", "followers", "following", "blocks",
+           "mutes".
   feed     ``{"t": top, "c": last}`` (FeedCursor): the home feed, where items are groups of
            activities (feeds.aggregation); ``top`` is the newest id when paging began (newer
            arrivals wait for a fresh read), ``last`` the newest member of the last group shown.
@@ -84,12 +85,14 @@ class FeedCursor:
     last: int  # the newest member of the last group shown
 
 
-def feed_cursor_encode(cursor: FeedCursor) -> str:
-    return encode(FEED, {"t": cursor.top, "c": cursor.last})
+def feed_cursor_encode(cursor: FeedCursor, kind: str = FEED) -> str:
+    return encode(kind, {"t": cursor.top, "c": cursor.last})
 
 
-def feed_cursor_decode(raw: str | None) -> FeedCursor | None:
-    payload = decode(FEED, raw)
+def feed_cursor_decode(raw: str | None, kind: str = FEED) -> FeedCursor | None:
+    """A home-feed cursor (``kind``: "notifications" for the notification feed, which pages the
+    same way; a cursor of one is refused by the other)."""
+    payload = decode(kind, raw)
     if payload is None:
         return None
     return FeedCursor(top=_field(payload, "t"), last=_field(payload, "c"))

@@ -19,11 +19,25 @@ ROOT = {
     "logout-all": "logout-all",
     "activities": "activity-create",
     "feed": "feed",
+    "notifications": "notifications",
+    "notification-counts": "notification-counts",
+    "me": "me",
+    "notification-settings": "notification-settings",
+    "blocks": "my-blocks",
+    "mutes": "my-mutes",
     "schema": "schema",
     "docs": "docs",
     "redoc": "redoc",
 }
-USER_SCOPED = ("user-detail", "user-follow", "user-followers", "user-following", "user-activities")
+USER_SCOPED = (
+    "user-detail",
+    "user-follow",
+    "user-followers",
+    "user-following",
+    "user-activities",
+    "user-block",
+    "user-mute",
+)
 
 
 class ApiRootSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ the 429 carries Retry-After. The client's address is REMOTE_ADDR, set from trust
 from __future__ import annotations
 
 from django.conf import settings
+from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
 from feeds import store
@@ -27,13 +28,13 @@ class WindowThrottle(BaseThrottle):
         """The bucket; None: not throttled."""
         raise NotImplementedError
 
-    def allow_request(self, request, view) -> bool:
+    def allow_request(self, request, view, amount: int = 1) -> bool:
         ident = self.ident(request, view)
         if ident is None:
             return True
         limit, window = parse_rate(settings.FEEDSITE_THROTTLE_RATES[self.scope])
         try:
-            hits, self.left = store.hit_window(self.scope, ident, window)
+            hits, self.left = store.hit_window(self.scope, ident, window, amount)
         except store.TRANSIENT_ERRORS:
             return True  # Redis down: fail open
         return hits <= limit
@@ -73,3 +74,11 @@ class WriteThrottle(WindowThrottle):
             return None
         user_id = request.user.pk if request.user.is_authenticated else None
         return f"u:{user_id}" if user_id is not None else f"ip:{self.get_ident(request)}"
+
+
+def charge_writes(request, view, amount: int) -> None:
+    """Count ``amount`` more writes against the caller (a publish that notifies N users costs
+    N more); a 429 when that goes past the rate. Nothing is written before this passes."""
+    throttle = WriteThrottle()
+    if amount > 0 and not throttle.allow_request(request, view, amount):
+        raise Throttled(throttle.wait())

@@ -176,10 +176,11 @@ def test_hydration_is_bulk(django_assert_max_num_queries):
     from feeds.conf import get_conf
 
     get_conf()  # the settings snapshot is cached (Redis) like on any warm server
-    with django_assert_max_num_queries(3):  # token, pull authors, one bulk body load
+    # token, pull authors, hidden authors (mutes, blocks), one bulk body load
+    with django_assert_max_num_queries(4):
         res = client.get("/api/feed/", {"limit": 30})
     assert len(res.json()["items"]) == 30
-    with django_assert_max_num_queries(0):  # warm: token, pull authors and bodies all cached
+    with django_assert_max_num_queries(0):  # warm: token, pull and hidden authors, bodies cached
         again = client.get("/api/feed/", {"limit": 30})
     assert again.json() == res.json()
 

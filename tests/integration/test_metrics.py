@@ -18,16 +18,18 @@ def test_metrics_expose_jobs_deliveries_latency_and_queues(live_worker, settings
     res = auth_client(author).post(
         "/api/activities/", {"verb": "starred", "object_type": "p", "object_id": "1"}, format="json"
     )
-    wait_until(
-        lambda: FanoutJob.objects.filter(activity_id=int(res.json()["id"]), state="done").exists()
-    )
+    # The post's publish job and the follow's notify job (the followee's notification).
+    wait_until(lambda: FanoutJob.objects.exclude(state="done").count() == 0)
+    assert FanoutJob.objects.filter(activity_id=int(res.json()["id"]), state="done").exists()
+    jobs = FanoutJob.objects.count()
+    assert jobs == 2
     auth_client(fan).get("/api/feed/")
     settings.FEEDSITE_METRICS_TOKEN = "scrape-token"
     assert APIClient().get("/metrics").status_code == 401
     body = APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token").content.decode()
-    assert 'feedsite_fanout_jobs{state="done"} 1.0' in body
-    assert "feedsite_deliveries_total 1.0" in body
-    assert "feedsite_fanout_batch_seconds_count 1.0" in body
+    assert f'feedsite_fanout_jobs{{state="done"}} {jobs}.0' in body
+    assert "feedsite_deliveries_total 1.0" in body  # home-feed deliveries
+    assert f"feedsite_fanout_batch_seconds_count {jobs}.0" in body  # one batch each
     read_count = next(
         float(line.split()[-1])
         for line in body.splitlines()

@@ -1,0 +1,396 @@
+"""The notification feed: what was done to me.
+
+PostgreSQL holds the truth (a Notification row per recipient and activity, written with the
+activity in one transaction; the seen mark in NotificationSettings; ``read`` on each row). Redis
+holds the feed read on every request (feeds.store.notifications): built from PostgreSQL on a
+user's first read, written by `notify` fan-out jobs afterwards (the fan-out machinery: job,
+batches, retries, dead letters). Items group exactly as home-feed items do, under
+``notification_window_seconds``. A recipient with an open stream hears it live; one without gets
+it by email (the outbox, NotificationEmail), instantly or in a digest, as they chose.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from activities.models import Activity
+from activities.services import activity_publish
+from feedsite.api.cursor import FeedCursor
+from feedsite.errors import InvalidInput
+from follows.selectors import blocked_either_way, muters_of
+
+from . import store
+from .aggregation import bucket_floor_id, group_key
+from .conf import get_conf
+from .hydrate import hydrate
+from .models import Notification, NotificationEmail, NotificationSettings
+from .read import RedisSource, feed_page, hidden_authors
+
+log = logging.getLogger("feeds.notifications")
+User = get_user_model()
+Email = NotificationSettings.Email
+
+
+# --- writing: the publish hand-off ----------------------------------------------------------
+
+
+def notification_recipients(*, actor_id: int, named: Iterable[int]) -> list[int]:
+    """Of the user ids a publisher named: those that exist and are active, less the actor and
+    blocks either way (all ignored silently)."""
+    wanted = {int(i) for i in named} - {actor_id}
+    if not wanted:
+        return []
+    exist = set(User.objects.filter(pk__in=wanted, is_active=True).values_list("pk", flat=True))
+    return sorted(exist - blocked_either_way(user_id=actor_id, others=exist))
+
+
+def notifications_begin(*, activity: Activity) -> bool:
+    """In the activity's transaction: the Notification rows of its recipients. Returns whether
+    there is anything to deliver (the caller writes the `notify` job)."""
+    recipients = notification_recipients(actor_id=activity.actor_id, named=activity.notify)
+    Notification.objects.bulk_create(
+        [
+            Notification(recipient_id=r, activity_id=activity.id, actor_id=activity.actor_id)
+            for r in recipients
+        ],
+        ignore_conflicts=True,
+    )
+    return bool(recipients)
+
+
+def follow_notify(*, follower_id: int, followee_id: int) -> None:
+    """A follow notifies the followee: an activity of the follower (`followed`, object the
+    followee) that goes to no home feed. Following again inside the same notification window
+    finds the same activity (its foreign_id names the window) and notifies nothing new."""
+    window = get_conf().notification_window_seconds
+    bucket = int(time.time()) // window
+    activity_publish(
+        actor_id=follower_id,
+        data={
+            "verb": "followed",
+            "object_type": "user",
+            "object_id": str(followee_id),
+            "foreign_id": f"followed:{followee_id}:{window}:{bucket}",
+            "notify": [followee_id],
+            "home": False,
+        },
+    )
+
+
+# --- delivery: a batch of a `notify` job ------------------------------------------------------
+
+
+def recipient_ids_in_range(*, activity_id: int, lo: int | None, hi: int | None) -> list[int]:
+    qs = Notification.objects.filter(activity_id=activity_id)
+    if lo is not None:
+        qs = qs.filter(recipient_id__gt=lo)
+    if hi is not None:
+        qs = qs.filter(recipient_id__lte=hi)
+    return list(qs.order_by("recipient_id").values_list("recipient_id", flat=True))
+
+
+def recipient_count(*, activity_id: int) -> int:
+    return Notification.objects.filter(activity_id=activity_id).count()
+
+
+def recipient_id_boundaries(*, activity_id: int, batch_size: int) -> list[int]:
+    ids = recipient_ids_in_range(activity_id=activity_id, lo=None, hi=None)
+    return ids[batch_size - 1 :: batch_size]
+
+
+def notifications_deliver(
+    *, activity_id: int, actor_id: int, recipients: Sequence[int]
+) -> tuple[int, list[int]]:
+    """Into the recipients' notification feeds (those built: the others get it when theirs is
+    built from PostgreSQL), then live to those with an open stream and to the outbox for the
+    others. A recipient who muted the actor gets it uncounted and unannounced (their reads
+    hide it while the mute lasts). Safe to run twice. Returns how many feeds were written and
+    the outbox rows to email at once (instant)."""
+    muters = muters_of(actor_id=actor_id, user_ids=recipients)
+    written = store.notifications_add(
+        [(r, r not in muters) for r in recipients],
+        activity_id,
+        get_conf().notification_max_length,
+    )
+    heard = [r for r in recipients if r not in muters]
+    stale = 3 * settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
+    live = store.online(heard, time.time(), stale)
+    for user_id in live:
+        store.announce_notification(user_id, activity_id)
+    instant = outbox_add(activity_id=activity_id, user_ids=[r for r in heard if r not in live])
+    return len(written), instant
+
+
+def notifications_withdraw(*, activity_id: int) -> int:
+    """A deleted activity leaves every notification feed (and the outbox): from the rows that
+    name its recipients, which go too. Returns how many recipients there were."""
+    recipients = list(
+        Notification.objects.filter(activity_id=activity_id).values_list("recipient_id", flat=True)
+    )
+    store.notifications_remove(recipients, [activity_id])
+    NotificationEmail.objects.filter(
+        activity_id=activity_id, state=NotificationEmail.State.PENDING
+    ).delete()
+    Notification.objects.filter(activity_id=activity_id).delete()
+    return len(recipients)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def notifications_ensure(*, user_id: int) -> None:
+    """Build the user's notification feed from PostgreSQL (their newest rows up to the cap, the
+    unread among them, the seen mark) when Redis does not hold it."""
+    if store.notification_counts(user_id) is not None:
+        return
+    cap = get_conf().notification_max_length
+    rows = list(
+        Notification.objects.filter(recipient_id=user_id)
+        .order_by("-activity_id")
+        .values_list("activity_id", "read")[:cap]
+    )
+    seen = (
+        NotificationSettings.objects.filter(user_id=user_id)
+        .values_list("seen_upto", flat=True)
+        .first()
+    )
+    store.notifications_build(
+        user_id, [a for a, _ in rows], [a for a, read in rows if not read], seen or 0
+    )
+
+
+def notification_counts(*, user_id: int) -> dict[str, int]:
+    """{"unseen", "unread"}: activities, exact up to the cap. One round trip when built."""
+    counts = store.notification_counts(user_id)
+    if counts is None:
+        notifications_ensure(user_id=user_id)
+        counts = store.notification_counts(user_id) or (0, 0)
+    return {"unseen": counts[0], "unread": counts[1]}
+
+
+def item_state(activity_ids: Sequence[int], unread: set[int], seen_upto: int) -> dict[str, bool]:
+    """An item is read when none of its members is unread, seen when every member is seen (at
+    or below the mark, or read). Pure."""
+    return {
+        "seen": all(a <= seen_upto or a not in unread for a in activity_ids),
+        "read": not any(a in unread for a in activity_ids),
+    }
+
+
+def notification_page(
+    *, user_id: int, limit: int, cursor: FeedCursor | None
+) -> tuple[list[dict[str, Any]], FeedCursor | None, dict[str, int]]:
+    """A page of the notification feed (grouped and paged as the home feed is), each item with
+    its seen and read state, and the counts."""
+    notifications_ensure(user_id=user_id)
+    conf = get_conf()
+    items, nxt = feed_page(
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
+        source=RedisSource([store.notif_key(user_id)]),
+        hidden=hidden_authors(user_id),
+        window_seconds=conf.notification_window_seconds,
+    )
+    ids = [int(a) for item in items for a in item["activity_ids"]]
+    counts, seen_upto, unread = store.notification_state(user_id, ids)
+    for item in items:
+        item.update(item_state([int(a) for a in item["activity_ids"]], unread, seen_upto))
+    unseen, unread_count = counts or (0, 0)
+    return items, nxt, {"unseen": unseen, "unread": unread_count}
+
+
+# --- seen and read ----------------------------------------------------------------------------
+
+
+def notifications_mark_seen(*, user_id: int) -> dict[str, int]:
+    """Everything up to now is seen."""
+    newest = Notification.objects.filter(recipient_id=user_id).aggregate(m=Max("activity_id"))["m"]
+    if newest:
+        settings_row, _ = NotificationSettings.objects.get_or_create(user_id=user_id)
+        if newest > settings_row.seen_upto:
+            NotificationSettings.objects.filter(user_id=user_id).update(seen_upto=newest)
+        notifications_ensure(user_id=user_id)
+        store.notifications_seen(user_id, newest)
+    return notification_counts(user_id=user_id)
+
+
+def _members(user_id: int, item_ids: Iterable[int], window_seconds: int) -> list[int]:
+    """The activities of the user's notification items named by their ids (an item's id is its
+    newest member's): every id of the feed in the item's time bucket with the same verb and
+    object. Unknown ids give nothing."""
+    window_ms = window_seconds * 1000
+    members: set[int] = set()
+    for item_id in set(item_ids):
+        lo = bucket_floor_id(item_id, window_ms)
+        ids = store.notification_ids_between(user_id, lo, item_id)
+        if item_id not in ids:
+            continue
+        bodies = hydrate(ids)
+        head = bodies.get(item_id)
+        if head is None:
+            continue
+        key = group_key(head["verb"], head["object_type"], head["object_id"], item_id, window_ms)
+        members.update(
+            i
+            for i, b in bodies.items()
+            if group_key(b["verb"], b["object_type"], b["object_id"], i, window_ms) == key
+        )
+    return sorted(members)
+
+
+def notifications_mark_read(*, user_id: int, item_ids: Sequence[int] | None) -> dict[str, int]:
+    """Mark the named items' members read (None: every notification). Read implies seen."""
+    notifications_ensure(user_id=user_id)
+    rows = Notification.objects.filter(recipient_id=user_id, read=False)
+    if item_ids is None:
+        rows.update(read=True)
+        store.notifications_read(user_id, None)
+    else:
+        members = _members(user_id, item_ids, get_conf().notification_window_seconds)
+        if members:
+            rows.filter(activity_id__in=members).update(read=True)
+            store.notifications_read(user_id, members)
+    return notification_counts(user_id=user_id)
+
+
+def parse_read_request(data: Any) -> list[int] | None:
+    """``{"ids": [item ids]}`` -> the ids, ``{"all": true}`` -> None; anything else is a 400.
+    Ids are the items' ``id`` strings (integers are taken too). Pure."""
+    if not isinstance(data, dict) or set(data) not in ({"ids"}, {"all"}):
+        raise InvalidInput('send {"ids": [item ids]} or {"all": true}', field="ids")
+    if "all" in data:
+        if data["all"] is not True:
+            raise InvalidInput('"all" must be true', field="all")
+        return None
+    ids = data["ids"]
+    if not isinstance(ids, list) or len(ids) > 500:
+        raise InvalidInput('"ids" must be a list of at most 500 item ids', field="ids")
+    out = []
+    for raw in ids:
+        if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+            raise InvalidInput(f"not an item id: {raw!r}", field="ids")
+        value = int(raw)
+        if not 0 < value < 2**63:
+            raise InvalidInput(f"not an item id: {raw!r}", field="ids")
+        out.append(value)
+    return out
+
+
+# --- email: the outbox ------------------------------------------------------------------------
+
+
+def notification_settings(*, user_id: int) -> NotificationSettings:
+    row, _ = NotificationSettings.objects.get_or_create(user_id=user_id)
+    return row
+
+
+def notification_settings_update(*, user_id: int, changes: dict[str, Any]) -> NotificationSettings:
+    row = notification_settings(user_id=user_id)
+    for field, value in changes.items():
+        setattr(row, field, value)
+    row.save(update_fields=list(changes) or None)
+    return row
+
+
+def outbox_add(*, activity_id: int, user_ids: Sequence[int]) -> list[int]:
+    """Owe an email to offline recipients who want one (a mode other than off, an address):
+    one row each, once (a redelivered batch finds them there). Returns the instant rows still
+    pending, for the caller to send now; digest rows wait for the digest sweep (which also
+    sends instant rows left pending)."""
+    if not user_ids:
+        return []
+    modes = dict(
+        NotificationSettings.objects.filter(user_id__in=user_ids).values_list("user_id", "email")
+    )
+    with_address = set(
+        User.objects.filter(pk__in=user_ids).exclude(email="").values_list("pk", flat=True)
+    )
+    rows = [
+        NotificationEmail(recipient_id=u, activity_id=activity_id, mode=modes.get(u, Email.DIGEST))
+        for u in user_ids
+        if u in with_address and modes.get(u, Email.DIGEST) != Email.OFF
+    ]
+    if not rows:
+        return []
+    NotificationEmail.objects.bulk_create(rows, ignore_conflicts=True)
+    instant = NotificationEmail.objects.filter(
+        activity_id=activity_id,
+        recipient_id__in=[r.recipient_id for r in rows if r.mode == Email.INSTANT],
+        state=NotificationEmail.State.PENDING,
+    )
+    return list(instant.values_list("id", flat=True))
+
+
+def _line(body: dict[str, Any]) -> str:
+    return f"{body['actor']['username']} {body['verb']} {body['object_type']} {body['object_id']}"
+
+
+def email_send(*, row_ids: Sequence[int]) -> int:
+    """Send what the rows owe, one email per recipient, and mark them sent, under row locks
+    (two senders never send the same row; a send that fails leaves them pending, to be tried
+    again). Returns how many rows were sent."""
+    sent = 0
+    with transaction.atomic():
+        rows = list(
+            NotificationEmail.objects.select_for_update(skip_locked=True)
+            .filter(id__in=row_ids, state=NotificationEmail.State.PENDING)
+            .select_related("recipient")
+            .order_by("recipient_id", "activity_id")
+        )
+        by_user: dict[int, list[NotificationEmail]] = {}
+        for row in rows:
+            by_user.setdefault(row.recipient_id, []).append(row)
+        bodies = hydrate([r.activity_id for r in rows])
+        for owed in by_user.values():
+            lines = [_line(bodies[r.activity_id]) for r in owed if r.activity_id in bodies]
+            if lines:
+                subject = lines[0] if len(lines) == 1 else f"{len(lines)} new notifications"
+                send_mail(
+                    subject=f"[feedsite] {subject}"[:200],
+                    message="\n".join(lines) + "\n",
+                    from_email=None,
+                    recipient_list=[owed[0].recipient.email],
+                )
+            now = timezone.now()
+            NotificationEmail.objects.filter(id__in=[r.id for r in owed]).update(
+                state=NotificationEmail.State.SENT, sent_at=now
+            )
+            if any(r.mode == Email.DIGEST for r in owed):
+                NotificationSettings.objects.filter(user_id=owed[0].recipient_id).update(
+                    last_digest_at=now
+                )
+            sent += len(owed)
+    return sent
+
+
+def emails_due(*, now=None) -> list[list[int]]:
+    """The outbox rows to send now, one list per email: every digest recipient whose period has
+    passed since their last digest (all their pending rows together), and instant rows left
+    pending for over a minute (a lost task, a mail-server outage)."""
+    now = now or timezone.now()
+    pending = NotificationEmail.objects.filter(state=NotificationEmail.State.PENDING)
+    stuck = pending.filter(mode=Email.INSTANT, created_at__lt=now - timedelta(minutes=1))
+    groups = [[row_id] for row_id in stuck.values_list("id", flat=True)[:1000]]
+    digest = pending.filter(mode=Email.DIGEST)
+    for user_id in sorted(set(digest.values_list("recipient_id", flat=True))):
+        row = notification_settings(user_id=user_id)
+        if row.last_digest_at and row.last_digest_at > now - timedelta(minutes=row.digest_minutes):
+            continue
+        groups.append(list(digest.filter(recipient_id=user_id).values_list("id", flat=True)))
+    return groups
+
+
+def notification_forget(*, user_id: int) -> None:
+    store.notifications_forget(user_id)

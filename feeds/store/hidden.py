@@ -1,0 +1,29 @@
+"""Authors a reader does not see (muted, blocked either way): a cached id list per reader, read
+in the feed read's first round trip (no extra round trip on a warm read) and rewritten from
+PostgreSQL after every block or mute change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .connection import client, round_trip
+from .keys import hidden_key
+
+
+def hidden_from_cache(raw: bytes | None) -> frozenset[int] | None:
+    """The cached ids (None: not cached). Pure."""
+    if raw is None:
+        return None
+    return frozenset(int(i) for i in raw.decode().split(",") if i)
+
+
+def set_hidden(
+    user_id: int, ids: Iterable[int], ttl: int, *, only_if_missing: bool = False
+) -> None:
+    """Cache the list. A reader filling a miss passes ``only_if_missing``: a change that
+    committed meanwhile wrote a fresher list, which it must not overwrite."""
+    client().set(hidden_key(user_id), ",".join(map(str, ids)), ex=ttl, nx=only_if_missing)
+
+
+def get_hidden_raw(user_id: int) -> bytes | None:
+    return round_trip(("GET", hidden_key(user_id)))[0]

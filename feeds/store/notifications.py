@@ -1,0 +1,152 @@
+"""Notification feeds: per user a capped sorted set of activity ids (bodies are the shared
+activity bodies), the set of those not read yet, and the seen mark. The three keys share a hash
+tag, so every command and script below stays in one slot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .connection import client, round_trip, with_script
+from .keys import notification_keys, streams_key
+
+# KEYS: notif, unread, seen. ARGV: cap, id, "1" to count it unread. Nothing when the feed was
+# never built (its first read builds it from PostgreSQL). An id already there keeps its state
+# (a redelivered batch must not make a read notification unread again).
+_ADD_LUA = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+if redis.call('ZADD', KEYS[1], ARGV[2], ARGV[2]) == 1 and ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[2])
+end
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if over > 0 then
+  local old = redis.call('ZRANGE', KEYS[1], 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+  redis.call('ZREM', KEYS[2], unpack(old))
+end
+return 1
+"""
+
+# KEYS: notif, unread, seen. Returns {unseen, unread}, or {-1, -1} when not built. Unseen:
+# unread ids above the seen mark (a read notification is seen).
+_COUNTS_LUA = """
+local seen = redis.call('GET', KEYS[3])
+if not seen then return {-1, -1} end
+return {redis.call('ZCOUNT', KEYS[2], '(' .. seen, '+inf'), redis.call('ZCARD', KEYS[2])}
+"""
+
+# KEYS: seen. ARGV: id. The mark only moves up.
+_SEEN_LUA = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+def notifications_add(entries: Sequence[tuple[int, bool]], activity_id: int, cap: int) -> list[int]:
+    """Add an activity to the notification feeds of (user, counts unread) ``entries``, one
+    pipelined round trip; returns the users whose feeds were built (and so written)."""
+    if not entries:
+        return []
+
+    def run(sha: str) -> list:
+        pipe = client().pipeline(transaction=False)
+        for user_id, unread in entries:
+            keys = notification_keys(user_id)
+            pipe.evalsha(sha, len(keys), *keys, cap, activity_id, "1" if unread else "0")
+        return pipe.execute()
+
+    written = with_script(_ADD_LUA, run)
+    return [user_id for (user_id, _), ok in zip(entries, written, strict=True) if ok]
+
+
+def notifications_remove(user_ids: Iterable[int], activity_ids: Sequence[int]) -> None:
+    """Take activities out of users' notification feeds (a delete)."""
+    if not activity_ids:
+        return
+    pipe = client().pipeline(transaction=False)
+    for user_id in user_ids:
+        notif, unread, _ = notification_keys(user_id)
+        pipe.zrem(notif, *activity_ids)
+        pipe.zrem(unread, *activity_ids)
+    pipe.execute()
+
+
+def notifications_build(
+    user_id: int, ids: Sequence[int], unread: Sequence[int], seen_upto: int
+) -> None:
+    """A user's notification feed from PostgreSQL. The seen mark goes first (only if absent):
+    from then on deliveries write here too, and this merges in what PostgreSQL held before."""
+    notif, unread_key, seen = notification_keys(user_id)
+    pipe = client().pipeline(transaction=False)
+    pipe.set(seen, seen_upto, nx=True)
+    if ids:
+        pipe.zadd(notif, {str(i): i for i in ids})
+    if unread:
+        pipe.zadd(unread_key, {str(i): i for i in unread})
+    pipe.execute()
+
+
+def notification_counts(user_id: int) -> tuple[int, int] | None:
+    """(unseen, unread) in one round trip; None when the feed was never built."""
+    keys = notification_keys(user_id)
+    unseen, unread = with_script(
+        _COUNTS_LUA, lambda sha: round_trip(("EVALSHA", sha, len(keys), *keys))[0]
+    )
+    return None if unseen < 0 else (int(unseen), int(unread))
+
+
+def notification_state(
+    user_id: int, ids: Sequence[int]
+) -> tuple[tuple[int, int] | None, int, set[int]]:
+    """One round trip: the counts, the seen mark and which of ``ids`` are unread."""
+    notif, unread, seen = keys = notification_keys(user_id)
+    commands: list[tuple] = [("EVALSHA", "", len(keys), *keys), ("GET", seen)]
+    if ids:
+        commands.append(("ZMSCORE", unread, *ids))
+
+    def run(sha: str) -> list:
+        commands[0] = ("EVALSHA", sha, len(keys), *keys)
+        return round_trip(*commands)
+
+    answers = with_script(_COUNTS_LUA, run)
+    counts = None if int(answers[0][0]) < 0 else (int(answers[0][0]), int(answers[0][1]))
+    scores = answers[2] if ids else []
+    return (
+        counts,
+        int(answers[1] or 0),
+        {i for i, s in zip(ids, scores, strict=True) if s is not None},
+    )
+
+
+def notifications_seen(user_id: int, upto: int) -> None:
+    key = notification_keys(user_id)[2]
+    with_script(_SEEN_LUA, lambda sha: round_trip(("EVALSHA", sha, 1, key, upto))[0])
+
+
+def notifications_read(user_id: int, ids: Sequence[int] | None) -> None:
+    """Mark ``ids`` read (None: all of them)."""
+    unread = notification_keys(user_id)[1]
+    if ids is None:
+        client().delete(unread)
+    elif ids:
+        client().zrem(unread, *ids)
+
+
+def notification_ids_between(user_id: int, lo: int, hi: int) -> list[int]:
+    """The ids of the user's notification feed in [lo, hi]."""
+    key = notification_keys(user_id)[0]
+    return [int(m) for m in round_trip(("ZRANGEBYSCORE", key, lo, hi))[0]]
+
+
+def online(user_ids: Sequence[int], now: float, stale_after: float) -> set[int]:
+    """The users with an open stream refreshed within ``stale_after`` seconds."""
+    if not user_ids:
+        return set()
+    pipe = client().pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.zcount(streams_key(user_id), now - stale_after, "+inf")
+    return {u for u, n in zip(user_ids, pipe.execute(), strict=True) if n}
+
+
+def notifications_forget(user_id: int) -> None:
+    client().delete(*notification_keys(user_id))
