@@ -32,12 +32,16 @@ from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_to_dict, encode_body
 from feeds import store
+from feeds.models import Notification
 from feeds.services import feed_settings_update
 from feedsite.serve import serving
 from follows.models import Follow, UserStats
 
 VERBS = ["starred", "commented", "forked", "released"]
 THRESHOLD = 5000
+
+
+NOTIFICATION_PATHS = ("/api/notifications/?limit=20", "/api/notifications/counts/")
 
 
 def build(
@@ -128,7 +132,36 @@ def build(
         if n % 100 == 99:
             pipe.execute()
     pipe.execute()
+    build_notifications(reader_ids, by_actor, push_ids, rng)
     return tokens_for(reader_ids)
+
+
+def build_notifications(reader_ids, by_actor, push_ids, rng, each: int = 40) -> None:
+    """Each reader's notification feed: ``each`` notifications (half of them read), in
+    PostgreSQL and in Redis as delivery leaves them."""
+    actor_of = {i: a for a in push_ids for i in by_actor.get(a, [])}
+    pool = list(actor_of)
+    if not Notification.objects.filter(recipient_id=reader_ids[0]).exists():
+        rows = [
+            Notification(
+                recipient_id=reader,
+                activity_id=aid,
+                actor_id=actor_of[aid],
+                read=rng.random() < 0.5,
+            )
+            for reader in reader_ids
+            for aid in rng.sample(pool, each)
+        ]
+        Notification.objects.bulk_create(rows, batch_size=10000, ignore_conflicts=True)
+    by_reader: dict[int, list[tuple[int, bool]]] = {}
+    for reader, aid, read in Notification.objects.filter(recipient_id__in=reader_ids).values_list(
+        "recipient_id", "activity_id", "read"
+    ):
+        by_reader.setdefault(reader, []).append((aid, read))
+    for reader, rows in by_reader.items():
+        store.notifications_build(
+            reader, [a for a, _ in rows], [a for a, read in rows if not read], 0
+        )
 
 
 async def load(
@@ -311,6 +344,8 @@ def main() -> None:
         print(f"warm-up: {len(tokens)} readers in {time.perf_counter() - t0:.0f}s", flush=True)
         for path in ("/bench/floor/", "/api/feed/?limit=20", "/bench/feed-sql/?limit=20"):
             measure(path, args.warmup)
+        for path in NOTIFICATION_PATHS:
+            measure(path, min(args.warmup, 2))
         # Interleaved rounds: the shared machine's load drifts over minutes, so each round
         # measures the three endpoints back to back and the ratio is taken within a round.
         rounds = []
@@ -321,13 +356,16 @@ def main() -> None:
                     measure("/bench/floor/", min(step, 5)),
                     measure("/api/feed/?limit=20", step),
                     measure("/bench/feed-sql/?limit=20", step),
+                    *(measure(path, min(step, 5)) for path in NOTIFICATION_PATHS),
                 )
             )
-    floor, feed, sql = (Run.combine([r[i] for r in rounds]) for i in range(3))
+    floor, feed, sql, notes, counts = (Run.combine([r[i] for r in rounds]) for i in range(5))
     ratio = feed.rps / sql.rps
     print(floor.line("server floor (static JSON view, whole Django stack)"))
     print(feed.line("/api/feed/ (Redis, merged + aggregated)"))
     print(sql.line("SQL fan-out on read (LATERAL per followee), same code path"))
+    print(notes.line("/api/notifications/ (40 each, grouped, seen/read)"))
+    print(counts.line("/api/notifications/counts/ (one Redis round trip)"))
     per_round = [f.rps / s.rps for _, f, s in rounds]
     print(
         "ratio per round: "
@@ -338,7 +376,10 @@ def main() -> None:
     print(
         f"p50_ms={p50:.2f} p99_ms={p99:.2f} rps={feed.rps:.0f} "
         f"sql_p50_ms={pct(sql.server_ms, 0.5):.2f} sql_rps={sql.rps:.0f} "
-        f"ratio={ratio:.2f} floor_rps={floor.rps:.0f} generator={generator}"
+        f"ratio={ratio:.2f} floor_rps={floor.rps:.0f} "
+        f"notifications_p50_ms={pct(notes.server_ms, 0.5):.2f} notifications_rps={notes.rps:.0f} "
+        f"counts_p50_ms={pct(counts.server_ms, 0.5):.2f} counts_rps={counts.rps:.0f} "
+        f"generator={generator}"
     )
 
 

@@ -16,6 +16,7 @@ built:
 A rebuilt feed holds the newest feed_max_length live activities of the reader and of their push
 followees, whenever posted: every required entry, and the backfilled ones a reader saw before.
 A pull author's timeline must hold their newest live activities (up to feed_max_length).
+A built notification feed holds the user's newest Notification rows (notification_check).
 The pure part (`judge`) decides from sets; `feed_check` gathers them from PostgreSQL and Redis.
 """
 
@@ -31,6 +32,7 @@ from follows.models import Follow
 
 from . import store
 from .conf import FeedConf, get_conf
+from .models import FanoutJob, Notification
 
 
 @dataclass
@@ -115,3 +117,43 @@ def feed_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
         store.remove_from_feeds([report.user_id], report.extra)
     if report.missing:
         store.add_to_feed(report.user_id, report.missing, conf.feed_max_length)
+
+
+def notification_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:
+    """A user's notification feed against PostgreSQL; None when it was never built. Required:
+    their newest notification_max_length rows whose delivery finished (a notify job done) and
+    whose activity lives; allowed: any of their rows (a delivery, or a delete, on its way)."""
+    conf = conf or get_conf()
+    if store.notification_counts(user_id) is None:
+        return None
+    feed = set(store.notification_ids_between(user_id, 1, 2**63 - 1))
+    rows = Notification.objects.filter(recipient_id=user_id)
+    delivered = FanoutJob.objects.filter(
+        kind=FanoutJob.Kind.NOTIFY, state=FanoutJob.State.DONE
+    ).values("activity_id")
+    live = Activity.objects.values("id")
+    required = set(
+        rows.filter(activity_id__in=delivered)
+        .filter(activity_id__in=live)
+        .order_by("-activity_id")
+        .values_list("activity_id", flat=True)[: conf.notification_max_length]
+    )
+    newest = sorted(rows.values_list("activity_id", flat=True), reverse=True)
+    allowed = set(newest[: conf.notification_max_length])
+    missing, extra = judge(feed, required, allowed)
+    return FeedReport(user_id, missing, extra)
+
+
+def notification_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
+    conf = conf or get_conf()
+    if report.extra:
+        store.notifications_remove([report.user_id], report.extra)
+    unread = set(
+        Notification.objects.filter(
+            recipient_id=report.user_id, activity_id__in=report.missing, read=False
+        ).values_list("activity_id", flat=True)
+    )
+    for activity_id in report.missing:
+        store.notifications_add(
+            [(report.user_id, activity_id in unread)], activity_id, conf.notification_max_length
+        )

@@ -344,7 +344,9 @@ def email_send(*, row_ids: Sequence[int]) -> int:
     sent = 0
     with transaction.atomic():
         rows = list(
-            NotificationEmail.objects.select_for_update(skip_locked=True)
+            # Only the outbox rows are locked ("self"): two senders of one recipient's rows
+            # must not skip each other's over the shared user row.
+            NotificationEmail.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(id__in=row_ids, state=NotificationEmail.State.PENDING)
             .select_related("recipient")
             .order_by("recipient_id", "activity_id")
@@ -355,7 +357,7 @@ def email_send(*, row_ids: Sequence[int]) -> int:
         bodies = hydrate([r.activity_id for r in rows])
         for owed in by_user.values():
             lines = [_line(bodies[r.activity_id]) for r in owed if r.activity_id in bodies]
-            if lines:
+            if lines:  # (an activity deleted meanwhile is owed no email)
                 subject = lines[0] if len(lines) == 1 else f"{len(lines)} new notifications"
                 send_mail(
                     subject=f"[feedsite] {subject}"[:200],

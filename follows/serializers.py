@@ -85,4 +85,6 @@ class RelatedUserPageSerializer(serializers.Serializer):
 class MeSerializer(UserSerializer):
     """The caller's own profile: the public shape plus the email address."""
 
-    email = serializers.EmailField(read_only=True)
+    email = serializers.CharField(
+        read_only=True, help_text="where notification emails go; empty when none was given"
+    )

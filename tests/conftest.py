@@ -20,6 +20,7 @@ from feedsite import queues
 from feedsite.embedded import celery_worker_args, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKER_MAIL_DIR = Path(settings.VAR_DIR) / f"mail-worker-{os.getpid()}"
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05):
@@ -112,7 +113,15 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
     args = celery_worker_args(
         queues=",".join(queues.ALL), concurrency=2, node=f"test{os.getpid()}@%h"
     )
-    with _service(args, "worker", lambda text: "ready." in text, DB_CONN_MAX_AGE="0") as proc:
+    with _service(
+        args,
+        "worker",
+        lambda text: "ready." in text,
+        DB_CONN_MAX_AGE="0",
+        # Its emails as files the tests read (the worker is another process: no locmem).
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(WORKER_MAIL_DIR),
+    ) as proc:
         yield proc
 
 

@@ -106,6 +106,18 @@ def test_compose_builds_one_image_and_waits_for_migrations_and_health():
     assert "migrate --noinput" in " ".join(services["migrate"]["command"])
 
 
+def test_compose_sends_notification_email_to_its_mail_catcher():
+    services = _compose()["services"]
+    env = services["worker"]["environment"]
+    host = env["EMAIL_HOST"].split(":-", 1)[1].rstrip("}")
+    port = env["EMAIL_PORT"].split(":-", 1)[1].rstrip("}")
+    assert host in services and ":" in services[host]["image"]  # pinned
+    assert (
+        port == "1025" and services["worker"]["depends_on"][host]["condition"] == "service_healthy"
+    )
+    assert "8025:8025" in services[host]["ports"]  # the web UI
+
+
 def test_prometheus_scrapes_a_host_that_django_allows():
     prometheus = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
     target = prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0]

@@ -7,13 +7,14 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from feeds.conf import get_conf
-from feeds.consistency import feed_check, feed_repair
+from feeds.consistency import feed_check, feed_repair, notification_check, notification_repair
 
 
 class Command(BaseCommand):
     help = (
-        "Compare every existing feed in Redis with what it must hold (feeds/consistency.py): "
-        "missing and extra entries per user and in total; exits 1 when anything is wrong."
+        "Compare every existing feed (home and notification) in Redis with what it must hold "
+        "(feeds/consistency.py): missing and extra entries per user and in total; exits 1 when "
+        "anything is wrong."
     )
 
     def add_arguments(self, parser) -> None:
@@ -29,27 +30,36 @@ class Command(BaseCommand):
             ids = sorted(random.sample(ids, min(sample, len(ids))))  # noqa: S311
         conf = get_conf()
         progress = self._progress(len(ids))
-        checked = missing = extra = bad = 0
+        checked = notified = missing = extra = bad = 0
+        checks = (
+            ("home", feed_check, feed_repair),
+            ("notifications", notification_check, notification_repair),
+        )
         for uid in ids:
-            report = feed_check(uid, conf)
             progress(1)
-            if report is None:
-                continue  # no feed: rebuilt on the next read, nothing to check
-            checked += 1
-            if report.ok:
-                continue
-            bad += 1
-            missing += len(report.missing)
-            extra += len(report.extra)
-            self.stdout.write(
-                f"user={uid} missing={len(report.missing)} extra={len(report.extra)} "
-                f"missing_ids={report.missing[:5]} extra_ids={report.extra[:5]}"
-            )
-            if repair:
-                feed_repair(report, conf)
+            for kind, check, fix in checks:
+                report = check(uid, conf)
+                if report is None:
+                    continue  # no feed: built on the next read, nothing to check
+                if kind == "home":
+                    checked += 1
+                else:
+                    notified += 1
+                if report.ok:
+                    continue
+                bad += 1
+                missing += len(report.missing)
+                extra += len(report.extra)
+                self.stdout.write(
+                    f"user={uid} feed={kind} missing={len(report.missing)} "
+                    f"extra={len(report.extra)} missing_ids={report.missing[:5]} "
+                    f"extra_ids={report.extra[:5]}"
+                )
+                if repair:
+                    fix(report, conf)
         self.stdout.write(
-            f"verify_feeds: users={len(ids)} feeds={checked} wrong={bad} missing={missing} "
-            f"extra={extra}" + (" repaired" if repair and bad else "")
+            f"verify_feeds: users={len(ids)} feeds={checked} notification_feeds={notified} "
+            f"wrong={bad} missing={missing} extra={extra}" + (" repaired" if repair and bad else "")
         )
         if bad and not repair:
             raise SystemExit(1)
