@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from feedsite.api.cursor import keyset_before, keyset_page
 from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
@@ -21,14 +21,19 @@ from .serializers import (
 from .services import activity_delete, activity_publish
 
 
-class ActivityCreateApi(APIView):
-    throttle_classes = [WriteThrottle]
+class ActivityViewSetBase(viewsets.GenericViewSet):
+    """Activities: publish (optionally notifying up to 100 users), read, delete (the actor or
+    staff)."""
+
+    lookup_url_kwarg = "activity_id"
+    lookup_value_regex = r"[^/]+"
+    throttle_classes = [WriteThrottle]  # publish and delete (reads pass through)
 
     @extend_schema(
         request=ActivityInSerializer,
         responses={201: ActivityOutSerializer, 200: ActivityOutSerializer},
     )
-    def post(self, request: Request) -> Response:
+    def create(self, request: Request) -> Response:
         data = ActivityInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         charge_writes(request, self, len(set(data.validated_data["notify"])))
@@ -39,26 +44,26 @@ class ActivityCreateApi(APIView):
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
-
-class ActivityDetailApi(APIView):
-    throttle_classes = [WriteThrottle]  # the delete (reads pass through)
-
     @extend_schema(responses=ActivityOutSerializer)
-    def get(self, request: Request, activity_id: str) -> Response:
+    def retrieve(self, request: Request, activity_id: str) -> Response:
         activity = access_activity_for_read(user=request.user, activity_id=activity_id)
         return Response(activity_to_dict(activity))
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, activity_id: str) -> Response:
+    def destroy(self, request: Request, activity_id: str) -> Response:
         activity = access_activity_for_owner(user=request.user, activity_id=activity_id)
         activity_delete(activity=activity)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class UserActivitiesApi(APIView):
+class AuthorActivitiesMixin:
+    """`activities` of the users viewset: an author's activities, newest first (403 to the
+    users the author blocked)."""
+
     @extend_schema(parameters=PAGE_PARAMS, responses=ActivityPageSerializer)
-    def get(self, request: Request, user_id: int) -> Response:
-        user = access_user_for_read(user_id=user_id)
+    @action(detail=True, methods=["get"])
+    def activities(self, request: Request, user_id: str) -> Response:
+        user = access_user_for_read(user_id=int(user_id))
         access_author_for_read(user=request.user, author_id=user.pk)
         limit = parse_limit(request.query_params.get("limit"))
         before = keyset_before("acts", request.query_params.get("cursor"))

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from . import fanout
-from .models import FanoutDeadLetter, FanoutJob, FeedSettings
+from .models import FanoutDeadLetter, FanoutJob, FeedSettings, NotificationEmail
 from .services import settings_changed
 
 
@@ -16,6 +16,8 @@ class FeedSettingsAdmin(admin.ModelAdmin):
         "follow_backfill_count",
         "aggregation_window_seconds",
         "inactive_after_days",
+        "notification_window_seconds",
+        "notification_max_length",
     )
 
     def has_add_permission(self, request) -> bool:
@@ -115,3 +117,18 @@ class FanoutDeadLetterAdmin(admin.ModelAdmin):
         for dl_id, error in failures:
             self.message_user(request, f"dead letter {dl_id}: {error}", messages.ERROR)
         self.message_user(request, f"replayed {done}, failed {len(failures)}")
+
+
+@admin.register(NotificationEmail)
+class NotificationEmailAdmin(admin.ModelAdmin):
+    """The outbox: what offline users are owed by email, and what went out."""
+
+    list_display = ("id", "recipient", "activity_id", "mode", "state", "created_at", "sent_at")
+    list_filter = ("state", "mode")
+    search_fields = ("=recipient__username", "=activity_id")
+    list_select_related = ("recipient",)
+    show_full_result_count = False
+    readonly_fields = ("recipient", "activity_id", "mode", "state", "created_at", "sent_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from activities.access import access_activity_for_owner
 from activities.serializers import ActivityOutSerializer
@@ -24,6 +24,7 @@ from feedsite.api.errors import (
     domain_error_body,
 )
 from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
+from feedsite.api.schema import ObjectPageSchema
 from feedsite.api.throttles import WriteThrottle, parse_rate
 from feedsite.errors import DomainError
 
@@ -151,17 +152,19 @@ def _user_id(request: Request) -> int:
     return int(user_id)
 
 
-class FeedListApi(APIView):
+class FeedViewSet(viewsets.ViewSet):
     """The caller's home feed: aggregated, newest first, paged with an opaque cursor.
 
     API clients with a token take the lean path (lean_feed_read); the browsable API, sessions
-    and every error DRF words itself (401) go through this view, with the same body."""
+    and every error DRF words itself (401) go through the viewset, with the same body."""
+
+    schema = ObjectPageSchema()  # `list` answers one object, not an array
 
     throttle_classes = [FeedReadThrottle]
 
     @classmethod
-    def as_view(cls, **initkwargs):
-        drf_view = super().as_view(**initkwargs)
+    def as_view(cls, actions=None, **initkwargs):
+        drf_view = super().as_view(actions, **initkwargs)
 
         @functools.wraps(drf_view)
         def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -182,14 +185,18 @@ class FeedListApi(APIView):
             },
         ),
     )
-    def get(self, request: Request) -> Response:
+    def list(self, request: Request) -> Response:
         page = _page(_user_id(request), request.query_params, None)
         return Response(page, headers=next_page_link(request, page["next_cursor"]))
 
 
-class ActivityFanoutApi(APIView):
+class FanoutActionMixin:
+    """`fanout` of the activities viewset: where the activity's fan-out stands (its actor or
+    staff)."""
+
     @extend_schema(responses=FanoutStatusSerializer)
-    def get(self, request: Request, activity_id: str) -> Response:
+    @action(detail=True, methods=["get"])
+    def fanout(self, request: Request, activity_id: str) -> Response:
         activity = access_activity_for_owner(user=request.user, activity_id=activity_id)
         return Response(FanoutStatusSerializer(fanout_status(activity_id=activity.id)).data)
 
@@ -221,12 +228,16 @@ class NotificationReadSerializer(serializers.Serializer):
     all = serializers.BooleanField(required=False)
 
 
-class NotificationListApi(APIView):
+class NotificationViewSet(viewsets.ViewSet):
     """Your notification feed: what was done to you, grouped like the home feed ("Ana, Bo and 3
     others followed you"), newest first, each item seen/read, with the counts."""
 
+    schema = ObjectPageSchema()  # `list` answers one object, not an array
+
+    throttle_classes = [WriteThrottle]  # seen and read (reads pass through)
+
     @extend_schema(parameters=PAGE_PARAMS, responses=NotificationPageSerializer)
-    def get(self, request: Request) -> Response:
+    def list(self, request: Request) -> Response:
         limit = parse_limit(request.query_params.get("limit"))
         cursor = feed_cursor_decode(request.query_params.get("cursor"), NOTIFICATIONS)
         items, nxt, counts = notifications.notification_page(
@@ -238,34 +249,25 @@ class NotificationListApi(APIView):
             headers=next_page_link(request, next_cursor),
         )
 
-
-class NotificationCountsApi(APIView):
-    """How many notifications (activities) you have not seen and not read: one Redis round
-    trip."""
-
     @extend_schema(responses=NotificationCountsSerializer)
-    def get(self, request: Request) -> Response:
+    @action(detail=False, methods=["get"])
+    def counts(self, request: Request) -> Response:
+        """How many notifications (activities) you have not seen and not read: one Redis
+        round trip."""
         return Response(notifications.notification_counts(user_id=_user_id(request)))
 
-
-class NotificationSeenApi(APIView):
-    """Mark everything up to now seen; answers the new counts."""
-
-    throttle_classes = [WriteThrottle]
-
     @extend_schema(request=None, responses=NotificationCountsSerializer)
-    def post(self, request: Request) -> Response:
+    @action(detail=False, methods=["post"])
+    def seen(self, request: Request) -> Response:
+        """Mark everything up to now seen; answers the new counts."""
         return Response(notifications.notifications_mark_seen(user_id=_user_id(request)))
 
-
-class NotificationReadApi(APIView):
-    """Mark items read (``{"ids": [item ids]}``: every activity of each item) or everything
-    (``{"all": true}``); read implies seen; unknown ids are ignored. Answers the new counts."""
-
-    throttle_classes = [WriteThrottle]
-
     @extend_schema(request=NotificationReadSerializer, responses=NotificationCountsSerializer)
-    def post(self, request: Request) -> Response:
+    @action(detail=False, methods=["post"])
+    def read(self, request: Request) -> Response:
+        """Mark items read (``{"ids": [item ids]}``: every activity of each item) or everything
+        (``{"all": true}``); read implies seen; unknown ids are ignored. Answers the new
+        counts."""
         ids = notifications.parse_read_request(request.data)
         return Response(
             notifications.notifications_mark_read(user_id=_user_id(request), item_ids=ids)
@@ -279,18 +281,18 @@ class NotificationSettingsSerializer(serializers.ModelSerializer):
         extra_kwargs = {"email": {"required": True}, "digest_minutes": {"required": True}}
 
 
-class NotificationSettingsApi(APIView):
-    """How you hear of notifications while offline: `email` off, instant (one email each) or
-    digest (at most one email per `digest_minutes`, 5-1440)."""
-
-    throttle_classes = [WriteThrottle]
+class NotificationSettingsMixin:
+    """`notification-settings` of the me viewset: how you hear of notifications while offline:
+    `email` off, instant (one email each) or digest (at most one email per `digest_minutes`,
+    5-1440)."""
 
     @extend_schema(responses=NotificationSettingsSerializer)
-    def get(self, request: Request) -> Response:
+    @action(detail=False, methods=["get"], url_path="notification-settings")
+    def notification_settings(self, request: Request) -> Response:
         row = notifications.notification_settings(user_id=_user_id(request))
         return Response(NotificationSettingsSerializer(row).data)
 
-    def _change(self, request: Request, partial: bool) -> Response:
+    def _settings_change(self, request: Request, partial: bool) -> Response:
         row = notifications.notification_settings(user_id=_user_id(request))
         data = NotificationSettingsSerializer(row, data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
@@ -300,9 +302,11 @@ class NotificationSettingsApi(APIView):
         return Response(NotificationSettingsSerializer(row).data)
 
     @extend_schema(request=NotificationSettingsSerializer, responses=NotificationSettingsSerializer)
-    def put(self, request: Request) -> Response:
-        return self._change(request, partial=False)
+    @notification_settings.mapping.put
+    def notification_settings_put(self, request: Request) -> Response:
+        return self._settings_change(request, partial=False)
 
     @extend_schema(request=NotificationSettingsSerializer, responses=NotificationSettingsSerializer)
-    def patch(self, request: Request) -> Response:
-        return self._change(request, partial=True)
+    @notification_settings.mapping.patch
+    def notification_settings_patch(self, request: Request) -> Response:
+        return self._settings_change(request, partial=True)

@@ -1,11 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
 
-from activities import views as activity_views
 from feeds import views as feed_views
-from feeds.conf import is_pull_author
 from feeds.metrics import metrics_view
+from feedsite.api import viewsets
 from feedsite.api.health import healthz
 from feedsite.api.root import ApiRoot
 from feedsite.api.tokens import LogoutAllApi, LogoutApi, TokenApi
@@ -25,9 +25,13 @@ def same_origin_only(view):
     return wrapped
 
 
-# The follows app shows whether a user is a pull author; the feeds app decides (the arrows
-# point one way: follows knows nothing of feeds, the URL conf wires the two).
-users = {"pull_author": is_pull_author}
+# Resources are viewsets on a router (feedsite.api.viewsets composes them); /api/ is the root.
+router = SimpleRouter(trailing_slash=True)
+router.register("users", viewsets.UserViewSet, basename="user")
+router.register("activities", viewsets.ActivityViewSet, basename="activity")
+router.register("feed", feed_views.FeedViewSet, basename="feed")
+router.register("notifications", feed_views.NotificationViewSet, basename="notification")
+router.register("me", viewsets.MeViewSet, basename="me")
 
 api = [
     path("", ApiRoot.as_view(), name="api-root"),
@@ -35,61 +39,7 @@ api = [
     path("auth/token/", TokenApi.as_view(), name="token"),
     path("auth/logout/", LogoutApi.as_view(), name="logout"),
     path("auth/logoutall/", LogoutAllApi.as_view(), name="logout-all"),
-    path("users/<int:user_id>/", follow_views.UserDetailApi.as_view(**users), name="user-detail"),
-    path(
-        "users/<int:user_id>/follow/",
-        follow_views.UserFollowApi.as_view(**users),
-        name="user-follow",
-    ),
-    path(
-        "users/<int:user_id>/followers/",
-        follow_views.UserFollowersApi.as_view(**users),
-        name="user-followers",
-    ),
-    path(
-        "users/<int:user_id>/following/",
-        follow_views.UserFollowingApi.as_view(**users),
-        name="user-following",
-    ),
-    path("users/<int:user_id>/block/", follow_views.UserBlockApi.as_view(), name="user-block"),
-    path("users/<int:user_id>/mute/", follow_views.UserMuteApi.as_view(), name="user-mute"),
-    path("me/", follow_views.MeApi.as_view(**users), name="me"),
-    path(
-        "me/notification-settings/",
-        feed_views.NotificationSettingsApi.as_view(),
-        name="notification-settings",
-    ),
-    path("me/blocks/", follow_views.MyBlocksApi.as_view(), name="my-blocks"),
-    path("me/mutes/", follow_views.MyMutesApi.as_view(), name="my-mutes"),
-    path(
-        "users/<int:user_id>/activities/",
-        activity_views.UserActivitiesApi.as_view(),
-        name="user-activities",
-    ),
-    path("activities/", activity_views.ActivityCreateApi.as_view(), name="activity-create"),
-    path(
-        "activities/<str:activity_id>/",
-        activity_views.ActivityDetailApi.as_view(),
-        name="activity-detail",
-    ),
-    path(
-        "activities/<str:activity_id>/fanout/",
-        feed_views.ActivityFanoutApi.as_view(),
-        name="activity-fanout",
-    ),
-    path("feed/", feed_views.FeedListApi.as_view(), name="feed"),
-    path("notifications/", feed_views.NotificationListApi.as_view(), name="notifications"),
-    path(
-        "notifications/counts/",
-        feed_views.NotificationCountsApi.as_view(),
-        name="notification-counts",
-    ),
-    path(
-        "notifications/seen/", feed_views.NotificationSeenApi.as_view(), name="notifications-seen"
-    ),
-    path(
-        "notifications/read/", feed_views.NotificationReadApi.as_view(), name="notifications-read"
-    ),
+    *router.urls,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "docs/",

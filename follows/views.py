@@ -3,7 +3,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,6 +12,7 @@ from rest_framework.views import APIView
 
 from feedsite.api.cursor import keyset_before, keyset_page
 from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
+from feedsite.api.schema import ObjectPageSchema
 from feedsite.api.throttles import RegisterThrottle, WriteThrottle
 
 from .access import access_user_for_read
@@ -35,17 +37,6 @@ from .services import (
 )
 
 
-class _UserApi(APIView):
-    """Views that show users. Whether a user is a pull author ("is_celebrity") is the feeds'
-    call: the URL conf passes their predicate in (`as_view(pull_author=...)`), so this app
-    imports nothing of feeds."""
-
-    pull_author: Callable[[int], bool] = staticmethod(lambda followers: False)
-
-    def user_context(self) -> dict:
-        return {"is_pull_author": self.pull_author}
-
-
 class RegisterApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
@@ -59,50 +50,56 @@ class RegisterApi(APIView):
         return Response({"id": user.pk, "username": user.username}, status=status.HTTP_201_CREATED)
 
 
-class UserDetailApi(_UserApi):
+class UserViewSetBase(viewsets.GenericViewSet):
+    """Users: profiles (public to every signed-in user), follow, block and mute, followers and
+    following. Whether a user is a pull author ("is_celebrity") is the feeds' call: the project
+    layer sets ``pull_author`` (feedsite.api.viewsets), so this app imports nothing of feeds."""
+
+    lookup_url_kwarg = "user_id"
+    lookup_value_regex = r"[0-9]+"
+    throttle_classes = [WriteThrottle]  # follow, block, mute (reads pass through)
+    pull_author: Callable[[int], bool] = staticmethod(lambda followers: False)
+
+    def user_context(self) -> dict:
+        return {"is_pull_author": self.pull_author}
+
+    def _user(self, user_id: str):
+        return access_user_for_read(user_id=int(user_id))
+
     @extend_schema(responses=UserSerializer)
-    def get(self, request: Request, user_id: int) -> Response:
-        user = access_user_for_read(user_id=user_id)
-        return Response(UserSerializer(user, context=self.user_context()).data)
-
-
-class UserFollowApi(_UserApi):
-    throttle_classes = [WriteThrottle]
+    def retrieve(self, request: Request, user_id: str) -> Response:
+        return Response(UserSerializer(self._user(user_id), context=self.user_context()).data)
 
     @extend_schema(request=None, responses={201: UserSerializer, 200: UserSerializer})
-    def post(self, request: Request, user_id: int) -> Response:
-        followee = access_user_for_read(user_id=user_id)
+    @action(detail=True, methods=["post"])
+    def follow(self, request: Request, user_id: str) -> Response:
+        """Follow the user: 201 new, 200 already; 400 yourself; 403 when a block stands."""
+        followee = self._user(user_id)
         _, created = follow_create(follower_id=request.user.pk, followee_id=followee.pk)
-        followee = access_user_for_read(user_id=user_id)  # fresh counters
+        followee = self._user(user_id)  # fresh counters
         return Response(
             UserSerializer(followee, context=self.user_context()).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request, user_id: int) -> Response:
-        followee = access_user_for_read(user_id=user_id)
+    @follow.mapping.delete
+    def unfollow(self, request: Request, user_id: str) -> Response:
+        followee = self._user(user_id)
         follow_delete(follower_id=request.user.pk, followee_id=followee.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-
-class _FollowListApi(_UserApi):
-    direction = "followers"
-
-    @extend_schema(parameters=PAGE_PARAMS, responses=UserPageSerializer)
-    def get(self, request: Request, user_id: int) -> Response:
-        user = access_user_for_read(user_id=user_id)
+    def _follow_page(self, request: Request, user_id: str, direction: str) -> Response:
+        user = self._user(user_id)
         limit = parse_limit(request.query_params.get("limit"))
-        before = keyset_before(self.direction, request.query_params.get("cursor"))
+        before = keyset_before(direction, request.query_params.get("cursor"))
         rows, next_cursor = keyset_page(
-            follow_page(
-                user_id=user.pk, direction=self.direction, before_id=before, limit=limit + 1
-            ),
+            follow_page(user_id=user.pk, direction=direction, before_id=before, limit=limit + 1),
             limit=limit,
-            kind=self.direction,
+            kind=direction,
             key=lambda f: f.id,
         )
-        other = "follower" if self.direction == "followers" else "followee"
+        other = "follower" if direction == "followers" else "followee"
         users = [getattr(f, other) for f in rows]
         return Response(
             {
@@ -112,74 +109,92 @@ class _FollowListApi(_UserApi):
             headers=next_page_link(request, next_cursor),
         )
 
+    @extend_schema(parameters=PAGE_PARAMS, responses=UserPageSerializer)
+    @action(detail=True, methods=["get"])
+    def followers(self, request: Request, user_id: str) -> Response:
+        """The user's followers, newest follow first."""
+        return self._follow_page(request, user_id, "followers")
 
-class UserFollowersApi(_FollowListApi):
-    direction = "followers"
+    @extend_schema(parameters=PAGE_PARAMS, responses=UserPageSerializer)
+    @action(detail=True, methods=["get"])
+    def following(self, request: Request, user_id: str) -> Response:
+        """Whom the user follows, newest follow first."""
+        return self._follow_page(request, user_id, "following")
 
+    # Blocks and mutes: POST 201 new, 200 already; 400 yourself; 404 unknown user. DELETE 204,
+    # also when there was none.
+    def _relate(self, request: Request, user_id: str, create) -> Response:
+        other = self._user(user_id)
+        row, created = create(request.user.pk, other.pk)
+        return Response(
+            _related(other, row.created_at),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
-class UserFollowingApi(_FollowListApi):
-    direction = "following"
+    def _unrelate(self, request: Request, user_id: str, delete) -> Response:
+        other = self._user(user_id)
+        delete(request.user.pk, other.pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={201: RelatedUserSerializer, 200: RelatedUserSerializer})
+    @action(detail=True, methods=["post"])
+    def block(self, request: Request, user_id: str) -> Response:
+        """Block the user: follows both ways end, neither sees the other's activities."""
+        return self._relate(
+            request, user_id, lambda me, other: block_create(blocker_id=me, blocked_id=other)
+        )
+
+    @extend_schema(request=None, responses={204: None})
+    @block.mapping.delete
+    def unblock(self, request: Request, user_id: str) -> Response:
+        return self._unrelate(
+            request, user_id, lambda me, other: block_delete(blocker_id=me, blocked_id=other)
+        )
+
+    @extend_schema(request=None, responses={201: RelatedUserSerializer, 200: RelatedUserSerializer})
+    @action(detail=True, methods=["post"])
+    def mute(self, request: Request, user_id: str) -> Response:
+        """Mute the user: their activities leave your feed and notifications; the follow
+        stays."""
+        return self._relate(
+            request, user_id, lambda me, other: mute_create(muter_id=me, muted_id=other)
+        )
+
+    @extend_schema(request=None, responses={204: None})
+    @mute.mapping.delete
+    def unmute(self, request: Request, user_id: str) -> Response:
+        return self._unrelate(
+            request, user_id, lambda me, other: mute_delete(muter_id=me, muted_id=other)
+        )
 
 
 def _related(user, created_at) -> dict:
     return {"id": user.pk, "username": user.username, "created_at": created_at}
 
 
-class _RelationApi(APIView):
-    """POST: 201 new, 200 already; 400 oneself; 404 unknown user. DELETE: 204, also when there
-    was none. Throttled as follows are."""
+class MeViewSetBase(viewsets.ViewSet):
+    """You: your profile (with your email address), the users you blocked and muted."""
+
+    schema = ObjectPageSchema()  # `list` answers one object, not an array
 
     throttle_classes = [WriteThrottle]
-    create = staticmethod(block_create)
-    delete_ = staticmethod(block_delete)
-    names = ("blocker_id", "blocked_id")
+    pull_author: Callable[[int], bool] = staticmethod(lambda followers: False)
 
-    @extend_schema(request=None, responses={201: RelatedUserSerializer, 200: RelatedUserSerializer})
-    def post(self, request: Request, user_id: int) -> Response:
-        other = access_user_for_read(user_id=user_id)
-        row, created = self.create(
-            **dict(zip(self.names, (request.user.pk, other.pk), strict=True))
-        )
-        return Response(
-            _related(other, row.created_at),
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+    @extend_schema(responses=MeSerializer)
+    def list(self, request: Request) -> Response:
+        me = access_user_for_read(user_id=request.user.pk)
+        return Response(MeSerializer(me, context={"is_pull_author": self.pull_author}).data)
 
-    @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request, user_id: int) -> Response:
-        other = access_user_for_read(user_id=user_id)
-        self.delete_(**dict(zip(self.names, (request.user.pk, other.pk), strict=True)))
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class UserBlockApi(_RelationApi):
-    """Block a user: follows both ways end, neither sees the other's activities."""
-
-
-class UserMuteApi(_RelationApi):
-    """Mute a user: their activities leave your feed and notifications; the follow stays."""
-
-    create = staticmethod(mute_create)
-    delete_ = staticmethod(mute_delete)
-    names = ("muter_id", "muted_id")
-
-
-class _RelationListApi(APIView):
-    kind = "blocks"
-
-    @extend_schema(parameters=PAGE_PARAMS, responses=RelatedUserPageSerializer)
-    def get(self, request: Request) -> Response:
+    def _relations(self, request: Request, kind: str) -> Response:
         limit = parse_limit(request.query_params.get("limit"))
-        before = keyset_before(self.kind, request.query_params.get("cursor"))
+        before = keyset_before(kind, request.query_params.get("cursor"))
         rows, next_cursor = keyset_page(
-            relation_page(
-                user_id=request.user.pk, kind=self.kind, before_id=before, limit=limit + 1
-            ),
+            relation_page(user_id=request.user.pk, kind=kind, before_id=before, limit=limit + 1),
             limit=limit,
-            kind=self.kind,
+            kind=kind,
             key=lambda r: r.id,
         )
-        other = "blocked" if self.kind == "blocks" else "muted"
+        other = "blocked" if kind == "blocks" else "muted"
         return Response(
             {
                 "items": [_related(getattr(r, other), r.created_at) for r in rows],
@@ -188,23 +203,14 @@ class _RelationListApi(APIView):
             headers=next_page_link(request, next_cursor),
         )
 
+    @extend_schema(parameters=PAGE_PARAMS, responses=RelatedUserPageSerializer)
+    @action(detail=False, methods=["get"])
+    def blocks(self, request: Request) -> Response:
+        """The users you blocked, newest first."""
+        return self._relations(request, "blocks")
 
-class MyBlocksApi(_RelationListApi):
-    """The users you blocked, newest first."""
-
-    kind = "blocks"
-
-
-class MyMutesApi(_RelationListApi):
-    """The users you muted, newest first."""
-
-    kind = "mutes"
-
-
-class MeApi(_UserApi):
-    """Your own profile (with your email address)."""
-
-    @extend_schema(responses=MeSerializer)
-    def get(self, request: Request) -> Response:
-        me = access_user_for_read(user_id=request.user.pk)
-        return Response(MeSerializer(me, context=self.user_context()).data)
+    @extend_schema(parameters=PAGE_PARAMS, responses=RelatedUserPageSerializer)
+    @action(detail=False, methods=["get"])
+    def mutes(self, request: Request) -> Response:
+        """The users you muted, newest first."""
+        return self._relations(request, "mutes")

@@ -1,5 +1,5 @@
 """GET /api/: the API root. The browsable API in a browser, JSON otherwise: where each resource
-lives, as absolute URLs (the notifications issue's router extends it)."""
+lives, as absolute URLs: the router's viewsets (feedsite.urls) and the auth and docs views."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ ROOT = {
     "token": "token",
     "logout": "logout",
     "logout-all": "logout-all",
-    "activities": "activity-create",
-    "feed": "feed",
-    "notifications": "notifications",
+    "activities": "activity-list",
+    "feed": "feed-list",
+    "notifications": "notification-list",
     "notification-counts": "notification-counts",
-    "me": "me",
-    "notification-settings": "notification-settings",
-    "blocks": "my-blocks",
-    "mutes": "my-mutes",
+    "notifications-seen": "notification-seen",
+    "notifications-read": "notification-read",
+    "me": "me-list",
+    "notification-settings": "me-notification-settings",
+    "blocks": "me-blocks",
+    "mutes": "me-mutes",
     "schema": "schema",
     "docs": "docs",
     "redoc": "redoc",

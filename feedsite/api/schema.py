@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
 
 
 class CachedTokenScheme(OpenApiAuthenticationExtension):
@@ -103,3 +104,11 @@ def state_id_range(param: dict) -> None:
         schema.update(minimum=0, maximum=MAX_ID, format="int64")
     elif schema.get("type") == "string":
         schema.update(pattern="^[0-9]{1,19}$")
+
+
+class ObjectPageSchema(AutoSchema):
+    """For viewsets whose `list` answers one object (a page with a cursor and counts, a
+    profile), not an array: drf-spectacular assumes an array for every `list`."""
+
+    def _is_list_view(self, serializer=None) -> bool:
+        return False

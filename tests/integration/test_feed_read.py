@@ -333,14 +333,43 @@ def test_pages_link_to_the_next_one_in_a_header_and_in_the_browsable_api():
         assert len(nxt.json()["items"]) == 1 and "Link" not in nxt  # the last page
         html = client.get(path, {"limit": 2}, HTTP_ACCEPT="text/html").content.decode()
         assert '<a href="http://testserver' in html and "cursor=" in html  # clickable
+    assert 'rel="next"' in html  # the "Next page" button
 
 
+@pytest.mark.django_db
 def test_the_api_root_lists_the_resources(api):
     res = api.get("/api/", HTTP_ACCEPT="application/json")
     assert res.status_code == 200
     resources = res.json()["resources"]
     assert resources["feed"].endswith("/api/feed/") and resources["docs"].endswith("/api/docs/")
-    assert res.json()["user_resources"]["followers"].endswith("/api/users/{user_id}/followers/")
+    for name, path in {
+        "activities": "/api/activities/",
+        "notifications": "/api/notifications/",
+        "me": "/api/me/",
+        "notification-settings": "/api/me/notification-settings/",
+    }.items():
+        assert resources[name].endswith(path), name
+    users = res.json()["user_resources"]
+    assert users["followers"].endswith("/api/users/{user_id}/followers/")
+    assert users["block"].endswith("/api/users/{user_id}/block/")
+    # Every listed URL answers (a signed-in browser would see each of them).
+    from tests.conftest import auth_client
+    from tests.factories import UserFactory
+
+    client = auth_client(UserFactory())
+    for name, url in resources.items():
+        if name in {
+            "register",
+            "token",
+            "logout",
+            "logout-all",
+            "notifications-seen",
+            "notifications-read",
+            "activities",
+        }:
+            continue  # POST only
+        got = client.get(url.removeprefix("http://testserver"))
+        assert got.status_code == 200, (name, got.status_code)
     html = api.get("/api/", HTTP_ACCEPT="text/html")
     assert html.status_code == 200 and b"Api Root" in html.content
 

@@ -265,8 +265,8 @@ def test_verify_feeds_finds_missing_and_extra_entries_and_repairs_them(small_wor
         call_command("verify_feeds", stdout=out)
     assert exit_info.value.code == 1
     text = out.getvalue()
-    assert f"user={readers[3].pk} missing=1 extra=0" in text
-    assert f"user={readers[0].pk} missing=0 extra=1" in text
+    assert f"user={readers[3].pk} feed=home missing=1 extra=0" in text
+    assert f"user={readers[0].pk} feed=home missing=0 extra=1" in text
     assert "wrong=2 missing=1 extra=1" in text
 
     call_command("verify_feeds", "--repair", stdout=io.StringIO())
