@@ -67,7 +67,7 @@ class ActivityInSerializer(serializers.Serializer):
         min_length=1, max_length=255, required=False, allow_null=True
     )
     notify = serializers.ListField(
-        child=StrictIntegerField(min_value=1, max_value=2**63 - 1),
+        child=StrictIntegerField(),  # ids that name no user (0, -5, 2**70) are ignored
         max_length=MAX_NOTIFY,
         required=False,
         default=list,

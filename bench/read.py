@@ -159,9 +159,8 @@ def build_notifications(reader_ids, by_actor, push_ids, rng, each: int = 40) -> 
     ):
         by_reader.setdefault(reader, []).append((aid, read))
     for reader, rows in by_reader.items():
-        store.notifications_build(
-            reader, [a for a, _ in rows], [a for a, read in rows if not read], 0
-        )
+        store.notifications_mark_built(reader, 0)
+        store.notifications_build(reader, [a for a, _ in rows], [a for a, read in rows if not read])
 
 
 async def load(

@@ -122,7 +122,14 @@ class Stack:
 class Load:
     """Threads doing a weighted mix of API calls as random users; results per endpoint."""
 
-    MIX = (("read", 45), ("publish", 25), ("follow", 12), ("unfollow", 10), ("delete", 8))
+    MIX = (
+        ("read", 40),
+        ("notifications", 5),
+        ("publish", 25),
+        ("follow", 12),
+        ("unfollow", 10),
+        ("delete", 8),
+    )
 
     def __init__(self, base: str, tokens: dict[int, str], rate: float, seed: int) -> None:
         self.base, self.tokens, self.rate = base, tokens, rate
@@ -159,11 +166,14 @@ class Load:
         op = rng.choices([m[0] for m in self.MIX], [m[1] for m in self.MIX])[0]
         if op == "read":
             self.call(client, "feed", "GET", "/api/feed/?limit=20", uid)
+        elif op == "notifications":
+            self.call(client, "notifications", "GET", "/api/notifications/?limit=20", uid)
         elif op == "publish":
             body = {
                 "verb": "starred",
                 "object_type": "project",
                 "object_id": f"p{rng.randrange(9)}",
+                "notify": rng.sample(users, 2),  # into notification feeds too
             }
             res = self.call(client, "publish", "POST", "/api/activities/", uid, json=body)
             if res is not None and res.status_code == 201:
@@ -306,7 +316,7 @@ def soak(args: argparse.Namespace, stack: Stack) -> int:  # noqa: PLR0915 - one 
     total = sum(sum(c.values()) for c in load.statuses.values())
     print(f"\nrequests={total} faults={n} seconds={args.seconds} quiet={args.quiet}")
     print(f"{'endpoint':10} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}  statuses")
-    for name in ("feed", "publish", "follow", "unfollow", "delete", "stream"):
+    for name in ("feed", "notifications", "publish", "follow", "unfollow", "delete", "stream"):
         lat = load.latency.get(name, [])
         codes = " ".join(f"{k}:{v}" for k, v in sorted(load.statuses[name].items(), key=str))
         p50 = f"{statistics.median(lat):8.1f}" if lat else f"{'-':>8}"

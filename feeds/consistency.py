@@ -73,12 +73,19 @@ def feed_ids_to_build(
 ) -> list[int]:
     """What a rebuilt feed holds: the newest feed_max_length live activities of the reader and
     of their push followees (``since``: only those posted from then on). By index on (actor, id)."""
+    return [i for i, _ in feed_entries_to_build(user_id=user_id, conf=conf, since=since)]
+
+
+def feed_entries_to_build(
+    *, user_id: int, conf: FeedConf | None = None, since: datetime | None = None
+) -> list[tuple[int, int]]:
+    """feed_ids_to_build with each id's author: (id, actor id), newest first."""
     conf = conf or get_conf()
     authors = [user_id, *push_followees(user_id=user_id, conf=conf)]
     qs = Activity.objects.filter(actor_id__in=authors, home=True)
     if since is not None:
         qs = qs.filter(time__gte=since)
-    return list(qs.order_by("-id").values_list("id", flat=True)[: conf.feed_max_length])
+    return list(qs.order_by("-id").values_list("id", "actor_id")[: conf.feed_max_length])
 
 
 def required_ids(*, user_id: int, conf: FeedConf, floor: int = 0) -> set[int]:

@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Case, Exists, F, Q, Value, When
 from django.utils import timezone
 
+from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_to_dict, encode_body, recent_activity_ids
 from follows.selectors import (
@@ -118,7 +119,15 @@ def _plan(job: FanoutJob) -> None:
             return
         recipients = follower_count(user_id=job.actor_id)
         published = Job.objects.filter(activity_id=job.activity_id, kind=Job.Kind.PUBLISH).first()
-        pull = published is not None and published.strategy == Job.Strategy.PULL
+        # Published as a pull author: in no follower's feed by fan-out. But a feed rebuilt or
+        # backfilled while the author was a push author since then holds it: the removal then
+        # visits every follower, as it does while the author is a push author now.
+        pull = (
+            published is not None
+            and published.strategy == Job.Strategy.PULL
+            and conf.is_pull_author(recipients)
+            and not store.went_push_since(job.actor_id, job.activity_id)
+        )
     job.recipients = recipients
     if pull:
         # Followers merge the author's timeline at read time: no per-follower writes.
@@ -352,6 +361,9 @@ def author_repush(*, author_id: int) -> list[int]:
     """An author went from pull to push (lost followers, or the threshold was raised): their
     recent activities, read by followers from the timeline until now, must be in the followers'
     feeds. Their publish jobs start again (pending); planning now chooses push. Returns job ids."""
+    # Recorded first: a delete of one of their pull-published activities from now on visits
+    # the followers' feeds (a rebuild may put it there while they are a push author).
+    store.mark_went_push(author_id, make_id(timezone.now()))
     recent = recent_activity_ids(actor_id=author_id, limit=get_conf().feed_max_length)
     with transaction.atomic():
         jobs = Job.objects.filter(

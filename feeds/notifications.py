@@ -48,7 +48,7 @@ Email = NotificationSettings.Email
 def notification_recipients(*, actor_id: int, named: Iterable[int]) -> list[int]:
     """Of the user ids a publisher named: those that exist and are active, less the actor and
     blocks either way (all ignored silently)."""
-    wanted = {int(i) for i in named} - {actor_id}
+    wanted = {int(i) for i in named if 0 < int(i) < 2**63} - {actor_id}  # others: unknown
     if not wanted:
         return []
     exist = set(User.objects.filter(pk__in=wanted, is_active=True).values_list("pk", flat=True))
@@ -71,10 +71,20 @@ def notifications_begin(*, activity: Activity) -> bool:
 
 def follow_notify(*, follower_id: int, followee_id: int) -> None:
     """A follow notifies the followee: an activity of the follower (`followed`, object the
-    followee) that goes to no home feed. Following again inside the same notification window
-    finds the same activity (its foreign_id names the window) and notifies nothing new."""
+    followee) that goes to no home feed. Following again within notification_window_seconds of
+    the last one notifies nothing new."""
     window = get_conf().notification_window_seconds
-    bucket = int(time.time()) // window
+    recent = Activity.objects.filter(
+        actor_id=follower_id,
+        verb="followed",
+        object_type="user",
+        object_id=str(followee_id),
+        home=False,
+        time__gte=timezone.now() - timedelta(seconds=window),
+    )
+    if recent.exists():
+        return  # followed again inside the window: nothing new
+    bucket = int(time.time()) // window  # (and two racing follows find one activity)
     activity_publish(
         actor_id=follower_id,
         data={
@@ -117,14 +127,24 @@ def notifications_deliver(
     others. A recipient who muted the actor gets it uncounted and unannounced (their reads
     hide it while the mute lasts). Safe to run twice. Returns how many feeds were written and
     the outbox rows to email at once (instant)."""
+    blocked = blocked_either_way(user_id=actor_id, others=recipients)
+    if blocked:  # a block that landed after the publish: no notification at all
+        Notification.objects.filter(activity_id=activity_id, recipient_id__in=blocked).delete()
+        recipients = [r for r in recipients if r not in blocked]
     muters = muters_of(actor_id=actor_id, user_ids=recipients)
+    if muters:  # stored, but neither counted nor announced: read, as far as counts go
+        Notification.objects.filter(activity_id=activity_id, recipient_id__in=muters).update(
+            read=True
+        )
     written = store.notifications_add(
         [(r, r not in muters) for r in recipients],
         activity_id,
         get_conf().notification_max_length,
     )
     heard = [r for r in recipients if r not in muters]
-    stale = 3 * settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
+    # Online: a stream refreshed within 1.5 heartbeats (a crashed stream process stops counting
+    # soon; a late refresh costs an email, never a lost notification).
+    stale = 1.5 * settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
     live = store.online(heard, time.time(), stale)
     for user_id in live:
         store.announce_notification(user_id, activity_id)
@@ -146,6 +166,16 @@ def notifications_withdraw(*, activity_id: int) -> int:
     return len(recipients)
 
 
+def notifications_quiet(*, user_id: int, actor_ids: Sequence[int]) -> None:
+    """A mute or block: the user's notifications from those actors stop counting (read, in
+    PostgreSQL and Redis); their items are hidden at read time while it lasts."""
+    rows = Notification.objects.filter(recipient_id=user_id, actor_id__in=actor_ids, read=False)
+    ids = list(rows.values_list("activity_id", flat=True))
+    if ids:
+        rows.update(read=True)
+        store.notifications_read(user_id, ids)
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 
@@ -154,20 +184,21 @@ def notifications_ensure(*, user_id: int) -> None:
     unread among them, the seen mark) when Redis does not hold it."""
     if store.notification_counts(user_id) is not None:
         return
+    seen = (
+        NotificationSettings.objects.filter(user_id=user_id)
+        .values_list("seen_upto", flat=True)
+        .first()
+    )
+    # The mark first: from here on deliveries write to this feed, and the rows read next hold
+    # everything delivered before (a delivery's row commits before its batch runs).
+    store.notifications_mark_built(user_id, seen or 0)
     cap = get_conf().notification_max_length
     rows = list(
         Notification.objects.filter(recipient_id=user_id)
         .order_by("-activity_id")
         .values_list("activity_id", "read")[:cap]
     )
-    seen = (
-        NotificationSettings.objects.filter(user_id=user_id)
-        .values_list("seen_upto", flat=True)
-        .first()
-    )
-    store.notifications_build(
-        user_id, [a for a, _ in rows], [a for a, read in rows if not read], seen or 0
-    )
+    store.notifications_build(user_id, [a for a, _ in rows], [a for a, read in rows if not read])
 
 
 def notification_counts(*, user_id: int) -> dict[str, int]:
@@ -279,7 +310,10 @@ def parse_read_request(data: Any) -> list[int] | None:
         raise InvalidInput('"ids" must be a list of at most 500 item ids', field="ids")
     out = []
     for raw in ids:
-        if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+        text = str(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int | str) or not text.isascii():
+            raise InvalidInput(f"not an item id: {raw!r}", field="ids")
+        if not text.isdigit():
             raise InvalidInput(f"not an item id: {raw!r}", field="ids")
         value = int(raw)
         if not 0 < value < 2**63:
@@ -298,9 +332,11 @@ def notification_settings(*, user_id: int) -> NotificationSettings:
 
 def notification_settings_update(*, user_id: int, changes: dict[str, Any]) -> NotificationSettings:
     row = notification_settings(user_id=user_id)
+    if not changes:
+        return row
     for field, value in changes.items():
         setattr(row, field, value)
-    row.save(update_fields=list(changes) or None)
+    row.save(update_fields=list(changes))
     return row
 
 
@@ -337,7 +373,7 @@ def _line(body: dict[str, Any]) -> str:
     return f"{body['actor']['username']} {body['verb']} {body['object_type']} {body['object_id']}"
 
 
-def email_send(*, row_ids: Sequence[int]) -> int:
+def email_send(*, row_ids: Sequence[int], now=None) -> int:
     """Send what the rows owe, one email per recipient, and mark them sent, under row locks
     (two senders never send the same row; a send that fails leaves them pending, to be tried
     again). Returns how many rows were sent."""
@@ -355,6 +391,10 @@ def email_send(*, row_ids: Sequence[int]) -> int:
         for row in rows:
             by_user.setdefault(row.recipient_id, []).append(row)
         bodies = hydrate([r.activity_id for r in rows])
+        now = now or timezone.now()
+        for user_id, owed in list(by_user.items()):
+            if any(r.mode == Email.DIGEST for r in owed) and not _digest_due(user_id, now):
+                del by_user[user_id]  # another sweep sent this period's digest meanwhile
         for owed in by_user.values():
             lines = [_line(bodies[r.activity_id]) for r in owed if r.activity_id in bodies]
             if lines:  # (an activity deleted meanwhile is owed no email)
@@ -365,7 +405,6 @@ def email_send(*, row_ids: Sequence[int]) -> int:
                     from_email=None,
                     recipient_list=[owed[0].recipient.email],
                 )
-            now = timezone.now()
             NotificationEmail.objects.filter(id__in=[r.id for r in owed]).update(
                 state=NotificationEmail.State.SENT, sent_at=now
             )
@@ -375,6 +414,15 @@ def email_send(*, row_ids: Sequence[int]) -> int:
                 )
             sent += len(owed)
     return sent
+
+
+def _digest_due(user_id: int, now) -> bool:
+    """Whether the user's digest period has passed, under a lock on their settings row (two
+    overlapping sweeps cannot both send this period's digest)."""
+    row = NotificationSettings.objects.select_for_update().filter(user_id=user_id).first()
+    if row is None or row.last_digest_at is None:
+        return True
+    return row.last_digest_at <= now - timedelta(minutes=row.digest_minutes)
 
 
 def emails_due(*, now=None) -> list[list[int]]:

@@ -10,6 +10,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.utils import timezone
+
+from activities.ids import make_id
 from activities.selectors import recent_activity_ids
 
 from . import consistency, store
@@ -29,6 +32,16 @@ class RebuildResult:
     entries: int = 0
 
 
+def authors_seen_as_push(reader_id: int, entries: list[tuple[int, int]]) -> None:
+    """A rebuild takes the authors below the threshold now (PostgreSQL's counters) as push
+    authors, which their recorded mode may not have caught (a dip under the threshold between
+    two follows): their pull-published activities now sit in a feed, so a delete of one must
+    visit the followers (feeds.fanout, store.went_push_since)."""
+    authors = {a for _, a in entries if a != reader_id}
+    if authors:
+        store.mark_went_push_many(sorted(authors), make_id(timezone.now()))
+
+
 def users_rebuild(
     *, user_ids: list[int], since: datetime | None = None, dry_run: bool = False
 ) -> RebuildResult:
@@ -39,9 +52,11 @@ def users_rebuild(
     for uid in user_ids:
         if not dry_run:
             store.mark_rebuilding(uid)  # before the read: fan-out meanwhile is parked
-        ids = consistency.feed_ids_to_build(user_id=uid, conf=conf, since=since)
+        entries = consistency.feed_entries_to_build(user_id=uid, conf=conf, since=since)
+        ids = [i for i, _ in entries]
         own = recent_activity_ids(actor_id=uid, limit=conf.feed_max_length, since=since)
         if not dry_run:
+            authors_seen_as_push(uid, entries)
             store.write_feed(uid, ids, conf.feed_max_length, feed_ttl(conf))
             store.unlock_rebuild(uid)
             if own:  # (an author without activities needs no timeline until a read asks)
@@ -72,7 +87,9 @@ def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
             started = time.perf_counter()
             # The lock is the rebuild marker: fan-out from now on is parked, and write_feed
             # merges it in.
-            ids = consistency.feed_ids_to_build(user_id=user_id, conf=conf)
+            entries = consistency.feed_entries_to_build(user_id=user_id, conf=conf)
+            ids = [i for i, _ in entries]
+            authors_seen_as_push(user_id, entries)
             store.write_feed(user_id, ids, conf.feed_max_length, feed_ttl(conf))
             store.count_stat("rebuilds")
             log.info(

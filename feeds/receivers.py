@@ -55,11 +55,13 @@ def follow_deleted(sender, instance: Follow, **kwargs) -> None:
 
 @receiver(post_save, sender=Block, dispatch_uid="feeds.block_saved")
 @receiver(post_delete, sender=Block, dispatch_uid="feeds.block_deleted")
-def block_changed(sender, instance: Block, raw: bool = False, **kwargs) -> None:
+def block_changed(sender, instance: Block, signal, raw: bool = False, **kwargs) -> None:
     if kwargs.get("created", True) and not raw:
-        blocker_id, blocked_id = instance.blocker_id, instance.blocked_id
+        blocker_id, blocked_id, on = instance.blocker_id, instance.blocked_id, signal is post_save
         transaction.on_commit(
-            lambda: services.block_changed(blocker_id=blocker_id, blocked_id=blocked_id),
+            lambda: services.block_changed(
+                blocker_id=blocker_id, blocked_id=blocked_id, blocked=on
+            ),
             robust=True,
         )
 

@@ -158,6 +158,7 @@ def mute_changed(*, muter_id: int, muted_id: int, muted: bool) -> None:
     on; their open streams stop (or start again) hearing them."""
     hidden_refresh(user_ids=[muter_id])
     if muted:
+        notifications.notifications_quiet(user_id=muter_id, actor_ids=[muted_id])
         store.announce_follow(muter_id, muted_id, following=False)
     elif follows(follower_id=muter_id, followee_id=muted_id) and muted_id not in hidden_authors(
         muter_id
@@ -165,10 +166,13 @@ def mute_changed(*, muter_id: int, muted_id: int, muted: bool) -> None:
         store.announce_follow(muter_id, muted_id, following=True)
 
 
-def block_changed(*, blocker_id: int, blocked_id: int) -> None:
+def block_changed(*, blocker_id: int, blocked_id: int, blocked: bool = True) -> None:
     """A block or unblock: both users' reads hide (or show) each other. The follows a block
     removed purged the feeds and told open streams already (feed_follow_purge)."""
     hidden_refresh(user_ids=[blocker_id, blocked_id])
+    if blocked:
+        notifications.notifications_quiet(user_id=blocker_id, actor_ids=[blocked_id])
+        notifications.notifications_quiet(user_id=blocked_id, actor_ids=[blocker_id])
 
 
 def activity_published(*, activity: Activity) -> None:

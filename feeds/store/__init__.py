@@ -33,6 +33,8 @@ from .feeds import (
     feed_oldest_id,
     lock_rebuild,
     mark_rebuilding,
+    mark_went_push,
+    mark_went_push_many,
     pull_authors_from_cache,
     push_to_feeds,
     read_streams,
@@ -44,6 +46,7 @@ from .feeds import (
     touch_feed,
     unlock_rebuild,
     user_forget,
+    went_push_since,
     write_feed,
     write_timeline,
 )
@@ -89,6 +92,7 @@ from .notifications import (
     notifications_add,
     notifications_build,
     notifications_forget,
+    notifications_mark_built,
     notifications_read,
     notifications_remove,
     notifications_seen,
@@ -109,6 +113,9 @@ from .tokens import token_delete, token_get, token_set
 
 __all__ = [
     "LiveSubscription",
+    "mark_went_push",
+    "mark_went_push_many",
+    "went_push_since",
     "announce_notification",
     "notif_key",
     "notification_keys",
@@ -120,6 +127,7 @@ __all__ = [
     "notifications_add",
     "notifications_build",
     "notifications_forget",
+    "notifications_mark_built",
     "notifications_read",
     "notifications_remove",
     "notifications_seen",

@@ -19,6 +19,7 @@ from .keys import (
     rebuild_lock_key,
     timeline_key,
     unfollows_key,
+    went_push_key,
 )
 
 # One command per feed instead of ZADD + ZREMRANGEBYRANK: half the commands to pack, send and
@@ -269,6 +270,27 @@ def author_mode_swap(author_id: int, mode: str) -> str | None:
     move an author across the threshold, exactly one sees the change."""
     old = client().set(author_mode_key(author_id), mode, get=True)
     return old.decode() if isinstance(old, bytes) else None
+
+
+def mark_went_push(author_id: int, as_of_id: int) -> None:
+    """The author became a push author at ``as_of_id`` (an activity id made from the time)."""
+    client().set(went_push_key(author_id), as_of_id)
+
+
+def mark_went_push_many(author_ids: Sequence[int], as_of_id: int) -> None:
+    pipe = client().pipeline(transaction=False)
+    for author_id in author_ids:
+        pipe.set(went_push_key(author_id), as_of_id)
+    pipe.execute()
+
+
+def went_push_since(author_id: int, activity_id: int) -> bool:
+    """Whether the author may have been a push author after ``activity_id`` was published:
+    they became one since, or nothing is known (the mode was never recorded, Redis lost it)."""
+    mode, pushed = client().mget(author_mode_key(author_id), went_push_key(author_id))
+    if mode is None:
+        return True
+    return pushed is not None and int(pushed) >= activity_id
 
 
 def mark_rebuilding(user_id: int, seconds: int = 30) -> None:

@@ -12,6 +12,8 @@ a sorted-set score (member = score = id).
                              blocked either way), "id,id,..." (TTL; rewritten on a change)
   {p}:pullver                counter: bumped when any author crosses the threshold
   {p}:mode:{author}          string: "pull" or "push", the author's mode last seen (no TTL)
+  {p}:pushed:{author}        string: an activity id of the last time the author became a
+                             push author (their pull-published activities may be in feeds)
   {p}:rebuild:{user}         string: a feed rebuild in progress (its lock, 30 s)
   {p}:parked:{user}          sorted set: what fan-out delivered during that rebuild (merged after)
   {p}:deliv:{job}:{batch}    counter: deliveries of one fan-out batch (poison guard, 1 day)
@@ -119,6 +121,10 @@ def hidden_key(user_id: int) -> str:
 
 def author_mode_key(author_id: int) -> str:
     return f"{prefix()}:mode:{author_id}"
+
+
+def went_push_key(author_id: int) -> str:
+    return f"{prefix()}:pushed:{author_id}"
 
 
 def pull_version_key() -> str:

@@ -71,14 +71,16 @@ def notifications_remove(user_ids: Iterable[int], activity_ids: Sequence[int]) -
     pipe.execute()
 
 
-def notifications_build(
-    user_id: int, ids: Sequence[int], unread: Sequence[int], seen_upto: int
-) -> None:
-    """A user's notification feed from PostgreSQL. The seen mark goes first (only if absent):
-    from then on deliveries write here too, and this merges in what PostgreSQL held before."""
-    notif, unread_key, seen = notification_keys(user_id)
+def notifications_mark_built(user_id: int, seen_upto: int) -> None:
+    """The seen mark (only if absent): from now on deliveries write to this user's feed."""
+    client().set(notification_keys(user_id)[2], seen_upto, nx=True)
+
+
+def notifications_build(user_id: int, ids: Sequence[int], unread: Sequence[int]) -> None:
+    """Merge what PostgreSQL holds into a user's notification feed (after
+    notifications_mark_built: deliveries since then are already here)."""
+    notif, unread_key, _ = notification_keys(user_id)
     pipe = client().pipeline(transaction=False)
-    pipe.set(seen, seen_upto, nx=True)
     if ids:
         pipe.zadd(notif, {str(i): i for i in ids})
     if unread:

@@ -131,7 +131,8 @@ def test_seen_read_and_counts(live_worker):
         "unseen": 0,
         "unread": 0,
     }
-    for bad in ({}, {"all": False}, {"ids": "1"}, {"ids": [1.5]}, {"ids": [], "all": True}, []):
+    bad_bodies = ({}, {"all": False}, {"ids": "1"}, {"ids": [1.5]}, {"ids": ["²"]}, [])
+    for bad in (*bad_bodies, {"ids": [], "all": True}):
         res = client.post("/api/notifications/read/", bad, format="json")
         assert res.status_code == 400, (bad, res.content)
     # The state is PostgreSQL's too: a lost Redis rebuilds it exactly.
@@ -169,6 +170,20 @@ def test_paging_of_notifications_is_exact(live_worker):
 
 
 @pytest.mark.worker
+def test_mutes_and_blocks_keep_counts_true_on_feeds_built_later(live_worker):
+    me, loud, rude = UserFactory(), UserFactory(), UserFactory()
+    Mute.objects.create(muter=me, muted=loud)
+    publish(loud, [me.pk])  # delivered before me's feed is built
+    publish(rude, [me.pk])
+    jobs_done()
+    body = page(me)  # built from PostgreSQL now
+    assert [i["actor"]["id"] for i in body["items"]] == [rude.pk] and body["unread"] == 1
+    Block.objects.create(blocker=me, blocked=rude)  # after delivery: stops counting too
+    assert auth_client(me).get("/api/notifications/counts/").json()["unread"] == 0
+    assert page(me)["items"] == []
+
+
+@pytest.mark.worker
 def test_a_mute_hides_notifications_and_does_not_count_them(live_worker):
     me, loud = UserFactory(), UserFactory()
     page(me)
@@ -183,7 +198,8 @@ def test_a_mute_hides_notifications_and_does_not_count_them(live_worker):
 
 @pytest.mark.worker
 def test_an_online_user_hears_a_notification_on_the_stream(live_worker, served):
-    me, ana = UserFactory(), UserFactory()
+    me, ana = UserFactory(email="me@example.com"), UserFactory()
+    NotificationSettings.objects.create(user=me, email="instant")  # would email if offline
     stream = Stream(served, me)
     try:
         act = publish(ana, [me.pk])
@@ -193,6 +209,7 @@ def test_an_online_user_hears_a_notification_on_the_stream(live_worker, served):
         assert line and item["id"] == act["id"] and item["read"] is False
     finally:
         stream.stop.set()
+    jobs_done()
     assert not NotificationEmail.objects.filter(recipient=me).exists()  # online: no email
 
 
@@ -246,7 +263,15 @@ def test_digests_send_each_notification_once_and_retry_while_the_mail_server_is_
 
     later = timezone.now() + timedelta(minutes=6)
     for row_ids in notifications.emails_due(now=later):
-        notifications.email_send(row_ids=row_ids)
+        notifications.email_send(row_ids=row_ids, now=later)
+    # A second sweep of the same period (overlapping the first) sends nothing more.
+    notifications.outbox_add(activity_id=acts[1].id, user_ids=[me.pk])
+    assert (
+        notifications.email_send(
+            row_ids=list(NotificationEmail.objects.values_list("id", flat=True)), now=later
+        )
+        == 0
+    )
     assert len(mail.outbox) == 2 and "0 " not in mail.outbox[1].subject
     assert NotificationEmail.objects.filter(state="sent").count() == 3
 
@@ -299,3 +324,14 @@ def test_verify_feeds_checks_and_repairs_notification_feeds(live_worker):
     call_command("verify_feeds", "--user", str(me.pk), "--repair", stdout=io.StringIO())
     verify_feeds_clean("--user", str(me.pk))
     assert page(me)["unread"] == 1
+
+
+@pytest.mark.django_db
+def test_ids_that_name_no_user_are_ignored():
+    actor = UserFactory()
+    res = auth_client(actor).post(
+        "/api/activities/", {**STAR, "notify": [0, -5, 999_999_999, actor.pk]}, format="json"
+    )
+    assert res.status_code == 201
+    assert not Notification.objects.exists()
+    assert not FanoutJob.objects.filter(kind="notify").exists()

@@ -285,16 +285,42 @@ def test_an_activity_fanned_out_while_a_feed_is_rebuilt_is_not_lost(live_worker,
     follow_create(follower_id=reader.pk, followee_id=author.pk)
     old = post(author, "before")
     assert not store.client().exists(store.feed_key(reader.pk))  # never read: no feed
-    read_db = consistency.feed_ids_to_build
+    read_db = consistency.feed_entries_to_build
     during: list[int] = []
 
     def read_then_publish(**kwargs):
-        ids = read_db(**kwargs)  # the rebuild has read PostgreSQL, not yet written Redis
+        entries = read_db(**kwargs)  # the rebuild has read PostgreSQL, not yet written Redis
         during.append(post(author, "during"))  # fanned out by the worker now
-        return ids
+        return entries
 
-    monkeypatch.setattr(consistency, "feed_ids_to_build", read_then_publish)
+    monkeypatch.setattr(consistency, "feed_entries_to_build", read_then_publish)
     assert rebuild.feed_ensure(user_id=reader.pk, conf=rebuild.get_conf())
     assert set(store.feed_ids(reader.pk)) == {old, during[0]}
     assert not store.client().exists(store.parked_key(reader.pk))
+    verify_feeds_clean()
+
+
+def test_a_delete_reaches_a_feed_rebuilt_while_its_pull_author_dipped_under_the_threshold(
+    live_worker,
+):
+    """Found by the soak: an activity published by a pull author, put into a reader's feed by a
+    rebuild that read the author's counter during a dip under the threshold (no recorded mode
+    change), stayed in that feed after its delete (the remove job skipped pull authors)."""
+    from feeds import rebuild
+    from follows.models import UserStats
+
+    feed_settings_update(celebrity_threshold=2)
+    author, reader, other = UserFactory(), UserFactory(), UserFactory()
+    follow_create(follower_id=reader.pk, followee_id=author.pk)
+    follow_create(follower_id=other.pk, followee_id=author.pk)
+    aid = post(author, "pulled")
+    assert FanoutJob.objects.get(activity_id=aid, kind="publish").strategy == "pull"
+    stats = UserStats.objects.filter(user=author)
+    stats.update(followers_count=1)  # the dip, as a rebuild reads it
+    rebuild.users_rebuild(user_ids=[reader.pk])
+    stats.update(followers_count=2)
+    assert aid in store.feed_ids(reader.pk)
+    assert auth_client(author).delete(f"/api/activities/{aid}/").status_code == 204
+    wait_until(lambda: FanoutJob.objects.filter(activity_id=aid, kind="remove", state="done"))
+    assert aid not in store.feed_ids(reader.pk)
     verify_feeds_clean()
