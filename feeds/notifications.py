@@ -198,7 +198,13 @@ def notifications_ensure(*, user_id: int) -> None:
         .order_by("-activity_id")
         .values_list("activity_id", "read")[:cap]
     )
-    store.notifications_build(user_id, [a for a, _ in rows], [a for a, read in rows if not read])
+    ids = [a for a, _ in rows]
+    store.notifications_build(user_id, ids, [a for a, read in rows if not read])
+    # Check after write: an activity deleted meanwhile may have been withdrawn from this feed
+    # before the rows above were written back (its delete committed before its remove job ran).
+    gone = set(ids) - set(Activity.objects.filter(id__in=ids).values_list("id", flat=True))
+    if gone:
+        store.notifications_remove([user_id], sorted(gone))
 
 
 def notification_counts(*, user_id: int) -> dict[str, int]:

@@ -8,8 +8,10 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_ids_from, recent_activity_ids
 from follows.selectors import follower_count, follower_ids_in_range, follows, hidden_author_ids
@@ -72,6 +74,10 @@ def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
     conf = get_conf()
     if author_mode_update(followee_id, conf) == "pull":
         return
+    # Recorded before the copy: some of these may have been published while the author was a
+    # pull author (their recorded mode can lag concurrent follows), and a delete of one must
+    # then visit the followers' feeds (store.went_push_since).
+    store.mark_went_push(followee_id, make_id(timezone.now()))
     ids = recent_activity_ids(actor_id=followee_id, limit=conf.follow_backfill_count)
     if ids:
         store.add_to_feed(follower_id, ids, conf.feed_max_length)
