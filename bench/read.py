@@ -365,7 +365,7 @@ def main() -> None:
     print(sql.line("SQL fan-out on read (LATERAL per followee), same code path"))
     print(notes.line("/api/notifications/ (40 each, grouped, seen/read)"))
     print(counts.line("/api/notifications/counts/ (one Redis round trip)"))
-    per_round = [f.rps / s.rps for _, f, s in rounds]
+    per_round = [f.rps / s.rps for _, f, s, *_ in rounds]
     print(
         "ratio per round: "
         + " ".join(f"{r:.2f}" for r in per_round)
