@@ -6,8 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from feedsite.api.cursor import keyset_before, keyset_page
-from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
+from feedsite.api.params import PAGE_PARAMS, keyset_list
 from feedsite.api.throttles import WriteThrottle, charge_writes
 from follows.access import access_user_for_read
 
@@ -65,15 +64,9 @@ class AuthorActivitiesMixin:
     def activities(self, request: Request, user_id: str) -> Response:
         user = access_user_for_read(user_id=int(user_id))
         access_author_for_read(user=request.user, author_id=user.pk)
-        limit = parse_limit(request.query_params.get("limit"))
-        before = keyset_before("acts", request.query_params.get("cursor"))
-        rows, next_cursor = keyset_page(
-            activity_page(actor_id=user.pk, before_id=before, limit=limit + 1),
-            limit=limit,
-            kind="acts",
-            key=lambda a: a.id,
-        )
-        return Response(
-            {"items": [activity_to_dict(a) for a in rows], "next_cursor": next_cursor},
-            headers=next_page_link(request, next_cursor),
+        return keyset_list(
+            request,
+            "acts",
+            lambda before, n: activity_page(actor_id=user.pk, before_id=before, limit=n),
+            lambda rows: [activity_to_dict(a) for a in rows],
         )

@@ -10,8 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from feedsite.api.cursor import keyset_before, keyset_page
-from feedsite.api.params import PAGE_PARAMS, next_page_link, parse_limit
+from feedsite.api.params import PAGE_PARAMS, keyset_list
 from feedsite.api.schema import ObjectPageSchema
 from feedsite.api.throttles import RegisterThrottle, WriteThrottle
 
@@ -91,22 +90,18 @@ class UserViewSetBase(viewsets.GenericViewSet):
 
     def _follow_page(self, request: Request, user_id: str, direction: str) -> Response:
         user = self._user(user_id)
-        limit = parse_limit(request.query_params.get("limit"))
-        before = keyset_before(direction, request.query_params.get("cursor"))
-        rows, next_cursor = keyset_page(
-            follow_page(user_id=user.pk, direction=direction, before_id=before, limit=limit + 1),
-            limit=limit,
-            kind=direction,
-            key=lambda f: f.id,
-        )
         other = "follower" if direction == "followers" else "followee"
-        users = [getattr(f, other) for f in rows]
-        return Response(
-            {
-                "items": UserSerializer(users, many=True, context=self.user_context()).data,
-                "next_cursor": next_cursor,
-            },
-            headers=next_page_link(request, next_cursor),
+        return keyset_list(
+            request,
+            direction,
+            lambda before, n: follow_page(
+                user_id=user.pk, direction=direction, before_id=before, limit=n
+            ),
+            lambda rows: (
+                UserSerializer(
+                    [getattr(f, other) for f in rows], many=True, context=self.user_context()
+                ).data
+            ),
         )
 
     @extend_schema(parameters=PAGE_PARAMS, responses=UserPageSerializer)
@@ -186,21 +181,14 @@ class MeViewSetBase(viewsets.ViewSet):
         return Response(MeSerializer(me, context={"is_pull_author": self.pull_author}).data)
 
     def _relations(self, request: Request, kind: str) -> Response:
-        limit = parse_limit(request.query_params.get("limit"))
-        before = keyset_before(kind, request.query_params.get("cursor"))
-        rows, next_cursor = keyset_page(
-            relation_page(user_id=request.user.pk, kind=kind, before_id=before, limit=limit + 1),
-            limit=limit,
-            kind=kind,
-            key=lambda r: r.id,
-        )
         other = "blocked" if kind == "blocks" else "muted"
-        return Response(
-            {
-                "items": [_related(getattr(r, other), r.created_at) for r in rows],
-                "next_cursor": next_cursor,
-            },
-            headers=next_page_link(request, next_cursor),
+        return keyset_list(
+            request,
+            kind,
+            lambda before, n: relation_page(
+                user_id=request.user.pk, kind=kind, before_id=before, limit=n
+            ),
+            lambda rows: [_related(getattr(r, other), r.created_at) for r in rows],
         )
 
     @extend_schema(parameters=PAGE_PARAMS, responses=RelatedUserPageSerializer)

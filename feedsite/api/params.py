@@ -3,8 +3,13 @@ feedsite.api.cursor."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.response import Response
+
+from feedsite.api.cursor import keyset_before, keyset_page
 from feedsite.errors import InvalidInput
 
 DEFAULT_LIMIT = 20
@@ -40,3 +45,20 @@ def next_page_link(request, next_cursor: str | None) -> dict[str, str]:
     query = request.GET.copy()
     query["cursor"] = next_cursor
     return {"Link": f'<{request.build_absolute_uri(request.path)}?{query.urlencode()}>; rel="next"'}
+
+
+def keyset_list(
+    request, kind: str, fetch: Callable[[int | None, int], Sequence[Any]], render: Callable
+) -> Response:
+    """A keyset-paged list answer, newest first: ``fetch(before_id, n)`` reads up to n rows
+    below the cursor's id, ``render(rows)`` makes the items; ``{"items", "next_cursor"}`` with
+    the next page's Link header."""
+    limit = parse_limit(request.query_params.get("limit"))
+    before = keyset_before(kind, request.query_params.get("cursor"))
+    rows, next_cursor = keyset_page(
+        fetch(before, limit + 1), limit=limit, kind=kind, key=lambda row: row.id
+    )
+    return Response(
+        {"items": render(rows), "next_cursor": next_cursor},
+        headers=next_page_link(request, next_cursor),
+    )
