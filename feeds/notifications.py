@@ -255,8 +255,7 @@ def notifications_mark_seen(*, user_id: int) -> dict[str, int]:
     """Everything up to now is seen."""
     newest = Notification.objects.filter(recipient_id=user_id).aggregate(m=Max("activity_id"))["m"]
     if newest:
-        settings_row, _ = NotificationSettings.objects.get_or_create(user_id=user_id)
-        if newest > settings_row.seen_upto:
+        if newest > notification_settings(user_id=user_id).seen_upto:
             NotificationSettings.objects.filter(user_id=user_id).update(seen_upto=newest)
         notifications_ensure(user_id=user_id)
         store.notifications_seen(user_id, newest)
@@ -268,21 +267,23 @@ def _members(user_id: int, item_ids: Iterable[int], window_seconds: int) -> list
     newest member's): every id of the feed in the item's time bucket with the same verb and
     object. Unknown ids give nothing."""
     window_ms = window_seconds * 1000
-    members: set[int] = set()
+    buckets: dict[int, list[int]] = {}  # item id -> the feed's ids in its bucket, up to it
     for item_id in set(item_ids):
-        lo = bucket_floor_id(item_id, window_ms)
-        ids = store.notification_ids_between(user_id, lo, item_id)
-        if item_id not in ids:
-            continue
-        bodies = hydrate(ids)
+        ids = store.notification_ids_between(user_id, bucket_floor_id(item_id, window_ms), item_id)
+        if item_id in ids:
+            buckets[item_id] = ids
+    bodies = hydrate(sorted({i for ids in buckets.values() for i in ids}))  # one bulk read
+    members: set[int] = set()
+    for item_id, ids in buckets.items():
         head = bodies.get(item_id)
         if head is None:
             continue
         key = group_key(head["verb"], head["object_type"], head["object_id"], item_id, window_ms)
         members.update(
             i
-            for i, b in bodies.items()
-            if group_key(b["verb"], b["object_type"], b["object_id"], i, window_ms) == key
+            for i in ids
+            if (b := bodies.get(i)) is not None
+            and group_key(b["verb"], b["object_type"], b["object_id"], i, window_ms) == key
         )
     return sorted(members)
 
