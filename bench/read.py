@@ -121,14 +121,14 @@ def build(
     r = store.client()
     pipe = r.pipeline(transaction=False)
     for author, ids in by_actor.items():
-        pipe.zadd(store.timeline_key(author), {str(i): i for i in ids[:cap]})
+        pipe.zadd(store.timeline_key(author), {store.encode_id(i): 0 for i in ids[:cap]})
     pipe.execute()
     pull = set(pull_ids)
     for n, (reader, authors) in enumerate(follows.items()):
         newest = heapq.nlargest(
             cap, (i for a in authors if a not in pull for i in by_actor.get(a, [])[:cap])
         )
-        pipe.zadd(store.feed_key(reader), {str(i): i for i in newest})
+        pipe.zadd(store.feed_key(reader), {store.encode_id(i): 0 for i in newest})
         if n % 100 == 99:
             pipe.execute()
     pipe.execute()

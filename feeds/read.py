@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from activities.ids import MAX_ID
 from feedsite.api.cursor import FeedCursor
 from follows.selectors import followee_ids_with_min_followers, hidden_author_ids
 
@@ -148,21 +149,29 @@ MAX_SCRIPT_SOURCES = 8
 class RedisSource:
     keys: list[str]  # the reader's feed first
     mark_ttl: int | None = None  # the first read marks the feed read (and finds it missing)
+    partial: bool = False  # a read left out sources whose cluster node did not answer in time
 
     def read(
         self, *, max_id: int | None, count: int, nbodies: int, shown: tuple[int, int] | None
     ) -> store.PageRead:
-        read = (
-            store.read_page if len(self.keys) <= MAX_SCRIPT_SOURCES else store.read_page_pipelined
-        )
-        page = read(
-            self.keys,
-            max_id=max_id,
-            count=count,
-            nbodies=nbodies,
-            shown=shown,
-            mark_ttl=self.mark_ttl,
-        )
+        args: dict[str, Any] = {
+            "max_id": max_id,
+            "count": count,
+            "nbodies": nbodies,
+            "shown": shown,
+        }
+        if store.is_cluster():  # sources on several nodes: scatter-gather with a deadline
+            deadline = settings.FEEDSITE_READ_DEADLINE_MS / 1000
+            page = store.read_page_gathered(
+                self.keys, **args, mark_ttl=self.mark_ttl, deadline=deadline
+            )
+            if page.partial and not self.partial:
+                store.count_stat("read_partial")
+            self.partial |= page.partial
+        elif len(self.keys) <= MAX_SCRIPT_SOURCES:
+            page = store.read_page(self.keys, **args, mark_ttl=self.mark_ttl)
+        else:
+            page = store.read_page_pipelined(self.keys, **args, mark_ttl=self.mark_ttl)
         self.mark_ttl = None
         return page
 
@@ -242,4 +251,9 @@ def feed_page(
     next_cursor = (
         FeedCursor(top=top or 0, last=cut.groups[-1][0].id) if cut.has_more and cut.groups else None
     )
+    if getattr(source, "partial", False):
+        # Some sources did not answer: what they hold is unknown, so the next page must not
+        # start below anything of theirs. It starts where this one did (a later read shows
+        # what was missing); a first page's next starts from the top again.
+        next_cursor = cursor or FeedCursor(top=MAX_ID, last=MAX_ID + 1)
     return items, next_cursor

@@ -31,7 +31,14 @@ from feedsite.errors import DomainError
 from . import notifications, store
 from .conf import get_conf
 from .models import NotificationSettings
-from .read import IdSource, RedisSource, feed_page, feed_sources_prepare, hidden_authors
+from .read import (
+    IdSource,
+    RedisSource,
+    feed_page,
+    feed_read_open,
+    feed_sources_prepare,
+    hidden_authors,
+)
 from .rebuild import feed_ttl
 from .selectors import fanout_status
 from .throttles import FeedReadThrottle
@@ -62,11 +69,16 @@ def _page(
     limit = parse_limit(query.get("limit"))
     cursor = feed_cursor_decode(query.get("cursor"))
     started = time.perf_counter()
+    if source is None:
+        source = RedisSource(feed_read_open(user_id))
     items, nxt = feed_page(
         user_id=user_id, limit=limit, cursor=cursor, source=source, hidden=hidden
     )
     store.observe_buffered("read_seconds", (time.perf_counter() - started) * 1000)
-    return {"items": items, "next_cursor": feed_cursor_encode(nxt) if nxt else None}
+    body: dict[str, Any] = {"items": items, "next_cursor": feed_cursor_encode(nxt) if nxt else None}
+    if getattr(source, "partial", False):
+        body["partial"] = True  # a cluster node did not answer in time: see feed_page
+    return body
 
 
 def _plain_json(accept: str) -> bool:

@@ -134,7 +134,14 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# One Redis (redis://host:port/db) or a Redis Cluster (redis+cluster://host:port[,host:port...],
+# its startup nodes): feeds, timelines, bodies, counters, locks and pub/sub work on either. The
+# Celery broker is then its own Redis or RabbitMQ (CELERY_BROKER_URL).
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+REDIS_CLUSTER = REDIS_URL.startswith("redis+cluster://")
+# A feed read on a cluster gathers the reader's sources from several nodes: what has not
+# arrived after this many ms is left out of that page, which says "partial": true.
+FEEDSITE_READ_DEADLINE_MS = env_int("FEEDSITE_READ_DEADLINE_MS", 50)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -142,6 +149,11 @@ CACHES = {
         "KEY_PREFIX": os.environ.get("FEEDSITE_KEY_PREFIX", "fs") + ":cache",
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            **(
+                {"CONNECTION_FACTORY": "feeds.store.connection.ClusterConnectionFactory"}
+                if REDIS_CLUSTER
+                else {}
+            ),
             # The cache is an optimisation (settings snapshot, account throttles): with Redis
             # down it misses instead of failing the request (throttles fail open).
             "IGNORE_EXCEPTIONS": True,
@@ -262,7 +274,9 @@ FEEDSITE_JOB_RETENTION_DAYS = env_int("FEEDSITE_JOB_RETENTION_DAYS", 14)
 FEEDSITE_FUTURE_SKEW_SECONDS = env_int("FEEDSITE_FUTURE_SKEW_SECONDS", 300)
 
 # --- Celery (at-least-once fan-out; see shared RELIABILITY.md) ----------------------------------
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or (
+    "amqp://guest:guest@127.0.0.1:5672//" if REDIS_CLUSTER else REDIS_URL
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {"confirm_publish": True}
     if CELERY_BROKER_URL.startswith("amqp")

@@ -6,17 +6,24 @@ from collections.abc import Iterable
 
 from django.db import connection
 
+from feedsite.shards import SHARD_ORDER_SQL
+
 from .models import Block, Follow, Mute, UserStats
+
+# In a query with parameters: '%' doubled.
+_ORDER = SHARD_ORDER_SQL.replace("%", "%%")
 
 
 def follower_id_boundaries(*, followee_id: int, batch_size: int) -> list[int]:
-    """Every ``batch_size``-th follower id, ascending: batch k covers (b[k-1], b[k]], the last one
-    (b[-1], +inf). One pass over the (followee, follower) index inside the database; only the
-    boundaries (followers / batch_size ids) reach Python, never the follower list."""
+    """Every ``batch_size``-th follower in shard order (feedsite.shards), as its order key,
+    ascending: batch k covers (b[k-1], b[k]], the last one (b[-1], +inf). One pass over the
+    (followee, shard order) index inside the database; only the boundaries (followers /
+    batch_size keys) reach Python, never the follower list."""
     table = Follow._meta.db_table
     sql = (
-        f"SELECT follower_id FROM (SELECT follower_id, ROW_NUMBER() OVER (ORDER BY follower_id) AS rn "  # noqa: S608 - table name from model meta
-        f"FROM {table} WHERE followee_id = %s) AS numbered WHERE rn %% %s = 0 ORDER BY follower_id"
+        f"SELECT k FROM (SELECT {_ORDER} AS k, "  # noqa: S608 - table name from model meta
+        f"ROW_NUMBER() OVER (ORDER BY {_ORDER}) AS rn FROM {table} "
+        "WHERE followee_id = %s) AS numbered WHERE rn %% %s = 0 ORDER BY k"
     )
     with connection.cursor() as cur:
         cur.execute(sql, [followee_id, batch_size])
@@ -31,12 +38,23 @@ def batch_ranges(boundaries: list[int]) -> list[tuple[int | None, int | None]]:
 
 
 def follower_ids_in_range(*, followee_id: int, lo: int | None, hi: int | None) -> list[int]:
-    qs = Follow.objects.filter(followee_id=followee_id)
+    """The author's followers whose shard order lies in (lo, hi] (None: open), in that order:
+    a batch of fan-out, grouped by virtual shard."""
+    table = Follow._meta.db_table
+    where, params = ["followee_id = %s"], [followee_id]
     if lo is not None:
-        qs = qs.filter(follower_id__gt=lo)
+        where.append(f"{_ORDER} > %s")
+        params.append(lo)
     if hi is not None:
-        qs = qs.filter(follower_id__lte=hi)
-    return list(qs.order_by("follower_id").values_list("follower_id", flat=True))
+        where.append(f"{_ORDER} <= %s")
+        params.append(hi)
+    sql = (
+        f"SELECT follower_id FROM {table} WHERE {' AND '.join(where)} "  # noqa: S608 - constants
+        f"ORDER BY {_ORDER}"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return [row[0] for row in cur.fetchall()]
 
 
 def follower_count(*, user_id: int) -> int:

@@ -11,15 +11,26 @@ Redis command is sent from here; nothing else in the project talks to Redis.
   throttle    fixed throttle windows
   tokens      the token cache
 
-Every command but one touches a single key, and multi-key work is a non-transactional pipeline,
-which redis-py's cluster client splits per node. The exception is the feed read's page script
+Every command touches a single key or keys of one hash slot (a virtual shard's feeds, a user's
+notification keys), and multi-key work is a non-transactional pipeline, which redis-py's
+cluster client splits per node. The exception is the feed read's page script
 (page._READ_PAGE_LUA), which reads a reader's sources and their bodies in one call on one
-Redis; on Redis Cluster it becomes two parallel rounds (read_page_pipelined: the sources, then
-the bodies). Callers use the package (``from feeds import store; store.feed_key(...)``).
+Redis; on Redis Cluster it becomes two scatter-gather rounds with a deadline
+(read_page_gathered: the sources, then the bodies; a node that does not answer in time makes a
+partial page). Callers use the package (``from feeds import store; store.feed_key(...)``).
 """
 
 from .bodies import body_get_async, delete_body, get_bodies, set_bodies
-from .connection import TRANSIENT_ERRORS, async_client, client, ping, round_trip, with_script
+from .connection import (
+    TRANSIENT_ERRORS,
+    async_client,
+    client,
+    is_cluster,
+    ping,
+    round_trip,
+    scatter,
+    with_script,
+)
 from .feeds import (
     add_to_feed,
     add_to_timeline,
@@ -56,9 +67,13 @@ from .keys import (
     author_mode_key,
     body_key,
     body_prefix,
+    decode_id,
     deliveries_key,
+    encode_id,
     feed_key,
     follows_channel,
+    lex_max,
+    lex_min,
     live_channel,
     notif_key,
     notification_keys,
@@ -68,6 +83,7 @@ from .keys import (
     pull_version_key,
     rebuild_lock_key,
     seen_key,
+    shard_tag,
     stats_key,
     streams_key,
     throttle_key,
@@ -98,7 +114,14 @@ from .notifications import (
     notifications_seen,
     online,
 )
-from .page import PageRead, ReadPrelude, read_page, read_page_pipelined, read_prelude
+from .page import (
+    PageRead,
+    ReadPrelude,
+    read_page,
+    read_page_gathered,
+    read_page_pipelined,
+    read_prelude,
+)
 from .stats import (
     LATENCY_BUCKETS_MS,
     count_stat,
@@ -149,6 +172,8 @@ __all__ = [
     "body_get_async",
     "follows_channel",
     "async_client",
+    "is_cluster",
+    "scatter",
     "begin_batch",
     "begin_read",
     "body_key",
@@ -158,7 +183,9 @@ __all__ = [
     "client",
     "count_stat",
     "delete_body",
+    "decode_id",
     "deliveries_key",
+    "encode_id",
     "drop_pull_authors",
     "feed_ids",
     "feed_key",
@@ -166,6 +193,8 @@ __all__ = [
     "flush_buffered",
     "get_bodies",
     "hit_window",
+    "lex_max",
+    "lex_min",
     "live_channel",
     "lock_rebuild",
     "mark_rebuilding",
@@ -180,6 +209,7 @@ __all__ = [
     "push_to_feeds",
     "read_histogram",
     "read_page",
+    "read_page_gathered",
     "read_page_pipelined",
     "read_prelude",
     "read_stat",
@@ -191,6 +221,7 @@ __all__ = [
     "round_trip",
     "set_bodies",
     "set_pull_authors",
+    "shard_tag",
     "stats_key",
     "stream_register",
     "stream_unregister",

@@ -1,15 +1,25 @@
-"""The process's Redis clients and the two ways the store talks to them besides plain
-redis-py calls: a raw round trip (the hot read path) and a Lua script runner (EVALSHA)."""
+"""The process's Redis clients and the ways the store talks to them besides plain redis-py
+calls: a raw round trip (the hot read path), a scatter-gather round with a deadline (reads on
+Redis Cluster) and a Lua script runner (EVALSHA).
+
+``REDIS_URL`` names one Redis (``redis://host:port/db``) or a Redis Cluster
+(``redis+cluster://host:port[,host:port...]``, startup nodes): then client() is redis-py's
+RedisCluster, which routes each single-key command, pipeline part and script call (whose keys
+share a hash slot) to the node owning its slot."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import hiredis
 import redis
 from django.conf import settings
 from django_redis import get_redis_connection
+from django_redis.pool import ConnectionFactory
+from redis.cluster import ClusterNode, RedisCluster
 
 T = TypeVar("T")
 
@@ -23,11 +33,51 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError
 _client: redis.Redis | None = None
 
 
+def is_cluster(url: str | None = None) -> bool:
+    return (url or settings.REDIS_URL).startswith("redis+cluster://")
+
+
+def cluster_nodes(url: str) -> list[ClusterNode]:
+    """The startup nodes of a ``redis+cluster://h:p[,h:p...]`` url. Pure."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    nodes = []
+    for part in netloc.split(","):
+        host, _, port = part.rpartition(":")
+        nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+    return nodes
+
+
+def cluster_client(url: str, **options) -> RedisCluster:
+    """redis-py's cluster client for a ``redis+cluster://`` url (password from the url)."""
+    parts = urlsplit(url)
+    return RedisCluster(
+        startup_nodes=cluster_nodes(url),
+        password=parts.password,
+        username=parts.username,
+        **options,
+    )
+
+
+class ClusterConnectionFactory(ConnectionFactory):
+    """django-redis on Redis Cluster (the Django cache: settings snapshot, account throttles;
+    single-key commands only): settings.CACHES names it when REDIS_URL is a cluster."""
+
+    def connect(self, url: str):
+        return cluster_client(url, socket_connect_timeout=2, socket_timeout=2)
+
+
 def client() -> redis.Redis:
-    """The process's Redis client (django-redis' pool; redis-py resets it after a fork)."""
+    """The process's Redis client: django-redis' pool on one Redis, redis-py's cluster client on
+    a cluster (both reset their connections after a fork)."""
     global _client
     if _client is None:
-        _client = get_redis_connection("default")
+        if is_cluster():
+            _client = cluster_client(  # type: ignore[assignment]
+                settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+            )
+        else:
+            _client = get_redis_connection("default")
+    assert _client is not None
     return _client
 
 
@@ -37,10 +87,35 @@ def async_client():
     at once wait their turn instead of failing."""
     import redis.asyncio
 
+    if is_cluster():
+        import redis.asyncio.cluster
+
+        parts = urlsplit(settings.REDIS_URL)
+        return redis.asyncio.cluster.RedisCluster(
+            startup_nodes=[
+                redis.asyncio.cluster.ClusterNode(n.host, n.port)
+                for n in cluster_nodes(settings.REDIS_URL)
+            ],
+            password=parts.password,
+            max_connections=64,
+        )
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         settings.REDIS_URL, max_connections=64, timeout=10
     )
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+def async_pubsub_client():
+    """The async client whose pub/sub the stream gateway listens on. On a cluster, a plain
+    client of one node: Redis Cluster delivers a PUBLISH on any node to subscribers on every
+    node (and redis-py's async cluster client has no pub/sub)."""
+    if not is_cluster():
+        return async_client()
+    import redis.asyncio
+
+    node = cluster_nodes(settings.REDIS_URL)[0]
+    password = urlsplit(settings.REDIS_URL).password
+    return redis.asyncio.Redis(host=node.host, port=node.port, password=password)
 
 
 _script_shas: dict[str, str] = {}
@@ -52,6 +127,8 @@ def round_trip(*commands: tuple) -> list:
     command stack, retry wrappers), which cost more CPU than the round trip itself. A broken
     connection is dropped and the round sent once more on a fresh one; an error reply is
     raised after every reply has been read, so the connection goes back to the pool clean."""
+    if is_cluster():
+        return _cluster_round(commands)
     pool = client().connection_pool
     for attempt in (1, 2):
         conn = pool.get_connection()
@@ -75,6 +152,71 @@ def round_trip(*commands: tuple) -> list:
                 raise reply
         return replies
     raise AssertionError("unreachable")
+
+
+def _cluster_round(commands: Sequence[tuple]) -> list:
+    """round_trip on a cluster: redis-py's cluster pipeline (one pipeline per node, written to
+    every node before any is read: one parallel round)."""
+    pipe = client().pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+    return replies
+
+
+def scatter(commands: Sequence[tuple[str, tuple]], deadline: float) -> tuple[list, set[str]]:
+    """One parallel round on a cluster with a deadline: ``commands`` are (routing key, command);
+    each node's share is written on one of its pooled connections, all before any is read, and
+    each node's replies are read until ``deadline`` seconds after the start. Returns (replies,
+    names of the nodes that did not answer in time or at all); a missing node's replies are
+    None and its connections are dropped (never reused with replies pending). An error reply
+    comes back as the exception object in its place. On one Redis: round_trip (no deadline)."""
+    if not is_cluster():
+        return round_trip(*(command for _, command in commands)), set()
+    c: RedisCluster = client()  # type: ignore[assignment]
+    end = time.monotonic() + deadline
+    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+    for i, (key, _) in enumerate(commands):
+        node = c.get_node_from_key(key)
+        groups.setdefault(node.name, (node, []))[1].append(i)
+    replies: list = [None] * len(commands)
+    failed: set[str] = set()
+    sent = []
+    for name, (node, idx) in groups.items():
+        conn = node.redis_connection.connection_pool.get_connection()
+        try:
+            packed = b"".join(hiredis.pack_command(commands[i][1]) for i in idx)
+            conn.send_packed_command([packed])
+            sent.append((name, node, conn, idx))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            conn.disconnect()
+            node.redis_connection.connection_pool.release(conn)
+            failed.add(name)
+    moved = False
+    for name, node, conn, idx in sent:
+        try:
+            for i in idx:
+                left = end - time.monotonic()
+                if left <= 0 or not conn.can_read(timeout=left):
+                    raise redis.exceptions.TimeoutError(f"{name}: no answer in {deadline}s")
+                try:
+                    replies[i] = conn.read_response()
+                except redis.exceptions.ResponseError as exc:
+                    moved |= isinstance(
+                        exc, redis.exceptions.MovedError | redis.exceptions.AskError
+                    )
+                    replies[i] = exc
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            conn.disconnect()
+            failed.add(name)
+        finally:
+            node.redis_connection.connection_pool.release(conn)
+    if moved:  # slots moved (resharding, failover): learn the new owners for the next round
+        c.nodes_manager.initialize()
+    return replies, failed
 
 
 def with_script(source: str, run: Callable[[str], T]) -> T:

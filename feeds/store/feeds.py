@@ -6,14 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from feedsite.shards import vshard
+
 from .connection import client, with_script
 from .keys import (
     SENTINEL,
     author_mode_key,
     body_key,
+    decode_id,
     deliveries_key,
+    encode_id,
     feed_key,
+    lex_max,
+    lex_min,
     parked_key,
+    prefix,
     pull_authors_key,
     pull_version_key,
     rebuild_lock_key,
@@ -22,63 +29,77 @@ from .keys import (
     went_push_key,
 )
 
-# One command per feed instead of ZADD + ZREMRANGEBYRANK: half the commands to pack, send and
-# parse (the client's cost dominates a 1,000-feed batch). One key per call: Redis Cluster safe.
+# One Lua call per hash slot: the feeds of one virtual shard (fan-out groups a batch's followers
+# by shard), so a 1,000-follower batch is a few calls instead of 1,000 commands to pack, send and
+# parse (the client's per-command cost dominated). Every key of a call shares its slot: Redis
+# Cluster runs it on the node that owns the shard.
 #
 # Only feeds that exist are written: a feed that is missing (never built, evicted, or expired
 # because its owner stopped reading) would otherwise hold a partial feed. It is rebuilt from
 # PostgreSQL on its owner's next read, so fan-out cost follows active readers, not followers.
-# A feed being rebuilt (KEYS[2], the rebuild marker, set before the rebuild reads PostgreSQL)
-# does not exist yet either: what fan-out delivers meanwhile is parked in KEYS[3] and merged in
-# by the rebuild after its write (write_feed), so an activity fanned out between the
-# rebuild's read and its write is not lost. (Timelines pass only KEYS[1].)
-# ARGV: cap, then ids. Returns 1 when written (or parked), 0 when skipped.
+# A feed being rebuilt (its rebuild marker is set before the rebuild reads PostgreSQL) does not
+# exist yet either: what fan-out delivers meanwhile is parked and merged in by the rebuild after
+# its write (write_feed), so an activity fanned out between the rebuild's read and its write is
+# not lost. The marker and the parked set are the feed's key with another word after the prefix
+# (same hash tag, same slot): KEYS are the feeds, ARGV: cap, the feed, rebuild and parked key
+# prefixes (parked '' for timelines: no parking), then the members. Returns how many were
+# written (or parked).
 _ADD_CAPPED_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-    for i = 2, #ARGV do redis.call('ZADD', KEYS[3], ARGV[i], ARGV[i]) end
-    redis.call('EXPIRE', KEYS[3], 300)
-    return 1
+local cap, fp, rp, pp = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local args = {}
+for i = 5, #ARGV do
+  args[#args + 1] = 0
+  args[#args + 1] = ARGV[i]
+end
+local written = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('ZADD', key, unpack(args))
+    if redis.call('ZCARD', key) > cap then
+      redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+    end
+    written = written + 1
+  elseif pp ~= '' then
+    local rest = string.sub(key, #fp + 1)
+    if redis.call('EXISTS', rp .. rest) == 1 then
+      redis.call('ZADD', pp .. rest, unpack(args))
+      redis.call('EXPIRE', pp .. rest, 300)
+      written = written + 1
+    end
   end
-  return 0
 end
-local cap = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i]) end
-if redis.call('ZCARD', KEYS[1]) > cap then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1))
-end
-return 1
+return written
 """
 
 
-def _zadd_capped(pipe, key: str, ids: Iterable[int], cap: int) -> None:
-    mapping = {str(i): i for i in ids}
-    if mapping:
-        pipe.zadd(key, mapping)
-        # Trim by rank in the same pipeline: the feed never overshoots its cap.
-        pipe.zremrangebyrank(key, 0, -(cap + 1))
+def _key_prefixes(parking: bool = True) -> tuple[str, str, str]:
+    p = prefix()
+    return f"{p}:feed:", f"{p}:rebuild:", f"{p}:parked:" if parking else ""
+
+
+def _by_shard(user_ids: Iterable[int]) -> dict[int, list[int]]:
+    """User ids grouped by virtual shard, in first-seen order. Pure."""
+    groups: dict[int, list[int]] = {}
+    for uid in user_ids:
+        groups.setdefault(vshard(uid), []).append(uid)
+    return groups
 
 
 def push_to_feeds(
     user_ids: Sequence[int], activity_ids: Sequence[int], cap: int, author_id: int
 ) -> tuple[int, int, bool]:
-    """Add activities to many existing feeds: one pipelined round trip (one capped add per
-    feed). Returns (feeds written, the author's unfollow counter, whether the first activity's
-    body is still cached), the last two read after the writes in the same round trip."""
+    """Add activities to many existing feeds: one pipelined round trip of one Lua call per
+    virtual shard (see _ADD_CAPPED_LUA). Returns (feeds written, the author's unfollow counter,
+    whether the first activity's body is still cached), the last two read after the writes in
+    the same round trip."""
+    members = [encode_id(i) for i in activity_ids]
+    fixed = [cap, *_key_prefixes(), *members]
+    groups = _by_shard(user_ids)
 
     def run(sha: str) -> list:
         pipe = client().pipeline(transaction=False)
-        for uid in user_ids:
-            pipe.execute_command(
-                "EVALSHA",
-                sha,
-                3,
-                feed_key(uid),
-                rebuild_lock_key(uid),
-                parked_key(uid),
-                cap,
-                *activity_ids,
-            )
+        for uids in groups.values():
+            pipe.execute_command("EVALSHA", sha, len(uids), *map(feed_key, uids), *fixed)
         pipe.get(unfollows_key(author_id))
         pipe.exists(body_key(activity_ids[0]))
         return pipe.execute()
@@ -90,7 +111,7 @@ def push_to_feeds(
 def remove_from_feeds(user_ids: Sequence[int], activity_ids: Sequence[int]) -> None:
     if not user_ids or not activity_ids:
         return
-    members = [str(i) for i in activity_ids]
+    members = [encode_id(i) for i in activity_ids]
     pipe = client().pipeline(transaction=False)
     for uid in user_ids:
         pipe.zrem(feed_key(uid), *members)
@@ -105,25 +126,46 @@ def add_to_feed(user_id: int, activity_ids: Sequence[int], cap: int) -> bool:
     return bool(written)
 
 
-def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) -> None:
-    """A rebuilt feed: the ids (merged with what is there: concurrent fan-out is kept), the
-    built marker, the cap and the inactivity TTL, atomically on one key; then what fan-out
-    parked while the rebuild read PostgreSQL (see mark_rebuilding)."""
-    key = feed_key(user_id)
-    pipe = client().pipeline(transaction=True)
-    pipe.zadd(key, {SENTINEL: 0, **{str(i): i for i in activity_ids}})
-    pipe.zremrangebyrank(key, 0, -(cap + 1))
-    if ttl:
-        pipe.expire(key, ttl)
-    pipe.execute()
-    _merge_parked(user_id, cap)
+# A rebuilt feed, atomically on its slot: the ids merged with what is there (concurrent fan-out
+# is kept), the built marker, the cap, the inactivity TTL, then what fan-out parked while the
+# rebuild read PostgreSQL (see mark_rebuilding). KEYS: the feed, its parked set. ARGV: cap, ttl
+# (0: none), the members. Returns how many ids were parked.
+_WRITE_FEED_LUA = """
+local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local args = {0, '0'}
+for i = 3, #ARGV do
+  args[#args + 1] = 0
+  args[#args + 1] = ARGV[i]
+end
+local parked = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, m in ipairs(parked) do
+  args[#args + 1] = 0
+  args[#args + 1] = m
+end
+for i = 1, #args, 1000 do
+  redis.call('ZADD', KEYS[1], unpack(args, i, math.min(i + 999, #args)))
+end
+if redis.call('ZCARD', KEYS[1]) > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1)) end
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+redis.call('DEL', KEYS[2])
+return #parked
+"""
+
+
+def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) -> int:
+    """A rebuilt feed (see _WRITE_FEED_LUA); returns how many parked ids were merged in."""
+    keys = (feed_key(user_id), parked_key(user_id))
+    args: list[Any] = [cap, ttl, *(encode_id(i) for i in activity_ids)]
+    return int(with_script(_WRITE_FEED_LUA, lambda sha: client().evalsha(sha, 2, *keys, *args)))
 
 
 def write_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> None:
     """A rebuilt timeline: the ids merged in, with the built marker (so an author with no
     activities has a timeline that exists), capped."""
+    key = timeline_key(author_id)
     pipe = client().pipeline(transaction=False)
-    _zadd_capped(pipe, timeline_key(author_id), [int(SENTINEL), *activity_ids], cap)
+    pipe.zadd(key, {SENTINEL: 0, **{encode_id(i): 0 for i in activity_ids}})
+    pipe.zremrangebyrank(key, 0, -(cap + 1))
     pipe.execute()
 
 
@@ -132,10 +174,8 @@ def add_to_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> bo
     built, evicted, flushed) is rebuilt whole on the next read that needs it, never left
     holding only the newest ids. True when written."""
     key = timeline_key(author_id)
-    written = with_script(
-        _ADD_CAPPED_LUA,
-        lambda sha: client().evalsha(sha, 1, key, cap, *activity_ids),
-    )
+    args: list[Any] = [cap, *_key_prefixes(parking=False), *(encode_id(i) for i in activity_ids)]
+    written = with_script(_ADD_CAPPED_LUA, lambda sha: client().evalsha(sha, 1, key, *args))
     return bool(written)
 
 
@@ -158,28 +198,28 @@ def rebuild_locked(user_id: int) -> bool:
 
 
 def remove_from_timeline(author_id: int, activity_id: int) -> None:
-    client().zrem(timeline_key(author_id), str(activity_id))
+    client().zrem(timeline_key(author_id), encode_id(activity_id))
 
 
 def feed_oldest_id(user_id: int) -> int | None:
     """The lowest id still in a feed (None if empty): bounds an unfollow purge to the feed window."""
-    rows = client().zrangebyscore(feed_key(user_id), "(0", "+inf", start=0, num=1)
+    rows = client().zrangebylex(feed_key(user_id), lex_min(None), "+", start=0, num=1)
     return _ids(rows)[0] if rows else None
 
 
 def feed_ids(user_id: int) -> list[int]:
     """Every id in a feed, newest first (feeds are capped, so this is bounded)."""
-    return _ids(client().zrevrangebyscore(feed_key(user_id), "+inf", "(0"))
+    return _ids(client().zrevrangebylex(feed_key(user_id), "+", lex_min(None)))
 
 
 def timeline_ids(author_id: int) -> list[int]:
     """Every id in a timeline, newest first (not the built marker)."""
-    return _ids(client().zrevrangebyscore(timeline_key(author_id), "+inf", "(0"))
+    return _ids(client().zrevrangebylex(timeline_key(author_id), "+", lex_min(None)))
 
 
 def _ids(members: Any) -> list[int]:
-    """Sorted-set members (activity ids as bytes) as ints."""
-    return [int(m) for m in members]
+    """Feed members (encoded ids, see keys.encode_id) as ints."""
+    return [decode_id(m) for m in members]
 
 
 def read_streams(
@@ -187,15 +227,14 @@ def read_streams(
 ) -> list[list[int]]:
     """Newest-first ids of several sorted sets, ids in [min_id, max_id], at most ``count`` each:
     one pipelined round trip (one single-key command per set)."""
-    hi = "+inf" if max_id is None else max_id
-    lo = "(0" if min_id is None else max(min_id, 1)  # never the built marker
+    hi, lo = lex_max(max_id), lex_min(min_id)  # never the built marker
     pipe = client().pipeline(transaction=False)
     for key in keys:
         if count is None:
-            pipe.zrevrangebyscore(key, hi, lo)
+            pipe.zrevrangebylex(key, hi, lo)
         else:
-            pipe.zrevrangebyscore(key, hi, lo, start=0, num=count)
-    return [[int(m) for m in members] for members in pipe.execute()]
+            pipe.zrevrangebylex(key, hi, lo, start=0, num=count)
+    return [_ids(members) for members in pipe.execute()]
 
 
 def begin_batch(job_id: int, batch_no: int, author_id: int) -> tuple[int, int]:
@@ -297,23 +336,3 @@ def mark_rebuilding(user_id: int, seconds: int = 30) -> None:
     """Before a rebuild reads PostgreSQL: fan-out parks what it delivers to this user meanwhile
     (write_feed merges it in)."""
     client().set(rebuild_lock_key(user_id), "1", ex=seconds)
-
-
-# KEYS: the feed, its parked set. ARGV: cap. Members are ids (score = id); the feed keeps its TTL.
-_MERGE_PARKED_LUA = """
-local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
-if #ids == 0 then return 0 end
-for _, m in ipairs(ids) do redis.call('ZADD', KEYS[1], m, m) end
-local cap = tonumber(ARGV[1])
-if redis.call('ZCARD', KEYS[1]) > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1)) end
-redis.call('DEL', KEYS[2])
-return #ids
-"""
-
-
-def _merge_parked(user_id: int, cap: int) -> int:
-    """After a rebuild wrote the feed: what fan-out parked meanwhile goes in (capped), at once
-    (the feed keeps its TTL). Returns how many ids were parked."""
-    keys = (feed_key(user_id), parked_key(user_id))
-    merged = with_script(_MERGE_PARKED_LUA, lambda sha: client().evalsha(sha, 2, *keys, cap))
-    return int(merged)

@@ -1,11 +1,28 @@
 """Every Redis key of feedsite is built here; this docstring is the layout.
 
-Prefix ``{p}`` from FEEDSITE_KEY_PREFIX (default ``fs``). Ids are 53-bit activity ids, exact as
-a sorted-set score (member = score = id).
+Prefix ``{p}`` from FEEDSITE_KEY_PREFIX (default ``fs``). Ids are 53-bit activity ids.
 
-  {p}:feed:{user}            sorted set: the user's home feed (pushed ids, own ids), capped,
-                             with an inactivity TTL; a built feed holds SENTINEL (score 0)
-  {p}:tl:{author}            sorted set: the author's own timeline, capped (pull source)
+Feeds and timelines are sorted sets in *lex encoding*: every member has score 0 and is the id in
+base 36, zero-padded to 11 characters (``encode_id``), so the members' byte order is the ids'
+order and ZRANGEBYLEX pages them exactly as ZRANGEBYSCORE paged score = id before. A full feed
+costs 15 bytes an entry in Redis' compact encoding (an 11-byte string and a 1-byte score, with
+their headers) where a 53-bit member plus a 53-bit score cost 20.
+
+Earlier layouts (before the lex encoding and the virtual shards: ``{p}:feed:{user}``,
+``{p}:tl:{user}``, ``{p}:notif:{{user}}`` with member = score = id, ...) use other key names, so
+this code never misreads them: their feeds are rebuilt from PostgreSQL when read, and ``manage.py
+migrate_feed_keys`` moves them over warm (feeds.migrate_keys).
+
+Virtual shards: a user's feed-side keys carry the hash tag ``{s<v>}``, v = user id mod VSHARDS
+(``vshard``), so on Redis Cluster the feeds of one virtual shard share a hash slot: fan-out
+orders followers by (virtual shard, id) and writes each shard's part of a batch with one Lua call
+on the node that owns it. VSHARDS is fixed: changing it moves every feed (``manage.py
+migrate_feed_keys`` moves keys of an earlier layout; a missing feed is also rebuilt from
+PostgreSQL on its owner's next read).
+
+  {p}:feed:{s<v>}:{user}     sorted set (lex): the user's home feed (pushed ids, own ids),
+                             capped, with an inactivity TTL; a built feed holds SENTINEL
+  {p}:tl:{s<v>}:{author}     sorted set (lex): the author's own timeline, capped (pull source)
   {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL
   {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
   {p}:hide:{user}            string: cached ids of authors the user does not see (muted,
@@ -14,16 +31,17 @@ a sorted-set score (member = score = id).
   {p}:mode:{author}          string: "pull" or "push", the author's mode last seen (no TTL)
   {p}:pushed:{author}        string: an activity id of the last time the author became a
                              push author (their pull-published activities may be in feeds)
-  {p}:rebuild:{user}         string: a feed rebuild in progress (its lock, 30 s)
-  {p}:parked:{user}          sorted set: what fan-out delivered during that rebuild (merged after)
+  {p}:rebuild:{s<v>}:{user}  string: a feed rebuild in progress (its lock, 30 s)
+  {p}:parked:{s<v>}:{user}   sorted set (lex): what fan-out delivered during that rebuild
+                             (merged after); the three share the feed's slot
   {p}:deliv:{job}:{batch}    counter: deliveries of one fan-out batch (poison guard, 1 day)
   {p}:unf:{author}           counter: unfollows of an author (check-after-write of fan-out)
   {p}:live:{author}          pub/sub channel: ids the author just published (SSE streams)
   {p}:follows-live:{user}    pub/sub channel: "+id"/"-id", the user followed/unfollowed id
   {p}:streams:{user}         sorted set: the user's open SSE streams, scored by last beat
-  {p}:notif:{{user}}         sorted set: the user's notification feed (ids), capped
-  {p}:unread:{{user}}        sorted set: the ids of that feed not read yet
-  {p}:seen:{{user}}          string: every notification at or below this id is seen; its
+  {p}:nf:{{user}}            sorted set (lex): the user's notification feed (ids), capped
+  {p}:nf-unread:{{user}}     sorted set: the ids of that feed not read yet (member = score = id)
+  {p}:nf-seen:{{user}}       string: every notification at or below this id is seen; its
                              existence marks the notification feed as built
                              (the three share the hash tag {user}: one slot, one script)
   {p}:stats:{name}           counter or histogram hash (/metrics)
@@ -35,17 +53,57 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from feedsite.shards import vshard
+
 
 def prefix() -> str:
     return settings.FEEDSITE_KEY_PREFIX
 
 
+ID_WIDTH = 11  # base-36 digits of the largest 53-bit id
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+MAX_ID = (1 << 53) - 1
+
+
+def shard_tag(user_id: int) -> str:
+    """The hash tag of the user's virtual shard (feedsite.shards): ``{s<v>}``."""
+    return f"{{s{vshard(user_id)}}}"
+
+
+def encode_id(activity_id: int) -> str:
+    """A feed member: the id in base 36, 11 digits (byte order = id order). Pure."""
+    if not 0 <= activity_id <= MAX_ID:
+        raise ValueError(f"activity id out of range: {activity_id}")
+    out = []
+    n = activity_id
+    for _ in range(ID_WIDTH):
+        n, r = divmod(n, 36)
+        out.append(_DIGITS[r])
+    return "".join(reversed(out))
+
+
+def decode_id(member: bytes | str) -> int:
+    """The id of a feed member (encode_id's inverse). Pure."""
+    return int(member, 36)
+
+
+def lex_max(activity_id: int | None) -> str:
+    """ZREVRANGEBYLEX upper bound: members at or below ``activity_id`` (None: no bound)."""
+    return "+" if activity_id is None else "[" + encode_id(min(max(activity_id, 0), MAX_ID))
+
+
+def lex_min(activity_id: int | None) -> str:
+    """ZREVRANGEBYLEX lower bound: members at or above ``activity_id``, never the SENTINEL
+    (None or 0: every id)."""
+    return "(" + SENTINEL if not activity_id else "[" + encode_id(min(activity_id, MAX_ID))
+
+
 def feed_key(user_id: int) -> str:
-    return f"{prefix()}:feed:{user_id}"
+    return f"{prefix()}:feed:{shard_tag(user_id)}:{user_id}"
 
 
 def timeline_key(user_id: int) -> str:
-    return f"{prefix()}:tl:{user_id}"
+    return f"{prefix()}:tl:{shard_tag(user_id)}:{user_id}"
 
 
 def timeline_author(key: str) -> int:
@@ -71,23 +129,23 @@ def unfollows_key(author_id: int) -> str:
 
 
 def rebuild_lock_key(user_id: int) -> str:
-    return f"{prefix()}:rebuild:{user_id}"
+    return f"{prefix()}:rebuild:{shard_tag(user_id)}:{user_id}"
 
 
 def parked_key(user_id: int) -> str:
-    return f"{prefix()}:parked:{user_id}"
+    return f"{prefix()}:parked:{shard_tag(user_id)}:{user_id}"
 
 
 def notif_key(user_id: int) -> str:
-    return f"{prefix()}:notif:{{{user_id}}}"
+    return f"{prefix()}:nf:{{{user_id}}}"
 
 
 def unread_key(user_id: int) -> str:
-    return f"{prefix()}:unread:{{{user_id}}}"
+    return f"{prefix()}:nf-unread:{{{user_id}}}"
 
 
 def seen_key(user_id: int) -> str:
-    return f"{prefix()}:seen:{{{user_id}}}"
+    return f"{prefix()}:nf-seen:{{{user_id}}}"
 
 
 def notification_keys(user_id: int) -> list[str]:
@@ -142,7 +200,7 @@ def token_key(digest: str) -> str:
     return f"{prefix()}:tok:{digest}"
 
 
-# A built feed always exists: an empty one holds only this member (score 0), so a reader with no
-# follows and no posts is not rebuilt on every read. When the feed is full, trimming removes it
-# first (lowest score), and a full feed needs no marker.
+# A built feed always exists: an empty one holds only this member, so a reader with no follows
+# and no posts is not rebuilt on every read. It sorts below every encoded id (a shorter prefix):
+# when the feed is full, trimming removes it first, and a full feed needs no marker.
 SENTINEL = "0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .connection import client
+from .connection import async_pubsub_client, client, is_cluster
 from .keys import follows_channel, live_channel, streams_key
 
 
@@ -34,7 +34,8 @@ class LiveSubscription:
     is open). The gateway asks for the next message; the store speaks to Redis."""
 
     def __init__(self, r) -> None:
-        self._pubsub = r.pubsub()
+        # On a cluster, pub/sub runs on a plain client of one node (async_pubsub_client).
+        self._pubsub = (async_pubsub_client() if is_cluster() else r).pubsub()
         self._live = live_channel("")
         self._follows = follows_channel("")
 

@@ -1,5 +1,6 @@
-"""Notification feeds: per user a capped sorted set of activity ids (bodies are the shared
-activity bodies), the set of those not read yet, and the seen mark. The three keys share a hash
+"""Notification feeds: per user a capped sorted set of activity ids (lex encoding, as home
+feeds: keys.encode_id; bodies are the shared activity bodies), the set of those not read yet
+(member = score = id), and the seen mark. The three keys share a hash
 tag, so every command and script below stays in one slot."""
 
 from __future__ import annotations
@@ -7,20 +8,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .connection import client, round_trip, with_script
-from .keys import notification_keys, streams_key
+from .keys import decode_id, encode_id, lex_max, lex_min, notification_keys, streams_key
 
-# KEYS: notif, unread, seen. ARGV: cap, id, "1" to count it unread. Nothing when the feed was
+# KEYS: notif, unread, seen. ARGV: cap, id, "1" to count it unread, the id's feed member. Nothing when the feed was
 # never built (its first read builds it from PostgreSQL). An id already there keeps its state
 # (a redelivered batch must not make a read notification unread again).
 _ADD_LUA = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-if redis.call('ZADD', KEYS[1], ARGV[2], ARGV[2]) == 1 and ARGV[3] == '1' then
+if redis.call('ZADD', KEYS[1], 0, ARGV[4]) == 1 and ARGV[3] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[2])
 end
 local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
 if over > 0 then
   local old = redis.call('ZRANGE', KEYS[1], 0, over - 1)
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+  for i, m in ipairs(old) do old[i] = string.format('%d', tonumber(m, 36)) end
   redis.call('ZREM', KEYS[2], unpack(old))
 end
 return 1
@@ -47,12 +49,13 @@ def notifications_add(entries: Sequence[tuple[int, bool]], activity_id: int, cap
     pipelined round trip; returns the users whose feeds were built (and so written)."""
     if not entries:
         return []
+    member = encode_id(activity_id)
 
     def run(sha: str) -> list:
         pipe = client().pipeline(transaction=False)
         for user_id, unread in entries:
             keys = notification_keys(user_id)
-            pipe.evalsha(sha, len(keys), *keys, cap, activity_id, "1" if unread else "0")
+            pipe.evalsha(sha, len(keys), *keys, cap, activity_id, "1" if unread else "0", member)
         return pipe.execute()
 
     written = with_script(_ADD_LUA, run)
@@ -63,10 +66,11 @@ def notifications_remove(user_ids: Iterable[int], activity_ids: Sequence[int]) -
     """Take activities out of users' notification feeds (a delete)."""
     if not activity_ids:
         return
+    members = [encode_id(i) for i in activity_ids]
     pipe = client().pipeline(transaction=False)
     for user_id in user_ids:
         notif, unread, _ = notification_keys(user_id)
-        pipe.zrem(notif, *activity_ids)
+        pipe.zrem(notif, *members)
         pipe.zrem(unread, *activity_ids)
     pipe.execute()
 
@@ -82,7 +86,7 @@ def notifications_build(user_id: int, ids: Sequence[int], unread: Sequence[int])
     notif, unread_key, _ = notification_keys(user_id)
     pipe = client().pipeline(transaction=False)
     if ids:
-        pipe.zadd(notif, {str(i): i for i in ids})
+        pipe.zadd(notif, {encode_id(i): 0 for i in ids})
     if unread:
         pipe.zadd(unread_key, {str(i): i for i in unread})
     pipe.execute()
@@ -137,7 +141,7 @@ def notifications_read(user_id: int, ids: Sequence[int] | None) -> None:
 def notification_ids_between(user_id: int, lo: int, hi: int) -> list[int]:
     """The ids of the user's notification feed in [lo, hi]."""
     key = notification_keys(user_id)[0]
-    return [int(m) for m in round_trip(("ZRANGEBYSCORE", key, lo, hi))[0]]
+    return [decode_id(m) for m in round_trip(("ZRANGEBYLEX", key, lex_min(lo), lex_max(hi)))[0]]
 
 
 def online(user_ids: Sequence[int], now: float, stale_after: float) -> set[int]:

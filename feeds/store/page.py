@@ -8,13 +8,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import redis
+
 from ..merge import merge_streams, merge_to_floor
 from .bodies import get_bodies
-from .connection import client, round_trip, with_script
+from .connection import client, round_trip, scatter, with_script
 from .feeds import read_streams
 from .keys import (
+    body_key,
     body_prefix,
+    decode_id,
     hidden_key,
+    lex_max,
+    lex_min,
     pull_authors_key,
     pull_version_key,
     throttle_key,
@@ -56,13 +62,13 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
     return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
 
 
-# Round trip 2: the page. Each stream (the reader's feed, the pull authors' timelines) is read
-# newest first, at most `count` ids at or below `hi`; they are merged without duplicates down to
+# Round trip 2: the page. Each stream (the reader's feed, the pull authors' timelines; members in
+# lex encoding, see keys.encode_id) is read newest first, at most `count` ids at or below `hi`; they are merged without duplicates down to
 # the floor (the highest last id of a stream that returned `count` ids: below it a stream may
 # hold ids that were not read), and the bodies of the newest `nbodies` come along. With a
 # "shown" range (a cursor's bucket), its merged ids and all their bodies too.
 # KEYS: the streams, the reader's feed first. ARGV: body key prefix, nbodies, hi, count, shown hi,
-# shown lo (or '', ''), read-mark seconds (or ''). Returns {merged ids, floor or '', shown ids,
+# shown lo (or '', ''; lex bounds), read-mark seconds (or ''). Returns {merged ids, floor or '', shown ids,
 # body ids, bodies, 1}, or 0 last when the feed to mark does not exist.
 # Body keys are read from the script (not declared in KEYS): that is fine on one Redis; on
 # Redis Cluster the same two phases are two parallel rounds (streams, then bodies).
@@ -85,7 +91,7 @@ local function merge(lists, floor)
   local pos, heads, out, last = {}, {}, {}, nil
   for i, l in ipairs(lists) do
     pos[i] = 1
-    heads[i] = l[1] and tonumber(l[1])
+    heads[i] = l[1] and tonumber(l[1], 36)
   end
   while true do
     local best, bi = nil, nil
@@ -100,17 +106,17 @@ local function merge(lists, floor)
     end
     pos[bi] = pos[bi] + 1
     local nxt = lists[bi][pos[bi]]
-    heads[bi] = nxt and tonumber(nxt)
+    heads[bi] = nxt and tonumber(nxt, 36)
   end
   return out
 end
 local streams, floor, missing = {}, nil, {}
 for i, key in ipairs(KEYS) do
-  local ids = redis.call('ZREVRANGEBYSCORE', key, hi, '(0', 'LIMIT', 0, count)
+  local ids = redis.call('ZREVRANGEBYLEX', key, hi, '(0', 'LIMIT', 0, count)
   streams[i] = ids
   if i > 1 and #ids == 0 and redis.call('EXISTS', key) == 0 then missing[#missing + 1] = key end
   if #ids == count then
-    local last = tonumber(ids[#ids])
+    local last = tonumber(ids[#ids], 36)
     if floor == nil or last > floor then floor = last end
   end
 end
@@ -121,7 +127,7 @@ local shown = {}
 if ARGV[5] ~= '' then
   local lists = {}
   for i, key in ipairs(KEYS) do
-    lists[i] = redis.call('ZREVRANGEBYSCORE', key, ARGV[5], ARGV[6])
+    lists[i] = redis.call('ZREVRANGEBYLEX', key, ARGV[5], ARGV[6])
   end
   shown = merge(lists, nil)
   local have = {}
@@ -131,7 +137,9 @@ if ARGV[5] ~= '' then
   end
 end
 local bodies = {}
-for i, m in ipairs(wanted) do bodies[i] = redis.call('GET', prefix .. m) end
+for i, m in ipairs(wanted) do
+  bodies[i] = redis.call('GET', prefix .. string.format('%d', tonumber(m, 36)))
+end
 return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing}
 """
 
@@ -144,6 +152,7 @@ class PageRead:
     bodies: dict[int, bytes | None]  # raw bodies of ids read along (None: not cached)
     feed_missing: bool = False  # the read mark found no feed: nothing else was read
     sources_missing: list[str] = field(default_factory=list)  # timelines that do not exist
+    partial: bool = False  # some sources' nodes did not answer in time: left out
 
 
 def read_page(
@@ -158,18 +167,17 @@ def read_page(
     """Round trip 2 of a feed read (see _READ_PAGE_LUA): the merged ids of every stream at or
     below ``max_id`` (at most ``count`` read from each), the bodies of the newest ``nbodies``,
     and with ``shown`` = (hi, lo) the ids in that range and all their bodies."""
-    hi = "+inf" if max_id is None else str(max_id)
-    args = [body_prefix(), nbodies, hi, count]
-    args += [shown[0], max(shown[1], 1)] if shown else ["", ""]
+    args = [body_prefix(), nbodies, lex_max(max_id), count]
+    args += [lex_max(shown[0]), lex_min(shown[1])] if shown else ["", ""]
     args.append("" if mark_ttl is None else mark_ttl)
     merged, floor, shown_ids, wanted, raws, live, missing = with_script(
         _READ_PAGE_LUA, lambda sha: round_trip(("EVALSHA", sha, len(keys), *keys, *args))[0]
     )
     return PageRead(
-        ids=[int(m) for m in merged],
+        ids=[decode_id(m) for m in merged],
         floor=int(floor) if floor else None,
-        shown=[int(m) for m in shown_ids],
-        bodies={int(m): raw for m, raw in zip(wanted, raws, strict=True)},
+        shown=[decode_id(m) for m in shown_ids],
+        bodies={decode_id(m): raw for m, raw in zip(wanted, raws, strict=True)},
         feed_missing=not live,
         sources_missing=[k.decode() for k in missing],
     )
@@ -218,3 +226,72 @@ def existing(keys: Sequence[str]) -> list[bool]:
     for key in keys:
         pipe.exists(key)
     return [bool(n) for n in pipe.execute()]
+
+
+def _lost(reply) -> bool:
+    """A reply that did not arrive (None), or says its slot lives elsewhere now."""
+    return reply is None or isinstance(
+        reply,
+        redis.exceptions.MovedError | redis.exceptions.AskError | redis.exceptions.TryAgainError,
+    )
+
+
+def read_page_gathered(
+    keys: Sequence[str],
+    *,
+    max_id: int | None,
+    count: int,
+    nbodies: int,
+    shown: tuple[int, int] | None = None,
+    mark_ttl: int | None = None,
+    deadline: float = 0.05,
+) -> PageRead:
+    """read_page on Redis Cluster, where the reader's feed and the pull authors' timelines live
+    on several nodes: two scatter-gather rounds (connection.scatter), the sources then their
+    bodies, each sent to every node at once and read until ``deadline`` seconds. A source whose
+    node did not answer in time (or whose slot moved) is left out and the page says
+    ``partial``; a body that did not arrive is read from PostgreSQL like any uncached body."""
+    hi = lex_max(max_id)
+    commands: list[tuple[str, tuple]] = []
+    if mark_ttl is not None:
+        mark = ("EXPIRE", keys[0], mark_ttl) if mark_ttl else ("EXISTS", keys[0])
+        commands.append((keys[0], mark))
+    first = len(commands)
+    commands += [(k, ("ZREVRANGEBYLEX", k, hi, lex_min(None), "LIMIT", 0, count)) for k in keys]
+    if shown is not None:
+        lo_hi = (lex_max(shown[0]), lex_min(shown[1]))
+        commands += [(k, ("ZREVRANGEBYLEX", k, *lo_hi)) for k in keys]
+    commands += [(k, ("EXISTS", k)) for k in keys[1:]]
+    replies, _ = scatter(commands, deadline)
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.ResponseError) and not _lost(reply):
+            raise reply  # a real error (WRONGTYPE): as on one Redis
+    if mark_ttl is not None and replies[0] == 0:
+        return PageRead(ids=[], floor=None, shown=[], bodies={}, feed_missing=True)
+    n = len(keys)
+    streams = replies[first : first + n]
+    shown_lists = replies[first + n : first + 2 * n] if shown is not None else []
+    exists = replies[first + n * (2 if shown is not None else 1) :]
+    partial = any(_lost(r) for r in streams) or any(_lost(r) for r in shown_lists)
+    if mark_ttl is not None and _lost(replies[0]):
+        partial = True
+    got = [[decode_id(m) for m in r] for r in streams if not _lost(r)]
+    ids, floor = merge_to_floor(got, count)
+    shown_ids = merge_streams([[decode_id(m) for m in r] for r in shown_lists if not _lost(r)])
+    wanted = list(dict.fromkeys([*ids[:nbodies], *shown_ids]))
+    found, _ = scatter([(body_key(i), ("GET", body_key(i))) for i in wanted], deadline)
+    missing = [
+        k
+        for k, stream, there in zip(keys[1:], streams[1:], exists, strict=True)
+        if stream == [] and there == 0
+    ]
+    return PageRead(
+        ids=ids,
+        floor=floor,
+        shown=shown_ids,
+        bodies={
+            i: raw if isinstance(raw, bytes) else None for i, raw in zip(wanted, found, strict=True)
+        },
+        sources_missing=missing,
+        partial=partial,
+    )

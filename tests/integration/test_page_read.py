@@ -20,7 +20,7 @@ def _sources(rng: random.Random, n: int) -> list[str]:
         ids = set(rng.sample(pool, rng.randrange(0, 30)))
         ids |= {rng.randrange(1, 2**53) for _ in range(rng.randrange(0, 40))}
         if ids:
-            store.client().zadd(key, {str(i): i for i in ids})
+            store.client().zadd(key, {store.encode_id(i): 0 for i in ids})
         if s == 0:
             store.client().zadd(key, {store.SENTINEL: 0})  # a built feed's marker: never read
         keys.append(key)
@@ -31,7 +31,7 @@ def _sources(rng: random.Random, n: int) -> list[str]:
 def test_script_and_pipelined_reads_agree(seed):
     rng = random.Random(seed)
     keys = _sources(rng, rng.randrange(1, 12))
-    some = [int(m) for k in keys for m in store.client().zrange(k, 1, 3)]
+    some = [store.decode_id(m) for k in keys for m in store.client().zrange(k, 1, 3) if m != b"0"]
     store.set_bodies({i: b'{"id":"%d"}' % i for i in some})
     max_id = rng.choice([None, *some]) if some else None
     count = rng.randrange(1, 25)

@@ -50,9 +50,11 @@ def test_deleting_a_user_takes_their_activities_out_of_every_feed(live_worker):
     follow_create(follower_id=fan.pk, followee_id=author.pk)
     ids = [Activity.objects.create(actor=author, **STAR).id for _ in range(3)]
     wait_until(lambda: set(ids) <= set(store.feed_ids(fan.pk)))
-    author.delete()  # cascades: activities, follows
+    author_keys = store.feed_key(author.pk), store.timeline_key(author.pk)
+    assert store.client().exists(*author_keys) == 2
+    author.delete()  # cascades: activities, follows (and clears author.pk)
     wait_until(lambda: not set(ids) & set(store.feed_ids(fan.pk)))
-    assert not store.client().exists(store.feed_key(author.pk), store.timeline_key(author.pk))
+    assert not store.client().exists(*author_keys)
 
 
 def test_an_activity_deleted_in_the_admin_leaves_the_feeds(live_worker):

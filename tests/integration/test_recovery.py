@@ -256,10 +256,10 @@ def test_verify_feeds_finds_missing_and_extra_entries_and_repairs_them(small_wor
     assert "wrong=0 missing=0 extra=0" in out.getvalue(), out.getvalue()
 
     required = store.feed_ids(readers[3].pk)[0]  # follows all four authors
-    store.client().zrem(store.feed_key(readers[3].pk), str(required))
+    store.client().zrem(store.feed_key(readers[3].pk), store.encode_id(required))
     stranger = UserFactory()
     foreign = post(stranger, "not-followed")
-    store.client().zadd(store.feed_key(readers[0].pk), {str(foreign): foreign})
+    store.client().zadd(store.feed_key(readers[0].pk), {store.encode_id(foreign): 0})
     out = io.StringIO()
     with pytest.raises(SystemExit) as exit_info:
         call_command("verify_feeds", stdout=out)

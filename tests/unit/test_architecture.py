@@ -133,6 +133,7 @@ def test_settings_are_the_only_reader_of_the_environment():
         "feedsite.devrun",
         "feedsite.serve",
         "feedsite.embedded",
+        "feedsite.devcluster",
         "feedsite.wsgi",
         "feedsite.asgi",
         "feedsite.celery",

@@ -1,0 +1,99 @@
+"""`manage.py migrate_feed_keys`: a deployment's keys of the first layout (no virtual-shard hash
+tag, member = score = id) move to the current layout warm: the same feeds, notification state
+and TTLs, no rebuild, nothing of the old layout left, and a second run moves nothing."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from feeds import store
+from feeds.migrate_keys import encoded_members, old_key_user
+from follows.services import follow_create
+from tests.conftest import activate, auth_client, wait_until
+from tests.factories import UserFactory
+from tests.integration.test_notifications import jobs_done, publish
+
+pytestmark = pytest.mark.worker
+
+
+def to_old_layout(uid: int) -> None:
+    """Rewrite a user's current keys as the first layout wrote them."""
+    r, p = store.client(), store.prefix()
+    for new, old in (
+        (store.feed_key(uid), f"{p}:feed:{uid}"),
+        (store.timeline_key(uid), f"{p}:tl:{uid}"),
+        (store.notif_key(uid), f"{p}:notif:{{{uid}}}"),
+    ):
+        members = r.zrange(new, 0, -1)
+        if not members:
+            continue
+        ids = {m.decode(): 0 if m == b"0" else store.decode_id(m) for m in members}
+        r.zadd(old, {(m if m == "0" else str(i)): i for m, i in ids.items()})
+        if (ttl := r.ttl(new)) > 0:
+            r.expire(old, ttl)
+        r.delete(new)
+    for new, old in (
+        (store.unread_key(uid), f"{p}:unread:{{{uid}}}"),
+        (store.seen_key(uid), f"{p}:seen:{{{uid}}}"),
+    ):
+        if r.exists(new):
+            r.rename(new, old)
+    r.set(f"{p}:rebuild:{uid}", "1")
+
+
+def test_old_keys_move_warm_and_a_second_run_moves_nothing(live_worker):
+    me, ana = UserFactory(), UserFactory()
+    activate(me, ana)
+    follow_create(follower_id=me.pk, followee_id=ana.pk)
+    auth_client(me).get("/api/notifications/")  # builds the notification feed
+    posted = [publish(ana, [me.pk], object_id=f"o{n}")["id"] for n in range(3)]
+    jobs_done()
+    wait_until(lambda: {int(i) for i in posted} <= set(store.feed_ids(me.pk)))
+    client = auth_client(me)
+    client.post("/api/notifications/read/", {"ids": [posted[0]]}, format="json")
+    before = (
+        store.feed_ids(me.pk),
+        store.timeline_ids(ana.pk),
+        client.get("/api/notifications/counts/").json(),
+        client.get("/api/notifications/").json()["items"],
+    )
+    assert before[2] == {"unseen": 2, "unread": 2}
+    for uid in (me.pk, ana.pk):
+        to_old_layout(uid)
+    assert not store.client().exists(store.feed_key(me.pk))  # unmigrated: would be rebuilt
+
+    out = io.StringIO()
+    call_command("migrate_feed_keys", "--dry-run", stdout=out)
+    assert "dry run: moved feed=2 notif=1 seen=1 tl=1 unread=1; dropped=2" in out.getvalue()
+    assert store.client().exists(f"{store.prefix()}:feed:{me.pk}")  # a dry run changes nothing
+    call_command("migrate_feed_keys", stdout=(out := io.StringIO()))
+    assert "moved feed=2 notif=1 seen=1 tl=1 unread=1; dropped=2" in out.getvalue(), out.getvalue()
+    assert store.client().ttl(store.feed_key(me.pk)) > 0  # the inactivity TTL came along
+    old = [
+        k
+        for k in store.client().scan_iter(match=f"{store.prefix()}:*")
+        if old_key_user(k.decode(), store.prefix())
+    ]
+    assert old == []
+    after = (
+        store.feed_ids(me.pk),
+        store.timeline_ids(ana.pk),
+        client.get("/api/notifications/counts/").json(),
+        client.get("/api/notifications/").json()["items"],
+    )
+    assert after == before
+    call_command("migrate_feed_keys", stdout=(out := io.StringIO()))
+    assert "moved nothing; dropped=0; entries=0" in out.getvalue()
+
+
+def test_old_key_names_are_told_from_current_ones():
+    p = "fs"
+    assert old_key_user("fs:feed:12", p) == ("feed", 12)
+    assert old_key_user("fs:notif:{12}", p) == ("notif", 12)
+    assert old_key_user("fs:feed:{s12}:12", p) is None  # current layout
+    assert old_key_user("fs:nf:{12}", p) is None
+    assert old_key_user("other:feed:12", p) is None
+    assert encoded_members([(b"0", 0.0), (b"123", 123.0)]) == {"0": 0, store.encode_id(123): 0}
