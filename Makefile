@@ -9,7 +9,7 @@ TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom |
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install run test lint format bench bench-fanout bench-read bench-streams soak fuzz screenshots
+.PHONY: install run test test-cluster lint format bench bench-fanout bench-read bench-streams soak fuzz screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -25,6 +25,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m feedsite.embedded -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The fan-out, read, stream and recovery integration tests again on a real 3-master Redis
+# Cluster (feedsite.devcluster: redis-server processes on loopback ports); the Celery broker is
+# the single Redis (embedded, or REDIS_URL's), as a cluster cannot be a Celery broker.
+CLUSTER_TESTS ?= tests/integration/test_cluster.py tests/integration/test_fanout.py \
+	tests/integration/test_feed_read.py tests/integration/test_page_read.py \
+	tests/integration/test_stream.py tests/integration/test_recovery.py
+test-cluster: $(STAMP)
+	$(TEST_ENV) $(PY) -m feedsite.embedded -- sh -c 'CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$$REDIS_URL} \
+		exec $(PY) -m feedsite.devcluster -- $(PY) -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -33,6 +33,6 @@ def hydrate(
     missing = [aid for aid in ids if aid not in bodies]
     if missing:
         loaded = {aid: activity_to_dict(a) for aid, a in activities_by_ids(missing).items()}
-        store.set_bodies({aid: encode_body(b) for aid, b in loaded.items()})
+        store.set_bodies({aid: encode_body(b) for aid, b in loaded.items()}, best_effort=True)
         bodies.update(loaded)
     return bodies

@@ -146,7 +146,8 @@ CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": os.environ.get("FEEDSITE_KEY_PREFIX", "fs") + ":cache",
+        # The hash tag {g}: on a cluster the cache lives on the node of the other global keys.
+        "KEY_PREFIX": os.environ.get("FEEDSITE_KEY_PREFIX", "fs") + ":cache:{g}",
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
             **(

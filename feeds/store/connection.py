@@ -176,8 +176,9 @@ def scatter(commands: Sequence[tuple[str, tuple]], deadline: float) -> tuple[lis
     comes back as the exception object in its place. On one Redis: round_trip (no deadline)."""
     if not is_cluster():
         return round_trip(*(command for _, command in commands)), set()
-    c: RedisCluster = client()  # type: ignore[assignment]
-    end = time.monotonic() + deadline
+    c = _gather_client()
+    now = time.monotonic()
+    end = now + deadline
     groups: dict[str, tuple[ClusterNode, list[int]]] = {}
     for i, (key, _) in enumerate(commands):
         node = c.get_node_from_key(key)
@@ -186,17 +187,26 @@ def scatter(commands: Sequence[tuple[str, tuple]], deadline: float) -> tuple[lis
     failed: set[str] = set()
     sent = []
     for name, (node, idx) in groups.items():
-        conn = node.redis_connection.connection_pool.get_connection()
+        if _suspect.get(name, 0.0) > now:  # timed out a moment ago: not asked again yet
+            failed.add(name)
+            continue
+        pool = node.redis_connection.connection_pool
         try:
-            packed = b"".join(hiredis.pack_command(commands[i][1]) for i in idx)
-            conn.send_packed_command([packed])
-            sent.append((name, node, conn, idx))
+            conn = pool.get_connection()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            _suspect[name] = time.monotonic() + SUSPECT_SECONDS
+            failed.add(name)
+            continue
+        try:
+            conn.send_packed_command([b"".join(hiredis.pack_command(commands[i][1]) for i in idx)])
+            sent.append((name, pool, conn, idx))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             conn.disconnect()
-            node.redis_connection.connection_pool.release(conn)
+            pool.release(conn)
+            _suspect[name] = time.monotonic() + SUSPECT_SECONDS
             failed.add(name)
     moved = False
-    for name, node, conn, idx in sent:
+    for name, pool, conn, idx in sent:
         try:
             for i in idx:
                 left = end - time.monotonic()
@@ -209,14 +219,34 @@ def scatter(commands: Sequence[tuple[str, tuple]], deadline: float) -> tuple[lis
                         exc, redis.exceptions.MovedError | redis.exceptions.AskError
                     )
                     replies[i] = exc
+            _suspect.pop(name, None)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            conn.disconnect()
+            conn.disconnect()  # replies may still come: never reuse it
+            _suspect[name] = time.monotonic() + SUSPECT_SECONDS
             failed.add(name)
         finally:
-            node.redis_connection.connection_pool.release(conn)
+            pool.release(conn)
     if moved:  # slots moved (resharding, failover): learn the new owners for the next round
         c.nodes_manager.initialize()
     return replies, failed
+
+
+# A node that did not answer a gather in time is not asked again for this long: reads meanwhile
+# leave it out at once instead of each waiting out the deadline (or a reconnect's handshake).
+SUSPECT_SECONDS = 1.0
+_suspect: dict[str, float] = {}
+_gather: RedisCluster | None = None
+
+
+def _gather_client() -> RedisCluster:
+    """The cluster client of scatter: its own connections, with short socket timeouts, so
+    that (re)connecting to a node that hangs costs a read at most a quarter second."""
+    global _gather
+    if _gather is None:
+        _gather = cluster_client(
+            settings.REDIS_URL, socket_connect_timeout=0.25, socket_timeout=0.25
+        )
+    return _gather
 
 
 def with_script(source: str, run: Callable[[str], T]) -> T:

@@ -326,7 +326,10 @@ def mark_went_push_many(author_ids: Sequence[int], as_of_id: int) -> None:
 def went_push_since(author_id: int, activity_id: int) -> bool:
     """Whether the author may have been a push author after ``activity_id`` was published:
     they became one since, or nothing is known (the mode was never recorded, Redis lost it)."""
-    mode, pushed = client().mget(author_mode_key(author_id), went_push_key(author_id))
+    pipe = client().pipeline(transaction=False)  # two GETs, not MGET: two slots on a cluster
+    pipe.get(author_mode_key(author_id))
+    pipe.get(went_push_key(author_id))
+    mode, pushed = pipe.execute()
     if mode is None:
         return True
     return pushed is not None and int(pushed) >= activity_id

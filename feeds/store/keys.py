@@ -27,7 +27,7 @@ PostgreSQL on its owner's next read).
   {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
   {p}:hide:{user}            string: cached ids of authors the user does not see (muted,
                              blocked either way), "id,id,..." (TTL; rewritten on a change)
-  {p}:pullver                counter: bumped when any author crosses the threshold
+  {p}:pullver:{g}            counter: bumped when any author crosses the threshold
   {p}:mode:{author}          string: "pull" or "push", the author's mode last seen (no TTL)
   {p}:pushed:{author}        string: an activity id of the last time the author became a
                              push author (their pull-published activities may be in feeds)
@@ -44,7 +44,9 @@ PostgreSQL on its owner's next read).
   {p}:nf-seen:{{user}}       string: every notification at or below this id is seen; its
                              existence marks the notification feed as built
                              (the three share the hash tag {user}: one slot, one script)
-  {p}:stats:{name}           counter or histogram hash (/metrics)
+  {p}:stats:{g}:{name}       counter or histogram hash (/metrics)
+                             (the global keys share the hash tag {g}: on a cluster they live
+                             on one node, which every read and write touches)
   {p}:throttle:{scope}:{who}:{window}  counter: hits of one fixed throttle window
   {p}:tok:{digest}           string: the cached token entry (user fields), with a TTL
 """
@@ -154,7 +156,7 @@ def notification_keys(user_id: int) -> list[str]:
 
 
 def stats_key(name: str) -> str:
-    return f"{prefix()}:stats:{name}"
+    return f"{prefix()}:stats:{{g}}:{name}"
 
 
 def live_channel(author_id: int | str) -> str:
@@ -186,7 +188,7 @@ def went_push_key(author_id: int) -> str:
 
 
 def pull_version_key() -> str:
-    return f"{prefix()}:pullver"
+    return f"{prefix()}:pullver:{{g}}"
 
 
 def throttle_key(name: str, ident: str, window_no: int) -> str:

@@ -55,7 +55,10 @@ def notifications_add(entries: Sequence[tuple[int, bool]], activity_id: int, cap
         pipe = client().pipeline(transaction=False)
         for user_id, unread in entries:
             keys = notification_keys(user_id)
-            pipe.evalsha(sha, len(keys), *keys, cap, activity_id, "1" if unread else "0", member)
+            # execute_command: redis-py's cluster pipeline refuses pipe.evalsha, routes this
+            pipe.execute_command(
+                "EVALSHA", sha, len(keys), *keys, cap, activity_id, "1" if unread else "0", member
+            )
         return pipe.execute()
 
     written = with_script(_ADD_LUA, run)
