@@ -9,7 +9,7 @@ TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom |
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install run test test-cluster lint format bench bench-fanout bench-read bench-streams soak fuzz screenshots
+.PHONY: install run test test-cluster lint format bench bench-fanout bench-read bench-scale bench-streams soak fuzz screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -55,6 +55,11 @@ BENCH_REDIS_URL ?= redis://127.0.0.1:6379/5
 bench-read: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
 		$(PY) bench/read.py $(BENCH_ARGS)
+
+# Fan-out deliveries/s with 1, 2 and 4 worker processes, one Redis vs a 3-master cluster.
+bench-scale: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
+		$(PY) bench/scale.py $(BENCH_ARGS)
 
 bench-streams: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \

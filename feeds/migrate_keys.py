@@ -55,14 +55,13 @@ def old_key_user(key: str, prefix: str) -> tuple[str, int] | None:
     return None
 
 
-def encoded_members(pairs: Any) -> dict[str, int]:
+def encoded_members(pairs: Any) -> dict[bytes, int]:
     """Old (member, score = id) pairs as the lex members of the new layout (the built marker
     stays the marker). Pure."""
-    out: dict[str, int] = {}
+    out: dict[bytes, int] = {}
+    marker = store.SENTINEL.encode()
     for member, score in pairs:
-        out[
-            store.SENTINEL if member == store.SENTINEL.encode() else store.encode_id(int(score))
-        ] = 0
+        out[marker if member == marker else store.encode_id(int(score))] = 0
     return out
 
 

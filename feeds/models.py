@@ -20,9 +20,12 @@ class FeedSettings(models.Model):
         help_text="Entries kept per feed and per author timeline; older ones are trimmed.",
     )
     fanout_batch_size = models.PositiveIntegerField(
-        default=1000,
+        default=5000,
         validators=[MinValueValidator(1)],
-        help_text="Followers written per fan-out batch task (one pipelined Redis round trip).",
+        help_text=(
+            "Followers written per fan-out batch task, in virtual-shard order: one round trip "
+            "of one Lua call per shard in the batch."
+        ),
     )
     follow_backfill_count = models.PositiveIntegerField(
         default=20, help_text="Recent activities copied into a feed when its owner follows someone."

@@ -2,11 +2,12 @@
 
 Prefix ``{p}`` from FEEDSITE_KEY_PREFIX (default ``fs``). Ids are 53-bit activity ids.
 
-Feeds and timelines are sorted sets in *lex encoding*: every member has score 0 and is the id in
-base 36, zero-padded to 11 characters (``encode_id``), so the members' byte order is the ids'
+Feeds and timelines are sorted sets in *lex encoding*: every member has score 0 and is the id as
+7 big-endian bytes with the top bit set (``encode_id``), so the members' byte order is the ids'
 order and ZRANGEBYLEX pages them exactly as ZRANGEBYSCORE paged score = id before. A full feed
-costs 15 bytes an entry in Redis' compact encoding (an 11-byte string and a 1-byte score, with
-their headers) where a 53-bit member plus a 53-bit score cost 20.
+costs 11 bytes an entry in Redis' compact encoding (a 7-byte string and a 0 score, with their
+headers) where a 53-bit member plus a 53-bit score cost 20. The top bit keeps every member above
+the built marker ("0", 0x30), which trimming must remove first.
 
 Earlier layouts (before the lex encoding and the virtual shards: ``{p}:feed:{user}``,
 ``{p}:tl:{user}``, ``{p}:notif:{{user}}`` with member = score = id, ...) use other key names, so
@@ -62,8 +63,8 @@ def prefix() -> str:
     return settings.FEEDSITE_KEY_PREFIX
 
 
-ID_WIDTH = 11  # base-36 digits of the largest 53-bit id
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+ID_WIDTH = 7  # bytes of a feed member
+_TOP = 1 << 55  # the member's top bit
 MAX_ID = (1 << 53) - 1
 
 
@@ -72,32 +73,27 @@ def shard_tag(user_id: int) -> str:
     return f"{{s{vshard(user_id)}}}"
 
 
-def encode_id(activity_id: int) -> str:
-    """A feed member: the id in base 36, 11 digits (byte order = id order). Pure."""
+def encode_id(activity_id: int) -> bytes:
+    """A feed member: the id as 7 big-endian bytes, top bit set (byte order = id order). Pure."""
     if not 0 <= activity_id <= MAX_ID:
         raise ValueError(f"activity id out of range: {activity_id}")
-    out = []
-    n = activity_id
-    for _ in range(ID_WIDTH):
-        n, r = divmod(n, 36)
-        out.append(_DIGITS[r])
-    return "".join(reversed(out))
+    return (activity_id | _TOP).to_bytes(ID_WIDTH, "big")
 
 
-def decode_id(member: bytes | str) -> int:
+def decode_id(member: bytes) -> int:
     """The id of a feed member (encode_id's inverse). Pure."""
-    return int(member, 36)
+    return int.from_bytes(member, "big") & (_TOP - 1)
 
 
-def lex_max(activity_id: int | None) -> str:
+def lex_max(activity_id: int | None) -> bytes:
     """ZREVRANGEBYLEX upper bound: members at or below ``activity_id`` (None: no bound)."""
-    return "+" if activity_id is None else "[" + encode_id(min(max(activity_id, 0), MAX_ID))
+    return b"+" if activity_id is None else b"[" + encode_id(min(max(activity_id, 0), MAX_ID))
 
 
-def lex_min(activity_id: int | None) -> str:
+def lex_min(activity_id: int | None) -> bytes:
     """ZREVRANGEBYLEX lower bound: members at or above ``activity_id``, never the SENTINEL
     (None or 0: every id)."""
-    return "(" + SENTINEL if not activity_id else "[" + encode_id(min(activity_id, MAX_ID))
+    return b"(0" if not activity_id else b"[" + encode_id(min(activity_id, MAX_ID))
 
 
 def feed_key(user_id: int) -> str:

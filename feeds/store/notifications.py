@@ -14,6 +14,11 @@ from .keys import decode_id, encode_id, lex_max, lex_min, notification_keys, str
 # never built (its first read builds it from PostgreSQL). An id already there keeps its state
 # (a redelivered batch must not make a read notification unread again).
 _ADD_LUA = """
+local function num(m)  -- a feed member's id (keys.encode_id): 7 bytes, top bit set
+  local n = string.byte(m, 1) - 128
+  for i = 2, 7 do n = n * 256 + string.byte(m, i) end
+  return n
+end
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 if redis.call('ZADD', KEYS[1], 0, ARGV[4]) == 1 and ARGV[3] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[2])
@@ -22,7 +27,7 @@ local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
 if over > 0 then
   local old = redis.call('ZRANGE', KEYS[1], 0, over - 1)
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
-  for i, m in ipairs(old) do old[i] = string.format('%d', tonumber(m, 36)) end
+  for i, m in ipairs(old) do old[i] = string.format('%d', num(m)) end
   redis.call('ZREM', KEYS[2], unpack(old))
 end
 return 1

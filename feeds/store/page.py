@@ -73,6 +73,11 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
 # Body keys are read from the script (not declared in KEYS): that is fine on one Redis; on
 # Redis Cluster the same two phases are two parallel rounds (streams, then bodies).
 _READ_PAGE_LUA = """
+local function num(m)  -- a feed member's id (keys.encode_id): 7 bytes, top bit set
+  local n = string.byte(m, 1) - 128
+  for i = 2, 7 do n = n * 256 + string.byte(m, i) end
+  return n
+end
 local prefix, nbodies, hi, count = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- The read mark, when asked for (ARGV[7]: seconds, 0 = check only): the reader's feed (KEYS[1])
 -- lives that much longer; a missing feed answers at once, to be rebuilt.
@@ -91,7 +96,7 @@ local function merge(lists, floor)
   local pos, heads, out, last = {}, {}, {}, nil
   for i, l in ipairs(lists) do
     pos[i] = 1
-    heads[i] = l[1] and tonumber(l[1], 36)
+    heads[i] = l[1] and num(l[1])
   end
   while true do
     local best, bi = nil, nil
@@ -106,7 +111,7 @@ local function merge(lists, floor)
     end
     pos[bi] = pos[bi] + 1
     local nxt = lists[bi][pos[bi]]
-    heads[bi] = nxt and tonumber(nxt, 36)
+    heads[bi] = nxt and num(nxt)
   end
   return out
 end
@@ -116,7 +121,7 @@ for i, key in ipairs(KEYS) do
   streams[i] = ids
   if i > 1 and #ids == 0 and redis.call('EXISTS', key) == 0 then missing[#missing + 1] = key end
   if #ids == count then
-    local last = tonumber(ids[#ids], 36)
+    local last = num(ids[#ids])
     if floor == nil or last > floor then floor = last end
   end
 end
@@ -138,7 +143,7 @@ if ARGV[5] ~= '' then
 end
 local bodies = {}
 for i, m in ipairs(wanted) do
-  bodies[i] = redis.call('GET', prefix .. string.format('%d', tonumber(m, 36)))
+  bodies[i] = redis.call('GET', prefix .. string.format('%d', num(m)))
 end
 return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing}
 """

@@ -30,8 +30,8 @@ def to_old_layout(uid: int) -> None:
         members = r.zrange(new, 0, -1)
         if not members:
             continue
-        ids = {m.decode(): 0 if m == b"0" else store.decode_id(m) for m in members}
-        r.zadd(old, {(m if m == "0" else str(i)): i for m, i in ids.items()})
+        ids = {m: 0 if m == b"0" else store.decode_id(m) for m in members}
+        r.zadd(old, {(m if m == b"0" else str(i)): i for m, i in ids.items()})
         if (ttl := r.ttl(new)) > 0:
             r.expire(old, ttl)
         r.delete(new)
@@ -96,4 +96,4 @@ def test_old_key_names_are_told_from_current_ones():
     assert old_key_user("fs:feed:{s12}:12", p) is None  # current layout
     assert old_key_user("fs:nf:{12}", p) is None
     assert old_key_user("other:feed:12", p) is None
-    assert encoded_members([(b"0", 0.0), (b"123", 123.0)]) == {"0": 0, store.encode_id(123): 0}
+    assert encoded_members([(b"0", 0.0), (b"123", 123.0)]) == {b"0": 0, store.encode_id(123): 0}

@@ -25,8 +25,8 @@ def test_member_bytes_order_like_the_ids_and_round_trip(a, b):
     ea, eb = encode_id(a), encode_id(b)
     assert len(ea) == len(eb) == ID_WIDTH
     assert (ea < eb) == (a < b) and (ea == eb) == (a == b)
-    assert decode_id(ea) == a and decode_id(eb.encode()) == b
-    assert SENTINEL < ea  # the built marker sorts below every id: trimmed first
+    assert decode_id(ea) == a and decode_id(eb) == b
+    assert SENTINEL.encode() < ea  # the built marker sorts below every id: trimmed first
 
 
 def test_ids_outside_53_bits_are_refused():
@@ -40,12 +40,12 @@ def test_ids_outside_53_bits_are_refused():
 
 @given(ids)
 def test_lex_bounds_include_the_bound_and_never_the_marker(a):
-    assert lex_max(a) == "[" + encode_id(a)
-    assert lex_max(None) == "+"
-    assert lex_min(None) == lex_min(0) == "(" + SENTINEL
-    assert lex_min(a or 1) == "[" + encode_id(a or 1)
+    assert lex_max(a) == b"[" + encode_id(a)
+    assert lex_max(None) == b"+"
+    assert lex_min(None) == lex_min(0) == b"(" + SENTINEL.encode()
+    assert lex_min(a or 1) == b"[" + encode_id(a or 1)
     # Cursors beyond the id range clamp instead of failing.
-    assert lex_max(MAX_ID * 4) == "[" + encode_id(MAX_ID) and lex_max(-5) == "[" + encode_id(0)
+    assert lex_max(MAX_ID * 4) == b"[" + encode_id(MAX_ID) and lex_max(-5) == b"[" + encode_id(0)
 
 
 @given(st.integers(min_value=1, max_value=ORDER_SHIFT - 1), st.integers(1, ORDER_SHIFT - 1))
