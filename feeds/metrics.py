@@ -50,6 +50,7 @@ class FeedCollector:
             ("skipped", "Fan-out recipients skipped (no feed: inactive)"),
             ("dead_letters", "Batches dead-lettered"),
             ("rebuilds", "Feeds rebuilt lazily on read"),
+            ("read_partial", "Feed pages served partial: a cluster node did not answer in time"),
         ):
             yield CounterMetricFamily(f"feedsite_{stat}", doc, value=store.read_stat(stat))
         yield _histogram("feedsite_fanout_batch_seconds", "Fan-out batch duration", "batch_seconds")
