@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
+from django.conf import settings
 
 from ..merge import merge_streams, merge_to_floor
 from .bodies import get_bodies
-from .connection import client, round_trip, scatter, with_script
+from .connection import client, is_cluster, round_trip, scatter, with_script
 from .feeds import read_streams
 from .keys import (
     body_key,
@@ -41,6 +42,11 @@ class ReadPrelude:
     hidden_raw: bytes | None = None  # the cached authors the reader does not see ("id,id,...")
 
 
+def _prelude_deadline() -> float:
+    """The prelude's deadline on a cluster: four times the page's (it decides, not decorates)."""
+    return 4 * settings.FEEDSITE_READ_DEADLINE_MS / 1000
+
+
 def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
     """Round trip 1 of a warm read, one pipeline of single-key commands (one parallel round on a
     cluster): the token entry (checks the caller's claimed user id), the throttle hit
@@ -51,7 +57,7 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
     name, ident, window_seconds = throttle
     window_no, left = window_of(window_seconds, time.time())
     hit_key = throttle_key(name, ident, window_no)
-    token, hits, _, pull_raw, version, hidden_raw = round_trip(
+    commands = (
         ("GET", token_key(digest)),
         ("INCR", hit_key),
         ("EXPIRE", hit_key, window_seconds * 2),
@@ -59,6 +65,15 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
         ("GET", pull_version_key()),
         ("GET", hidden_key(user_id)),
     )
+    if is_cluster():
+        # Keys on several nodes: one scatter round with a deadline. Without every answer the
+        # read cannot be checked (token, throttle): a node that hangs fails it fast (503).
+        replies, failed = scatter([(c[1], c) for c in commands], _prelude_deadline())
+        if failed or any(isinstance(r, redis.exceptions.ResponseError) for r in replies):
+            raise redis.exceptions.TimeoutError(f"feed read prelude: no answer from {failed}")
+        token, hits, _, pull_raw, version, hidden_raw = replies
+    else:
+        token, hits, _, pull_raw, version, hidden_raw = round_trip(*commands)
     return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
 
 
