@@ -31,7 +31,9 @@ test: $(STAMP)
 # the single Redis (embedded, or REDIS_URL's), as a cluster cannot be a Celery broker.
 CLUSTER_TESTS ?= tests/integration/test_cluster.py tests/integration/test_fanout.py \
 	tests/integration/test_feed_read.py tests/integration/test_page_read.py \
-	tests/integration/test_stream.py tests/integration/test_recovery.py
+	tests/integration/test_stream.py tests/integration/test_recovery.py \
+	tests/integration/test_notifications.py tests/integration/test_blocks_mutes.py \
+	tests/integration/test_migrate_keys.py
 test-cluster: $(STAMP)
 	$(TEST_ENV) $(PY) -m feedsite.embedded -- sh -c 'CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$$REDIS_URL} \
 		exec $(PY) -m feedsite.devcluster -- $(PY) -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)'
