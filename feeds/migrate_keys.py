@@ -1,15 +1,20 @@
 """Moving a deployment's Redis keys from the first layout to the current one (feeds.store.keys):
 feeds and timelines under their virtual shard's hash tag in lex encoding, notification feeds in
-lex encoding under new names. ``manage.py migrate_feed_keys`` runs it; run it with the Celery
-workers stopped (a fan-out batch running meanwhile may write a feed of the new layout that the
-move then merges into, which is harmless, but a rebuild's parked deliveries are not carried
-over: the rebuild lock and parked sets of the old layout are dropped).
+lex encoding under new names. ``manage.py migrate_feed_keys`` runs it.
+
+Run it during the upgrade, after the old version's processes stopped and before any process of
+the new version starts (web, stream and workers): from the moment the new version runs, fan-out
+writes only to feeds of the new layout, so an old feed moved in later would lack what was
+published meanwhile and, existing, would never be rebuilt. The move therefore refuses to run
+once any feed, timeline or notification feed of the new layout exists; ``drop`` then deletes the
+old keys instead (their owners' feeds are rebuilt from PostgreSQL when they next read).
 
 Nothing here is required for correctness: the current code never reads the old names, and a
 feed it does not find is rebuilt from PostgreSQL on its owner's next read. Moving keeps feeds
-warm (no burst of rebuilds after an upgrade) and frees the memory the old keys hold. Every step
-is idempotent: a key is deleted only after its new copy is written, and a second run finds
-nothing to move.
+warm (no burst of rebuilds after an upgrade) and frees the memory the old keys hold. A key is
+deleted only after its new copy is written, and a marker key stands while a move is under way,
+so a move that stopped half-way is run again and continues; a run with nothing of the old
+layout left does nothing.
 """
 
 from __future__ import annotations
@@ -73,13 +78,46 @@ def _old_keys(r, prefix: str) -> Iterator[tuple[str, str, int]]:
                 yield key, *found
 
 
-def migrate_keys(*, dry_run: bool = False, on_key: Callable[[], None] | None = None) -> MoveReport:
-    """Move every key of the old layout (see the module docstring)."""
+class NewLayoutInUse(Exception):
+    """Keys of the new layout exist: the new version has run, moving old feeds would lose what
+    it delivered since (see the module docstring)."""
+
+
+def new_layout_in_use(r, prefix: str) -> str | None:
+    """A key of the current layout's feeds, timelines or notification feeds, if any exists."""
+    for pattern in (f"{prefix}:feed:{{s*", f"{prefix}:tl:{{s*", f"{prefix}:nf:{{*"):
+        for raw in r.scan_iter(match=pattern, count=1000):
+            return raw.decode()
+    return None
+
+
+def migrate_keys(
+    *, dry_run: bool = False, drop: bool = False, on_key: Callable[[], None] | None = None
+) -> MoveReport:
+    """Move every key of the old layout (see the module docstring); with ``drop``, delete them.
+    Raises NewLayoutInUse when a move would come too late."""
     r, prefix = store.client(), store.prefix()
+    marker = f"{prefix}:migrating:{{g}}"  # a move under way: a rerun after a crash continues it
+    old_keys = list(_old_keys(r, prefix))
+    if not old_keys:
+        return MoveReport()  # nothing of the old layout: done (a second run)
+    if not drop and not r.exists(marker) and (found := new_layout_in_use(r, prefix)):
+        raise NewLayoutInUse(
+            f"keys of the new layout exist ({found}): the new version has already run, and "
+            "moving old feeds now would lose what it delivered since. Use --drop to delete the "
+            "old keys instead (feeds are rebuilt from PostgreSQL on their owners' next read)."
+        )
     report = MoveReport()
-    for key, kind, uid in list(_old_keys(r, prefix)):
+    if not dry_run and not drop:
+        r.set(marker, "1")
+    for key, kind, uid in old_keys:
         if on_key:
             on_key()
+        if drop:
+            report.dropped += 1
+            if not dry_run:
+                r.delete(key)
+            continue
         if kind in ("parked", "rebuild"):
             report.dropped += 1
             if not dry_run:
@@ -89,11 +127,7 @@ def migrate_keys(*, dry_run: bool = False, on_key: Callable[[], None] | None = N
         if dry_run:
             continue
         if kind in ("unread", "seen"):  # same encoding, same hash tag: a rename
-            new = store.unread_key(uid) if kind == "unread" else store.seen_key(uid)
-            if kind == "seen" and r.exists(new):
-                r.delete(key)  # the new feed was built meanwhile: its mark wins
-            else:
-                _rename_merging(r, key, new)
+            r.rename(key, store.unread_key(uid) if kind == "unread" else store.seen_key(uid))
             continue
         new = {
             "feed": store.feed_key,
@@ -110,15 +144,5 @@ def migrate_keys(*, dry_run: bool = False, on_key: Callable[[], None] | None = N
             pipe.pexpire(new, ttl)
         pipe.execute()
         r.delete(key)
+    r.delete(marker)
     return report
-
-
-def _rename_merging(r, old: str, new: str) -> None:
-    """RENAME, except a sorted set that exists under the new name gets the old one merged in."""
-    if r.type(old) == b"zset" and r.exists(new):
-        pairs = r.zrange(old, 0, -1, withscores=True)
-        if pairs:
-            r.zadd(new, dict(pairs))
-        r.delete(old)
-    else:
-        r.rename(old, new)

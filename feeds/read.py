@@ -166,7 +166,7 @@ class RedisSource:
                 self.keys, **args, mark_ttl=self.mark_ttl, deadline=deadline
             )
             if page.partial and not self.partial:
-                store.count_stat("read_partial")
+                store.count_stat_best_effort("read_partial")
             self.partial |= page.partial
         elif len(self.keys) <= MAX_SCRIPT_SOURCES:
             page = store.read_page(self.keys, **args, mark_ttl=self.mark_ttl)

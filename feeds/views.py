@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Any
 
@@ -42,6 +43,8 @@ from .read import (
 from .rebuild import feed_ttl
 from .selectors import fanout_status
 from .throttles import FeedReadThrottle
+
+log = logging.getLogger("feeds.views")
 
 
 class FanoutStatusSerializer(serializers.Serializer):
@@ -115,7 +118,8 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
         return None
     try:
         return _lean_read(request, claim, sources)
-    except store.TRANSIENT_ERRORS:
+    except store.TRANSIENT_ERRORS as exc:
+        log.warning("feed read: the feed store is unavailable: %r", exc)
         return _json(STORE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     except DATABASE_DOWN:  # a cold read (settings, a rebuild) needs PostgreSQL
         return _json(DATABASE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -125,6 +125,7 @@ from .page import (
 from .stats import (
     LATENCY_BUCKETS_MS,
     count_stat,
+    count_stat_best_effort,
     flush_buffered,
     observe,
     observe_buffered,
@@ -182,6 +183,7 @@ __all__ = [
     "bump_unfollow_counter",
     "client",
     "count_stat",
+    "count_stat_best_effort",
     "delete_body",
     "decode_id",
     "deliveries_key",

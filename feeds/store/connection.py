@@ -19,7 +19,9 @@ import redis
 from django.conf import settings
 from django_redis import get_redis_connection
 from django_redis.pool import ConnectionFactory
+from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 
 T = TypeVar("T")
 
@@ -48,8 +50,12 @@ def cluster_nodes(url: str) -> list[ClusterNode]:
 
 
 def cluster_client(url: str, **options) -> RedisCluster:
-    """redis-py's cluster client for a ``redis+cluster://`` url (password from the url)."""
+    """redis-py's cluster client for a ``redis+cluster://`` url (password from the url). One
+    retry after a short pause (it also relearns the slot map: a failover), not redis-py's
+    default of several at each node's full socket timeout: a node that hangs fails a command
+    in about two timeouts, which the request answers as a 503 and fan-out as a retry."""
     parts = urlsplit(url)
+    options.setdefault("retry", Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
     return RedisCluster(
         startup_nodes=cluster_nodes(url),
         password=parts.password,
@@ -63,7 +69,7 @@ class ClusterConnectionFactory(ConnectionFactory):
     single-key commands only): settings.CACHES names it when REDIS_URL is a cluster."""
 
     def connect(self, url: str):
-        return cluster_client(url, socket_connect_timeout=2, socket_timeout=2)
+        return cluster_client(url, socket_connect_timeout=0.5, socket_timeout=0.5)
 
 
 def client() -> redis.Redis:
@@ -73,7 +79,7 @@ def client() -> redis.Redis:
     if _client is None:
         if is_cluster():
             _client = cluster_client(  # type: ignore[assignment]
-                settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+                settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1
             )
         else:
             _client = get_redis_connection("default")
@@ -167,13 +173,36 @@ def _cluster_round(commands: Sequence[tuple]) -> list:
     return replies
 
 
-def scatter(commands: Sequence[tuple[str, tuple]], deadline: float) -> tuple[list, set[str]]:
+class _Lost:
+    def __repr__(self) -> str:
+        return "LOST"
+
+
+LOST = _Lost()  # scatter's reply of a node that did not answer in time
+
+
+def best_effort(*commands: tuple[str, tuple]) -> None:
+    """Cache writes a read makes on the side (a pull-author list, hidden authors, metrics): on a
+    cluster one scatter round with the read deadline, a node that hangs simply misses them; on
+    one Redis a plain round trip."""
+    if is_cluster():
+        scatter(commands, settings.FEEDSITE_READ_DEADLINE_MS / 1000)
+    else:
+        round_trip(*(command for _, command in commands))
+
+
+def scatter(
+    commands: Sequence[tuple[str, tuple]], deadline: float, *, skip_suspect: bool = True
+) -> tuple[list, set[str]]:
     """One parallel round on a cluster with a deadline: ``commands`` are (routing key, command);
     each node's share is written on one of its pooled connections, all before any is read, and
     each node's replies are read until ``deadline`` seconds after the start. Returns (replies,
     names of the nodes that did not answer in time or at all); a missing node's replies are
-    None and its connections are dropped (never reused with replies pending). An error reply
-    comes back as the exception object in its place. On one Redis: round_trip (no deadline)."""
+    LOST and its connections are dropped (never reused with replies pending). An error reply
+    comes back as the exception object in its place. A node that timed out in the last
+    SUSPECT_SECONDS is not asked (its replies are LOST at once) unless ``skip_suspect`` is
+    False (a read that cannot do without it asks anyway). On one Redis: round_trip (no
+    deadline)."""
     if not is_cluster():
         return round_trip(*(command for _, command in commands)), set()
     c = _gather_client()
@@ -183,11 +212,11 @@ def scatter(commands: Sequence[tuple[str, tuple]], deadline: float) -> tuple[lis
     for i, (key, _) in enumerate(commands):
         node = c.get_node_from_key(key)
         groups.setdefault(node.name, (node, []))[1].append(i)
-    replies: list = [None] * len(commands)
+    replies: list = [LOST] * len(commands)
     failed: set[str] = set()
     sent = []
     for name, (node, idx) in groups.items():
-        if _suspect.get(name, 0.0) > now:  # timed out a moment ago: not asked again yet
+        if skip_suspect and _suspect.get(name, 0.0) > now:  # timed out a moment ago
             failed.add(name)
             continue
         pool = node.redis_connection.connection_pool
@@ -209,8 +238,10 @@ def scatter(commands: Sequence[tuple[str, tuple]], deadline: float) -> tuple[lis
     for name, pool, conn, idx in sent:
         try:
             for i in idx:
-                left = end - time.monotonic()
-                if left <= 0 or not conn.can_read(timeout=left):
+                # Past the deadline a node is still read if its answer is already here (a slow
+                # node read first must not make the others' answers late).
+                left = max(end - time.monotonic(), 0.0)
+                if not conn.can_read(timeout=left):
                     raise redis.exceptions.TimeoutError(f"{name}: no answer in {deadline}s")
                 try:
                     replies[i] = conn.read_response()
@@ -240,12 +271,10 @@ _gather: RedisCluster | None = None
 
 def _gather_client() -> RedisCluster:
     """The cluster client of scatter: its own connections, with short socket timeouts, so
-    that (re)connecting to a node that hangs costs a read at most a quarter second."""
+    that (re)connecting to a node that hangs costs a read at most half a second."""
     global _gather
     if _gather is None:
-        _gather = cluster_client(
-            settings.REDIS_URL, socket_connect_timeout=0.25, socket_timeout=0.25
-        )
+        _gather = cluster_client(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
     return _gather
 
 

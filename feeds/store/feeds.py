@@ -8,7 +8,7 @@ from typing import Any
 
 from feedsite.shards import vshard
 
-from .connection import client, with_script
+from .connection import best_effort, client, with_script
 from .keys import (
     SENTINEL,
     author_mode_key,
@@ -280,7 +280,9 @@ def _queue_pull_authors(pipe, user_id: int) -> None:
 
 
 def set_pull_authors(user_id: int, tag: str, ids: Sequence[int], ttl: int) -> None:
-    client().set(pull_authors_key(user_id), f"{tag}:{','.join(map(str, ids))}", ex=ttl)
+    """Cache a reader's pull-author list (a read filling a miss: best effort on a cluster)."""
+    key = pull_authors_key(user_id)
+    best_effort((key, ("SET", key, f"{tag}:{','.join(map(str, ids))}", "EX", ttl)))
 
 
 def drop_pull_authors(user_id: int) -> None:

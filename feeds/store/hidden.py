@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .connection import client, round_trip
+from .connection import best_effort, client, round_trip
 from .keys import hidden_key
 
 
@@ -22,7 +22,11 @@ def set_hidden(
 ) -> None:
     """Cache the list. A reader filling a miss passes ``only_if_missing``: a change that
     committed meanwhile wrote a fresher list, which it must not overwrite."""
-    client().set(hidden_key(user_id), ",".join(map(str, ids)), ex=ttl, nx=only_if_missing)
+    key, value = hidden_key(user_id), ",".join(map(str, ids))
+    if only_if_missing:  # a read filling a miss: best effort on a cluster
+        best_effort((key, ("SET", key, value, "EX", ttl, "NX")))
+    else:
+        client().set(key, value, ex=ttl)
 
 
 def get_hidden_raw(user_id: int) -> bytes | None:

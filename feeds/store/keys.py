@@ -92,8 +92,10 @@ def lex_max(activity_id: int | None) -> bytes:
 
 def lex_min(activity_id: int | None) -> bytes:
     """ZREVRANGEBYLEX lower bound: members at or above ``activity_id``, never the SENTINEL
-    (None or 0: every id)."""
-    return b"(0" if not activity_id else b"[" + encode_id(min(activity_id, MAX_ID))
+    (None, 0 or below: every id)."""
+    if activity_id is None or activity_id <= 0:
+        return b"(0"
+    return b"[" + encode_id(min(activity_id, MAX_ID))
 
 
 def feed_key(user_id: int) -> str:

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from ..merge import merge_streams, merge_to_floor
 from .bodies import get_bodies
-from .connection import client, is_cluster, round_trip, scatter, with_script
+from .connection import LOST, client, is_cluster, round_trip, scatter, with_script
 from .feeds import read_streams
 from .keys import (
     body_key,
@@ -43,8 +43,9 @@ class ReadPrelude:
 
 
 def _prelude_deadline() -> float:
-    """The prelude's deadline on a cluster: four times the page's (it decides, not decorates)."""
-    return 4 * settings.FEEDSITE_READ_DEADLINE_MS / 1000
+    """The prelude's deadline on a cluster: four times the page's, at least half a second (it
+    decides whether the read happens at all)."""
+    return max(0.5, 4 * settings.FEEDSITE_READ_DEADLINE_MS / 1000)
 
 
 def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
@@ -66,12 +67,21 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
         ("GET", hidden_key(user_id)),
     )
     if is_cluster():
-        # Keys on several nodes: one scatter round with a deadline. Without every answer the
-        # read cannot be checked (token, throttle): a node that hangs fails it fast (503).
-        replies, failed = scatter([(c[1], c) for c in commands], _prelude_deadline())
-        if failed or any(isinstance(r, redis.exceptions.ResponseError) for r in replies):
+        # Keys on several nodes: one scatter round with a deadline. The token entry is needed
+        # (a node that hangs on it fails the read fast: 503); the rest degrades: the throttle
+        # fails open, the pull-author list and the hidden authors are read from PostgreSQL,
+        # an unknown pull version makes the cached list stale (read again).
+        replies, failed = scatter(
+            [(c[1], c) for c in commands], _prelude_deadline(), skip_suspect=False
+        )
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError) and not _lost(reply):
+                raise reply
+        token, hits, _, pull_raw, version, hidden_raw = (None if _lost(r) else r for r in replies)
+        if _lost(replies[0]):
             raise redis.exceptions.TimeoutError(f"feed read prelude: no answer from {failed}")
-        token, hits, _, pull_raw, version, hidden_raw = replies
+        hits = hits or 0
+        version = -1 if _lost(replies[4]) else version
     else:
         token, hits, _, pull_raw, version, hidden_raw = round_trip(*commands)
     return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
@@ -250,7 +260,7 @@ def existing(keys: Sequence[str]) -> list[bool]:
 
 def _lost(reply) -> bool:
     """A reply that did not arrive (None), or says its slot lives elsewhere now."""
-    return reply is None or isinstance(
+    return reply is LOST or isinstance(
         reply,
         redis.exceptions.MovedError | redis.exceptions.AskError | redis.exceptions.TryAgainError,
     )

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from .connection import client
+from .connection import best_effort, client, is_cluster
 from .keys import stats_key
 
 
@@ -19,17 +19,25 @@ def count_stat(name: str, amount: int = 1) -> None:
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
-def _queue_histogram(pipe, name: str, values: Sequence[float]) -> None:
-    """Add latency observations (ms) to a histogram hash: one HINCRBY per bucket touched."""
+def _histogram_commands(name: str, values: Sequence[float]) -> list[tuple[str, tuple]]:
+    """(key, command) adding latency observations (ms) to a histogram hash: one HINCRBY per
+    bucket touched, the sum and the count. Pure."""
     key = stats_key(name)
     buckets: dict[str, int] = {}
     for value in values:
         bucket = next((f"le_{b}" for b in LATENCY_BUCKETS_MS if value <= b), "le_inf")
         buckets[bucket] = buckets.get(bucket, 0) + 1
-    for bucket, count in buckets.items():
-        pipe.hincrby(key, bucket, count)
-    pipe.hincrbyfloat(key, "sum", sum(values) / 1000)
-    pipe.hincrby(key, "count", len(values))
+    commands: list[tuple[str, tuple]] = [
+        (key, ("HINCRBY", key, bucket, n)) for bucket, n in buckets.items()
+    ]
+    commands.append((key, ("HINCRBYFLOAT", key, "sum", sum(values) / 1000)))
+    commands.append((key, ("HINCRBY", key, "count", len(values))))
+    return commands
+
+
+def _queue_histogram(pipe, name: str, values: Sequence[float]) -> None:
+    for _, command in _histogram_commands(name, values):
+        pipe.execute_command(*command)
 
 
 def observe(name: str, ms: float, counters: dict[str, int] | None = None) -> None:
@@ -67,10 +75,19 @@ def flush_buffered(older_than: float = 0.0) -> None:
         pending = {k: v for k, v in _buffered.items() if v}
         _buffered.clear()
         _flushed_at = now
+    if is_cluster():  # metrics of the read path never hold a read up on a slow node
+        best_effort(*(c for hist, v in pending.items() for c in _histogram_commands(hist, v)))
+        return
     pipe = client().pipeline(transaction=False)
     for hist, values in pending.items():
         _queue_histogram(pipe, hist, values)
     pipe.execute()
+
+
+def count_stat_best_effort(name: str, amount: int = 1) -> None:
+    """count_stat from a read path: best effort on a cluster (see connection.best_effort)."""
+    key = stats_key(name)
+    best_effort((key, ("INCRBY", key, amount)))
 
 
 def read_histogram(name: str) -> dict[str, float]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from feeds import store
-from feeds.migrate_keys import encoded_members, old_key_user
+from feeds.migrate_keys import encoded_members, new_layout_in_use, old_key_user
 from follows.services import follow_create
 from tests.conftest import activate, auth_client, wait_until
 from tests.factories import UserFactory
@@ -63,6 +63,7 @@ def test_old_keys_move_warm_and_a_second_run_moves_nothing(live_worker):
     assert before[2] == {"unseen": 2, "unread": 2}
     for uid in (me.pk, ana.pk):
         to_old_layout(uid)
+    assert new_layout_in_use(store.client(), store.prefix()) is None
     assert not store.client().exists(store.feed_key(me.pk))  # unmigrated: would be rebuilt
 
     out = io.StringIO()
@@ -97,3 +98,25 @@ def test_old_key_names_are_told_from_current_ones():
     assert old_key_user("fs:nf:{12}", p) is None
     assert old_key_user("other:feed:12", p) is None
     assert encoded_members([(b"0", 0.0), (b"123", 123.0)]) == {b"0": 0, store.encode_id(123): 0}
+
+
+@pytest.mark.django_db
+def test_a_late_move_is_refused_drop_deletes_old_keys_and_a_stopped_move_continues():
+    r, p = store.client(), store.prefix()
+    r.zadd(f"{p}:feed:41", {"0": 0, "1000": 1000})  # an old feed
+    r.zadd(f"{p}:tl:41", {"0": 0, "1000": 1000})
+    store.write_feed(42, [2000], cap=10, ttl=0)  # the new version delivered to a new-layout feed
+    with pytest.raises(CommandError, match="--drop"):
+        call_command("migrate_feed_keys")
+    assert r.exists(f"{p}:feed:41", f"{p}:tl:41") == 2  # refused: nothing moved or lost
+    assert not r.exists(store.feed_key(41))
+    call_command("migrate_feed_keys", "--drop", stdout=(out := io.StringIO()))
+    assert "moved nothing; dropped=2" in out.getvalue()
+    assert not r.exists(f"{p}:feed:41", f"{p}:tl:41")
+    assert store.feed_ids(42) == [2000]  # the new layout is left alone
+    # A move that stopped half-way (its marker stands, new keys exist) continues when rerun.
+    r.zadd(f"{p}:feed:43", {"0": 0, "3000": 3000})
+    r.set(f"{p}:migrating:{{g}}", "1")
+    call_command("migrate_feed_keys", stdout=(out := io.StringIO()))
+    assert "moved feed=1; dropped=0" in out.getvalue()
+    assert store.feed_ids(43) == [3000] and not r.exists(f"{p}:migrating:{{g}}")

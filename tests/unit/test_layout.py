@@ -42,7 +42,7 @@ def test_ids_outside_53_bits_are_refused():
 def test_lex_bounds_include_the_bound_and_never_the_marker(a):
     assert lex_max(a) == b"[" + encode_id(a)
     assert lex_max(None) == b"+"
-    assert lex_min(None) == lex_min(0) == b"(" + SENTINEL.encode()
+    assert lex_min(None) == lex_min(0) == lex_min(-7) == b"(" + SENTINEL.encode()
     assert lex_min(a or 1) == b"[" + encode_id(a or 1)
     # Cursors beyond the id range clamp instead of failing.
     assert lex_max(MAX_ID * 4) == b"[" + encode_id(MAX_ID) and lex_max(-5) == b"[" + encode_id(0)
