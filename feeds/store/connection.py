@@ -234,7 +234,7 @@ def scatter(
             pool.release(conn)
             _suspect[name] = time.monotonic() + SUSPECT_SECONDS
             failed.add(name)
-    moved = False
+    moved = bool(failed)
     for name, pool, conn, idx in sent:
         try:
             for i in idx:
@@ -251,15 +251,32 @@ def scatter(
                     )
                     replies[i] = exc
             _suspect.pop(name, None)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             conn.disconnect()  # replies may still come: never reuse it
             _suspect[name] = time.monotonic() + SUSPECT_SECONDS
             failed.add(name)
+            moved |= not isinstance(exc, redis.exceptions.TimeoutError)  # gone, not slow
         finally:
             pool.release(conn)
-    if moved:  # slots moved (resharding, failover): learn the new owners for the next round
-        c.nodes_manager.initialize()
+    if moved:  # slots moved or a node is gone (resharding, failover): learn the new owners
+        _relearn_slots(c)
     return replies, failed
+
+
+_relearned_at = 0.0
+
+
+def _relearn_slots(c: RedisCluster) -> None:
+    """Ask the cluster for its slot map again, at most once per SUSPECT_SECONDS."""
+    global _relearned_at
+    now = time.monotonic()
+    if now - _relearned_at < SUSPECT_SECONDS:
+        return
+    _relearned_at = now
+    try:
+        c.nodes_manager.initialize()
+    except redis.exceptions.RedisError:
+        pass  # no node answers now: the next round tries again
 
 
 # A node that did not answer a gather in time is not asked again for this long: reads meanwhile

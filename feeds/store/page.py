@@ -259,10 +259,14 @@ def existing(keys: Sequence[str]) -> list[bool]:
 
 
 def _lost(reply) -> bool:
-    """A reply that did not arrive (None), or says its slot lives elsewhere now."""
+    """A reply that did not arrive (LOST), says its slot lives elsewhere now, or that the
+    cluster does not serve that slot (CLUSTERDOWN: a master failed, no replica took over)."""
     return reply is LOST or isinstance(
         reply,
-        redis.exceptions.MovedError | redis.exceptions.AskError | redis.exceptions.TryAgainError,
+        redis.exceptions.MovedError
+        | redis.exceptions.AskError
+        | redis.exceptions.TryAgainError
+        | redis.exceptions.ClusterDownError,
     )
 
 
