@@ -198,6 +198,12 @@ class FeedViewSet(viewsets.ViewSet):
             {
                 "items": FeedItemSerializer(many=True),
                 "next_cursor": serializers.CharField(allow_null=True),
+                "partial": serializers.BooleanField(
+                    required=False,
+                    help_text="Only on Redis Cluster, true when a node did not answer within "
+                    "the read deadline: the page lacks its entries, and next_cursor starts "
+                    "where this page began (nothing is skipped).",
+                ),
             },
         ),
     )

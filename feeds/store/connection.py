@@ -19,7 +19,7 @@ import redis
 from django.conf import settings
 from django_redis import get_redis_connection
 from django_redis.pool import ConnectionFactory
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
@@ -291,7 +291,12 @@ def _gather_client() -> RedisCluster:
     that (re)connecting to a node that hangs costs a read at most half a second."""
     global _gather
     if _gather is None:
-        _gather = cluster_client(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+        _gather = cluster_client(
+            settings.REDIS_URL,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),  # scatter has its own deadline and circuit breaker
+        )
     return _gather
 
 
