@@ -85,6 +85,16 @@ def decode_id(member: bytes) -> int:
     return int.from_bytes(member, "big") & (_TOP - 1)
 
 
+# decode_id in Lua, for the scripts that read feed members (body keys, merges by id).
+DECODE_ID_LUA = """
+local function num(m)  -- a feed member's id (keys.encode_id): 7 bytes, top bit set
+  local n = string.byte(m, 1) - 128
+  for i = 2, 7 do n = n * 256 + string.byte(m, i) end
+  return n
+end
+"""
+
+
 def lex_max(activity_id: int | None) -> bytes:
     """ZREVRANGEBYLEX upper bound: members at or below ``activity_id`` (None: no bound)."""
     return b"+" if activity_id is None else b"[" + encode_id(min(max(activity_id, 0), MAX_ID))

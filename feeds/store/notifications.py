@@ -8,17 +8,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .connection import client, round_trip, with_script
-from .keys import decode_id, encode_id, lex_max, lex_min, notification_keys, streams_key
+from .keys import (
+    DECODE_ID_LUA,
+    decode_id,
+    encode_id,
+    lex_max,
+    lex_min,
+    notification_keys,
+    streams_key,
+)
 
 # KEYS: notif, unread, seen. ARGV: cap, id, "1" to count it unread, the id's feed member. Nothing when the feed was
 # never built (its first read builds it from PostgreSQL). An id already there keeps its state
 # (a redelivered batch must not make a read notification unread again).
-_ADD_LUA = """
-local function num(m)  -- a feed member's id (keys.encode_id): 7 bytes, top bit set
-  local n = string.byte(m, 1) - 128
-  for i = 2, 7 do n = n * 256 + string.byte(m, i) end
-  return n
-end
+_ADD_LUA = (
+    DECODE_ID_LUA
+    + """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 if redis.call('ZADD', KEYS[1], 0, ARGV[4]) == 1 and ARGV[3] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[2])
@@ -32,6 +37,7 @@ if over > 0 then
 end
 return 1
 """
+)
 
 # KEYS: notif, unread, seen. Returns {unseen, unread}, or {-1, -1} when not built. Unseen:
 # unread ids above the seen mark (a read notification is seen).

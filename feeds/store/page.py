@@ -16,7 +16,7 @@ from .bodies import get_bodies
 from .connection import LOST, client, is_cluster, round_trip, scatter, with_script
 from .feeds import read_streams
 from .keys import (
-    body_key,
+    DECODE_ID_LUA,
     body_prefix,
     decode_id,
     hidden_key,
@@ -79,9 +79,7 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
             replies[0] = scatter(
                 [(commands[0][1], commands[0])], _prelude_deadline(), skip_suspect=False
             )[0][0]
-        for reply in replies:
-            if isinstance(reply, redis.exceptions.ResponseError) and not _lost(reply):
-                raise reply
+        _raise_errors(replies)
         token, hits, _, pull_raw, version, hidden_raw = (None if _lost(r) else r for r in replies)
         if _lost(replies[0]):
             raise redis.exceptions.TimeoutError(f"feed read prelude: no answer from {failed}")
@@ -93,21 +91,19 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
 
 
 # Round trip 2: the page. Each stream (the reader's feed, the pull authors' timelines; members in
-# lex encoding, see keys.encode_id) is read newest first, at most `count` ids at or below `hi`; they are merged without duplicates down to
-# the floor (the highest last id of a stream that returned `count` ids: below it a stream may
-# hold ids that were not read), and the bodies of the newest `nbodies` come along. With a
-# "shown" range (a cursor's bucket), its merged ids and all their bodies too.
-# KEYS: the streams, the reader's feed first. ARGV: body key prefix, nbodies, hi, count, shown hi,
-# shown lo (or '', ''; lex bounds), read-mark seconds (or ''). Returns {merged ids, floor or '', shown ids,
-# body ids, bodies, 1}, or 0 last when the feed to mark does not exist.
+# lex encoding, see keys.encode_id) is read newest first, at most `count` ids at or below `hi`;
+# they are merged without duplicates down to the floor (the highest last id of a stream that
+# returned `count` ids: below it a stream may hold ids that were not read), and the bodies of
+# the newest `nbodies` come along. With a "shown" range (a cursor's bucket), its merged ids and
+# all their bodies too. KEYS: the streams, the reader's feed first. ARGV: body key prefix,
+# nbodies, hi, count, shown hi, shown lo (or '', ''; lex bounds), read-mark seconds (or '').
+# Returns {merged ids, floor or '', shown ids, body ids, bodies, 1}, or 0 last when the feed to
+# mark does not exist.
 # Body keys are read from the script (not declared in KEYS): that is fine on one Redis; on
 # Redis Cluster the same two phases are two parallel rounds (streams, then bodies).
-_READ_PAGE_LUA = """
-local function num(m)  -- a feed member's id (keys.encode_id): 7 bytes, top bit set
-  local n = string.byte(m, 1) - 128
-  for i = 2, 7 do n = n * 256 + string.byte(m, i) end
-  return n
-end
+_READ_PAGE_LUA = (
+    DECODE_ID_LUA
+    + """
 local prefix, nbodies, hi, count = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- The read mark, when asked for (ARGV[7]: seconds, 0 = check only): the reader's feed (KEYS[1])
 -- lives that much longer; a missing feed answers at once, to be rebuilt.
@@ -177,6 +173,7 @@ for i, m in ipairs(wanted) do
 end
 return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing}
 """
+)
 
 
 @dataclass
@@ -275,6 +272,14 @@ def _lost(reply) -> bool:
     )
 
 
+def _raise_errors(replies: Sequence) -> None:
+    """A real error reply of a scatter round (WRONGTYPE, not a lost node) is raised, as it is
+    on one Redis."""
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.ResponseError) and not _lost(reply):
+            raise reply
+
+
 def read_page_gathered(
     keys: Sequence[str],
     *,
@@ -302,9 +307,7 @@ def read_page_gathered(
         commands += [(k, ("ZREVRANGEBYLEX", k, *lo_hi)) for k in keys]
     commands += [(k, ("EXISTS", k)) for k in keys[1:]]
     replies, _ = scatter(commands, deadline)
-    for reply in replies:
-        if isinstance(reply, redis.exceptions.ResponseError) and not _lost(reply):
-            raise reply  # a real error (WRONGTYPE): as on one Redis
+    _raise_errors(replies)
     if mark_ttl is not None and replies[0] == 0:
         return PageRead(ids=[], floor=None, shown=[], bodies={}, feed_missing=True)
     n = len(keys)
@@ -318,7 +321,7 @@ def read_page_gathered(
     ids, floor = merge_to_floor(got, count)
     shown_ids = merge_streams([[decode_id(m) for m in r] for r in shown_lists if not _lost(r)])
     wanted = list(dict.fromkeys([*ids[:nbodies], *shown_ids]))
-    found, _ = scatter([(body_key(i), ("GET", body_key(i))) for i in wanted], deadline)
+    found = get_bodies(wanted)  # on a cluster: one scatter round with the read deadline
     missing = [
         k
         for k, stream, there in zip(keys[1:], streams[1:], exists, strict=True)
@@ -328,9 +331,7 @@ def read_page_gathered(
         ids=ids,
         floor=floor,
         shown=shown_ids,
-        bodies={
-            i: raw if isinstance(raw, bytes) else None for i, raw in zip(wanted, found, strict=True)
-        },
+        bodies={i: found.get(i) for i in wanted},
         sources_missing=missing,
         partial=partial,
     )
