@@ -170,7 +170,9 @@ def test_a_stopped_node_makes_a_partial_page_in_time_and_the_cursor_skips_nothin
         started = time.perf_counter()
         res = cut_off.get("/api/feed/", {"limit": 100})
         assert res.status_code == 503 and res["Retry-After"]
-        assert time.perf_counter() - started < 1.0
+        # At worst the prelude's deadline (0.5 s) and one reconnect's handshake timeout to the
+        # stopped node (0.5 s, the gather client's socket timeout): seen at 1.01 s on loaded CI.
+        assert time.perf_counter() - started < 1.5
         # A later page (a cursor) reads from where the page began, still partial.
         ids, nxt2, partial, _ = read(cursor=FeedCursor(top=MAX_ID, last=MAX_ID + 1), limit=100)
         assert partial and nxt2 == FeedCursor(top=MAX_ID, last=MAX_ID + 1)
