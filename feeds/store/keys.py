@@ -88,9 +88,8 @@ def decode_id(member: bytes) -> int:
 # decode_id in Lua, for the scripts that read feed members (body keys, merges by id).
 DECODE_ID_LUA = """
 local function num(m)  -- a feed member's id (keys.encode_id): 7 bytes, top bit set
-  local n = string.byte(m, 1) - 128
-  for i = 2, 7 do n = n * 256 + string.byte(m, i) end
-  return n
+  local a, b, c, d, e, f, g = string.byte(m, 1, 7)  -- one call: a third of the merge's time
+  return ((((((a - 128) * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f) * 256 + g
 end
 """
 
