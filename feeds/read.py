@@ -145,11 +145,34 @@ class IdSource(Protocol):
 MAX_SCRIPT_SOURCES = 8
 
 
+def first_read(*, limit: int, cursor: FeedCursor | None, window_ms: int) -> dict[str, Any]:
+    """The arguments of a page's first read (IdSource.read): the ids below the cursor, ``count``
+    of each stream, enough to decide most pages in one round trip; the bodies of every id read,
+    up to twice ``count`` (a page whose groups share one time bucket needs all of them to know
+    its groups are complete); and with a cursor, the range of its bucket at or above it, whose
+    groups were shown already. Pure."""
+    count = limit + 10
+    return {
+        "max_id": cursor.last - 1 if cursor else None,
+        "count": count,
+        "nbodies": count * 2,
+        "shown": (
+            (cursor.top, max(cursor.last, bucket_floor_id(cursor.last, window_ms)))
+            if cursor
+            else None
+        ),
+    }
+
+
 @dataclass
 class RedisSource:
     keys: list[str]  # the reader's feed first
     mark_ttl: int | None = None  # the first read marks the feed read (and finds it missing)
     partial: bool = False  # a read left out sources whose cluster node did not answer in time
+    # A first read already made (store.read_warm: with the prelude, in one round trip) and its
+    # arguments: the page's first read returns it.
+    first: store.PageRead | None = None
+    first_args: dict[str, Any] | None = None
 
     def read(
         self, *, max_id: int | None, count: int, nbodies: int, shown: tuple[int, int] | None
@@ -160,6 +183,11 @@ class RedisSource:
             "nbodies": nbodies,
             "shown": shown,
         }
+        if self.first is not None:
+            page, self.first = self.first, None
+            if args == self.first_args:
+                self.mark_ttl = None  # it marked the read
+                return page
         if store.is_cluster():  # sources on several nodes: scatter-gather with a deadline
             deadline = settings.FEEDSITE_READ_DEADLINE_MS / 1000
             page = store.read_page_gathered(
@@ -198,16 +226,10 @@ def feed_page(
     bodies: dict[int, dict[str, Any]] = {}
     exclude: frozenset = frozenset()
     top = cursor.top if cursor else None
-    # Groups of the cursor's bucket that had a member at or above it were shown already.
-    shown_range = (
-        (cursor.top, max(cursor.last, bucket_floor_id(cursor.last, window_ms))) if cursor else None
-    )
-    upper = cursor.last - 1 if cursor else None
-    count = limit + 10  # ids read per stream: enough to decide most pages in one round trip
+    plan = first_read(limit=limit, cursor=cursor, window_ms=window_ms)
+    shown_range, upper = plan["shown"], plan["max_id"]
+    count, nbodies = plan["count"], plan["nbodies"]
     step = limit + 5  # entries aggregated at a time: most pages are decided by the first ones
-    # Bodies read along with the ids: every id read, up to twice `count` (a page whose groups
-    # share one time bucket needs all of them to know its groups are complete).
-    nbodies = count * 2
     entries: list[Entry] = []
     cut: PageCut | None = None
     timelines_rebuilt = False

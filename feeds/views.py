@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from activities.access import access_activity_for_owner
 from activities.serializers import ActivityOutSerializer
 from feedsite.api.auth import TokenClaim, token_claim, token_confirm
-from feedsite.api.cursor import feed_cursor_decode, feed_cursor_encode
+from feedsite.api.cursor import FeedCursor, feed_cursor_decode, feed_cursor_encode
 from feedsite.api.errors import (
     DATABASE_DOWN,
     DATABASE_UNAVAILABLE,
@@ -33,11 +33,13 @@ from . import notifications, store
 from .conf import get_conf
 from .models import NotificationSettings
 from .read import (
+    MAX_SCRIPT_SOURCES,
     IdSource,
     RedisSource,
     feed_page,
     feed_read_open,
     feed_sources_prepare,
+    first_read,
     hidden_authors,
 )
 from .rebuild import feed_ttl
@@ -66,11 +68,13 @@ class FeedItemSerializer(ActivityOutSerializer):
 
 
 def _page(
-    user_id: int, query, source: IdSource | None, hidden: frozenset[int] | None = None
+    user_id: int,
+    limit: int,
+    cursor: FeedCursor | None,
+    source: IdSource | None,
+    hidden: frozenset[int] | None = None,
 ) -> dict[str, Any]:
     """The response body of one feed page (both paths)."""
-    limit = parse_limit(query.get("limit"))
-    cursor = feed_cursor_decode(query.get("cursor"))
     started = time.perf_counter()
     if source is None:
         source = RedisSource(feed_read_open(user_id))
@@ -128,13 +132,33 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
 def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse | None:
     conf = get_conf()
     limit, window = parse_rate(FeedReadThrottle.rate)
-    pre = store.read_prelude(
-        digest=claim.digest,
-        user_id=claim.user_id,
-        # Counted under the token, not the user it claims: a forged token naming someone else's
-        # id is refused below, after this round trip, and must not spend their budget.
-        throttle=(FeedReadThrottle.scope, FeedReadThrottle.token_ident(claim.digest), window),
-    )
+    # Counted under the token, not the user it claims: a forged token naming someone else's id
+    # is refused below, after the first round trip, and must not spend their budget.
+    throttle = (FeedReadThrottle.scope, FeedReadThrottle.token_ident(claim.digest), window)
+    try:
+        page_limit = parse_limit(request.GET.get("limit"))
+        cursor = feed_cursor_decode(request.GET.get("cursor"))
+        bad: DomainError | None = None
+    except DomainError as exc:  # answered once the token and the throttle let the request in
+        bad = exc
+    warm = plan = None
+    if sources is None and bad is None and not store.is_cluster():
+        # One round trip for the prelude and, most of the time, the page (store.read_warm).
+        window_ms = conf.aggregation_window_seconds * 1000
+        plan = first_read(limit=page_limit, cursor=cursor, window_ms=window_ms)
+        warm = store.read_warm(
+            digest=claim.digest,
+            user_id=claim.user_id,
+            throttle=throttle,
+            hit_limit=limit,
+            threshold=conf.celebrity_threshold,
+            max_sources=MAX_SCRIPT_SOURCES,
+            mark_ttl=feed_ttl(conf),
+            **plan,
+        )
+        pre = warm.prelude
+    else:
+        pre = store.read_prelude(digest=claim.digest, user_id=claim.user_id, throttle=throttle)
     if not token_confirm(claim, pre.token):
         return None
     if pre.hits > limit:
@@ -142,6 +166,8 @@ def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse
         response["Retry-After"] = str(pre.window_left)
         return response
     try:
+        if bad is not None:
+            raise bad
         if sources is None:
             keys = feed_sources_prepare(
                 user_id=claim.user_id,
@@ -151,10 +177,12 @@ def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse
                 pull_version=pre.pull_version,
             )
             source: IdSource = RedisSource(keys, mark_ttl=feed_ttl(conf))
+            if warm is not None and warm.page is not None and warm.keys == keys:
+                source = RedisSource(keys, first=warm.page, first_args=plan)
         else:
             source = sources(claim.user_id)
         hidden = hidden_authors(claim.user_id, pre.hidden_raw)
-        page = _page(claim.user_id, request.GET, source, hidden)
+        page = _page(claim.user_id, page_limit, cursor, source, hidden)
         return _json(page, 200, next_page_link(request, page["next_cursor"]))
     except DomainError as exc:
         return _json(domain_error_body(exc), exc.status_code)
@@ -208,7 +236,9 @@ class FeedViewSet(viewsets.ViewSet):
         ),
     )
     def list(self, request: Request) -> Response:
-        page = _page(_user_id(request), request.query_params, None)
+        query = request.query_params
+        limit, cursor = parse_limit(query.get("limit")), feed_cursor_decode(query.get("cursor"))
+        page = _page(_user_id(request), limit, cursor, None)
         return Response(page, headers=next_page_link(request, page["next_cursor"]))
 
 

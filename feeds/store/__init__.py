@@ -117,10 +117,12 @@ from .notifications import (
 from .page import (
     PageRead,
     ReadPrelude,
+    WarmRead,
     read_page,
     read_page_gathered,
     read_page_pipelined,
     read_prelude,
+    read_warm,
 )
 from .stats import (
     LATENCY_BUCKETS_MS,
@@ -162,6 +164,7 @@ __all__ = [
     "LATENCY_BUCKETS_MS",
     "PageRead",
     "ReadPrelude",
+    "WarmRead",
     "SENTINEL",
     "TRANSIENT_ERRORS",
     "add_to_feed",
@@ -214,6 +217,7 @@ __all__ = [
     "read_page_gathered",
     "read_page_pipelined",
     "read_prelude",
+    "read_warm",
     "read_stat",
     "read_streams",
     "rebuild_lock_key",

@@ -112,7 +112,13 @@ def feed_key(user_id: int) -> str:
 
 
 def timeline_key(user_id: int) -> str:
-    return f"{prefix()}:tl:{shard_tag(user_id)}:{user_id}"
+    return f"{timeline_key_head()}{shard_tag(user_id)}:{user_id}"
+
+
+def timeline_key_head() -> str:
+    """What every timeline key starts with (the warm read's script builds the keys of a
+    reader's pull authors from it, as timeline_key does)."""
+    return f"{prefix()}:tl:"
 
 
 def timeline_author(key: str) -> int:

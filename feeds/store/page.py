@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
+from feedsite.shards import VSHARDS
+
 from ..merge import merge_streams, merge_to_floor
 from .bodies import get_bodies
 from .connection import LOST, client, is_cluster, round_trip, scatter, with_script
@@ -19,12 +21,14 @@ from .keys import (
     DECODE_ID_LUA,
     body_prefix,
     decode_id,
+    feed_key,
     hidden_key,
     lex_max,
     lex_min,
     pull_authors_key,
     pull_version_key,
     throttle_key,
+    timeline_key_head,
     token_key,
 )
 from .throttle import window_of
@@ -48,6 +52,13 @@ def _prelude_deadline() -> float:
     return max(0.5, 4 * settings.FEEDSITE_READ_DEADLINE_MS / 1000)
 
 
+def _hit_key(throttle: tuple[str, str, int]) -> tuple[str, int]:
+    """The throttle counter of this window and the seconds left in it."""
+    name, ident, window_seconds = throttle
+    window_no, left = window_of(window_seconds, time.time())
+    return throttle_key(name, ident, window_no), left
+
+
 def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
     """Round trip 1 of a warm read, one pipeline of single-key commands (one parallel round on a
     cluster): the token entry (checks the caller's claimed user id), the throttle hit
@@ -55,9 +66,8 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
     the authors the reader does not see. Nothing
     here writes to the claimed user's keys: the claim is confirmed only by this round trip's
     answer (the read mark rides on the page read, see read_page's ``mark_ttl``)."""
-    name, ident, window_seconds = throttle
-    window_no, left = window_of(window_seconds, time.time())
-    hit_key = throttle_key(name, ident, window_no)
+    window_seconds = throttle[2]
+    hit_key, left = _hit_key(throttle)
     commands = (
         ("GET", token_key(digest)),
         ("INCR", hit_key),
@@ -90,7 +100,7 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
     return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
 
 
-# Round trip 2: the page. Each stream (the reader's feed, the pull authors' timelines; members in
+# The page (round trip 2, or part of the one round trip of read_warm). Each stream (the reader's feed, the pull authors' timelines; members in
 # lex encoding, see keys.encode_id) is read newest first, at most `count` ids at or below `hi`;
 # they are merged without duplicates down to the floor (the highest last id of a stream that
 # returned `count` ids: below it a stream may hold ids that were not read), and the bodies of
@@ -101,21 +111,9 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
 # integers), or 0 in the sixth place when the feed to mark does not exist.
 # Body keys are read from the script (not declared in KEYS): that is fine on one Redis; on
 # Redis Cluster the same two phases are two parallel rounds (streams, then bodies).
-_READ_PAGE_LUA = (
+_PAGE_LUA = (
     DECODE_ID_LUA
     + """
-local prefix, nbodies, hi, count = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
--- The read mark, when asked for (ARGV[7]: seconds, 0 = check only): the reader's feed (KEYS[1])
--- lives that much longer; a missing feed answers at once, to be rebuilt.
-if ARGV[7] ~= '' then
-  local live
-  if tonumber(ARGV[7]) > 0 then
-    live = redis.call('EXPIRE', KEYS[1], ARGV[7])
-  else
-    live = redis.call('EXISTS', KEYS[1])
-  end
-  if live == 0 then return {{}, '', {}, {}, {}, 0, {}} end
-end
 -- A k-way merge of newest-first lists, distinct ids down to `floor` (a sort with a comparator
 -- costs ~2 ms for 300 ids in Redis' Lua; this touches each id once).
 -- Ids come out as numbers (exact below 2^53): Redis replies with integers, so the caller does
@@ -143,43 +141,60 @@ local function merge(lists, floor)
   end
   return out
 end
-local streams, floor, missing = {}, nil, {}
-for i, key in ipairs(KEYS) do
-  local ids = redis.call('ZREVRANGEBYLEX', key, hi, '(0', 'LIMIT', 0, count)
-  streams[i] = ids
-  if i > 1 and #ids == 0 and redis.call('EXISTS', key) == 0 then missing[#missing + 1] = key end
-  if #ids == count then
-    local last = num(ids[#ids])
-    if floor == nil or last > floor then floor = last end
+-- The page of `keys` (the streams, the reader's feed first); a = {body key prefix, nbodies,
+-- hi, count, shown hi, shown lo, read-mark seconds}, as the page script's ARGV.
+local function read_page(keys, a)
+  local prefix, nbodies, hi, count = a[1], tonumber(a[2]), a[3], tonumber(a[4])
+  -- The read mark, when asked for (a[7]: seconds, 0 = check only): the reader's feed (keys[1])
+  -- lives that much longer; a missing feed answers at once, to be rebuilt.
+  if a[7] ~= '' then
+    local live
+    if tonumber(a[7]) > 0 then
+      live = redis.call('EXPIRE', keys[1], a[7])
+    else
+      live = redis.call('EXISTS', keys[1])
+    end
+    if live == 0 then return {{}, '', {}, {}, {}, 0, {}} end
   end
-end
-local merged = merge(streams, floor)
-local wanted = {}
-for i = 1, math.min(nbodies, #merged) do wanted[i] = merged[i] end
-local shown = {}
-if ARGV[5] ~= '' then
-  local lists = {}
-  for i, key in ipairs(KEYS) do
-    lists[i] = redis.call('ZREVRANGEBYLEX', key, ARGV[5], ARGV[6])
+  local streams, floor, missing = {}, nil, {}
+  for i, key in ipairs(keys) do
+    local ids = redis.call('ZREVRANGEBYLEX', key, hi, '(0', 'LIMIT', 0, count)
+    streams[i] = ids
+    if i > 1 and #ids == 0 and redis.call('EXISTS', key) == 0 then missing[#missing + 1] = key end
+    if #ids == count then
+      local last = num(ids[#ids])
+      if floor == nil or last > floor then floor = last end
+    end
   end
-  shown = merge(lists, nil)
-  local have = {}
-  for _, m in ipairs(wanted) do have[m] = true end
-  for _, m in ipairs(shown) do
-    if not have[m] then wanted[#wanted + 1] = m end
+  local merged = merge(streams, floor)
+  local wanted = {}
+  for i = 1, math.min(nbodies, #merged) do wanted[i] = merged[i] end
+  local shown = {}
+  if a[5] ~= '' then
+    local lists = {}
+    for i, key in ipairs(keys) do
+      lists[i] = redis.call('ZREVRANGEBYLEX', key, a[5], a[6])
+    end
+    shown = merge(lists, nil)
+    local have = {}
+    for _, m in ipairs(wanted) do have[m] = true end
+    for _, m in ipairs(shown) do
+      if not have[m] then wanted[#wanted + 1] = m end
+    end
   end
+  -- The bodies in MGETs of up to 1,000 keys (Lua's unpack has a limit): a GET per body from Lua
+  -- cost twice as much Redis time.
+  local bodies, bkeys = {}, {}
+  for i, id in ipairs(wanted) do bkeys[i] = prefix .. string.format('%d', id) end
+  for i = 1, #bkeys, 1000 do
+    local part = redis.call('MGET', unpack(bkeys, i, math.min(i + 999, #bkeys)))
+    for j = 1, #part do bodies[#bodies + 1] = part[j] end
+  end
+  return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing}
 end
--- The bodies in MGETs of up to 1,000 keys (Lua's unpack has a limit): a GET per body from Lua
--- cost twice as much Redis time.
-local bodies, bkeys = {}, {}
-for i, id in ipairs(wanted) do bkeys[i] = prefix .. string.format('%d', id) end
-for i = 1, #bkeys, 1000 do
-  local part = redis.call('MGET', unpack(bkeys, i, math.min(i + 999, #bkeys)))
-  for j = 1, #part do bodies[#bodies + 1] = part[j] end
-end
-return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing}
 """
 )
+_READ_PAGE_LUA = _PAGE_LUA + "return read_page(KEYS, ARGV)\n"
 
 
 @dataclass
@@ -205,12 +220,30 @@ def read_page(
     """Round trip 2 of a feed read (see _READ_PAGE_LUA): the merged ids of every stream at or
     below ``max_id`` (at most ``count`` read from each), the bodies of the newest ``nbodies``,
     and with ``shown`` = (hi, lo) the ids in that range and all their bodies."""
+    args = _page_args(max_id, count, nbodies, shown, mark_ttl)
+    return _page_from_reply(
+        with_script(
+            _READ_PAGE_LUA, lambda sha: round_trip(("EVALSHA", sha, len(keys), *keys, *args))[0]
+        )
+    )
+
+
+def _page_args(
+    max_id: int | None,
+    count: int,
+    nbodies: int,
+    shown: tuple[int, int] | None,
+    mark_ttl: int | None,
+) -> list:
+    """The page script's ARGV (see _PAGE_LUA)."""
     args = [body_prefix(), nbodies, lex_max(max_id), count]
     args += [lex_max(shown[0]), lex_min(shown[1])] if shown else ["", ""]
     args.append("" if mark_ttl is None else mark_ttl)
-    merged, floor, shown_ids, wanted, raws, live, missing = with_script(
-        _READ_PAGE_LUA, lambda sha: round_trip(("EVALSHA", sha, len(keys), *keys, *args))[0]
-    )
+    return args
+
+
+def _page_from_reply(reply: list) -> PageRead:
+    merged, floor, shown_ids, wanted, raws, live, missing = reply
     return PageRead(
         ids=merged,
         floor=int(floor) if floor else None,
@@ -219,6 +252,92 @@ def read_page(
         feed_missing=not live,
         sources_missing=[k.decode() for k in missing],
     )
+
+
+# A warm read in one round trip (one Redis; a cluster keeps the two rounds): the prelude of
+# read_prelude, then, when Redis itself finds that the token entry confirms the claim, the
+# throttle admits the read and the cached pull-author list is current, the page of the feed and
+# those authors' timelines (read_page, with the read mark). Otherwise the prelude alone: the
+# caller decides as after read_prelude and reads the page in a second round trip. Nothing of
+# the claimed user's is touched before the claim is confirmed (the read mark is a write).
+# KEYS: token entry, throttle counter, pull-author list, pull version, hidden authors, the
+# reader's feed. ARGV: counter seconds, claimed user id, throttle limit, celebrity threshold,
+# timeline key head, VSHARDS, the most sources a script page reads, then the page's ARGV.
+# Returns {token, hits, pull list, pull version, hidden} and, with a page, its reply and keys.
+_WARM_READ_LUA = (
+    _PAGE_LUA
+    + """
+local token = redis.call('GET', KEYS[1])
+local hits = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+local pull = redis.call('GET', KEYS[3])
+local version = redis.call('GET', KEYS[4])
+local out = {token, hits, pull, version, redis.call('GET', KEYS[5])}
+if not token or not pull or hits > tonumber(ARGV[3]) then return out end
+local ok, entry = pcall(cjson.decode, token)
+if not ok or type(entry) ~= 'table' or entry.id ~= tonumber(ARGV[2]) or entry.is_active ~= true then
+  return out
+end
+-- The list as feeds.store.pull_authors_from_cache reads it: "<threshold>.<version>:id,id,..."
+local head = ARGV[4] .. '.' .. (version or '0') .. ':'
+if string.sub(pull, 1, #head) ~= head then return out end
+local keys, vshards = {KEYS[6]}, tonumber(ARGV[6])
+for id in string.gmatch(string.sub(pull, #head + 1), '%d+') do
+  keys[#keys + 1] = ARGV[5] .. '{s' .. string.format('%d', tonumber(id) % vshards) .. '}:' .. id
+end
+if #keys > tonumber(ARGV[7]) then return out end
+local a = {}
+for i = 8, #ARGV do a[#a + 1] = ARGV[i] end
+out[6] = read_page(keys, a)
+out[7] = keys
+return out
+"""
+)
+
+
+@dataclass(frozen=True)
+class WarmRead:
+    prelude: ReadPrelude
+    keys: list[str] | None = None  # the sources the page was read from (None: no page read)
+    page: PageRead | None = None
+
+
+def read_warm(
+    *,
+    digest: str,
+    user_id: int,
+    throttle: tuple[str, str, int],
+    hit_limit: int,
+    threshold: int,
+    max_sources: int,
+    max_id: int | None,
+    count: int,
+    nbodies: int,
+    shown: tuple[int, int] | None,
+    mark_ttl: int,
+) -> WarmRead:
+    """A warm feed read in one round trip on one Redis (see _WARM_READ_LUA): the prelude, and
+    the page (read_page's arguments) when Redis could confirm the claim and knew the sources.
+    Not for a cluster, whose keys live on several nodes (read_prelude, then the page)."""
+    hit_key, left = _hit_key(throttle)
+    keys = [
+        token_key(digest),
+        hit_key,
+        pull_authors_key(user_id),
+        pull_version_key(),
+        hidden_key(user_id),
+        feed_key(user_id),
+    ]
+    args = [throttle[2] * 2, user_id, hit_limit, threshold, timeline_key_head(), VSHARDS]
+    args += [max_sources, *_page_args(max_id, count, nbodies, shown, mark_ttl)]
+    reply = with_script(
+        _WARM_READ_LUA, lambda sha: round_trip(("EVALSHA", sha, len(keys), *keys, *args))[0]
+    )
+    token, hits, pull_raw, version, hidden_raw = reply[:5]
+    prelude = ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
+    if len(reply) < 7:
+        return WarmRead(prelude)
+    return WarmRead(prelude, [k.decode() for k in reply[6]], _page_from_reply(reply[5]))
 
 
 def read_page_pipelined(

@@ -122,3 +122,65 @@ def test_an_error_reply_is_raised_and_leaves_the_connection_clean():
     store.write_feed(424245, [3], cap=10, ttl=0)
     # The next round on the same pooled connection reads its own replies, not leftovers.
     assert store.read_page([store.feed_key(424245)], max_id=None, count=5, nbodies=5).ids == [3]
+
+
+@pytest.mark.skipif(store.is_cluster(), reason="one Redis only: a cluster keeps two rounds")
+@pytest.mark.parametrize("seed", range(10))
+def test_warm_read_pages_as_read_page_does_once_redis_confirms_the_claim(seed):
+    """store.read_warm reads the page in its one round trip only when Redis finds the token
+    entry confirming the claimed user, the throttle admitting the read and the pull-author list
+    current; the page is then read_page's, over the keys feeds.read would name."""
+    import orjson
+
+    rng = random.Random(seed)
+    user, digest, threshold = 4242 + seed, f"{seed:040x}", 3
+    authors = rng.sample(range(1, 5000), rng.randrange(0, MAX_SCRIPT_SOURCES))
+    keys = [store.feed_key(user), *(store.timeline_key(a) for a in authors)]
+    for key in keys:
+        ids = {rng.randrange(1, 2**53) for _ in range(rng.randrange(1, 40))}
+        store.client().zadd(key, {store.encode_id(i): 0 for i in ids})
+        store.set_bodies({i: b'{"id":"%d"}' % i for i in ids})
+
+    def version() -> int:
+        return int(store.client().get(store.pull_version_key()) or 0)
+
+    store.set_pull_authors(user, f"{threshold}.{version()}", authors, 60)
+    entry = {"id": user, "username": "u", "is_active": True, "is_staff": False}
+    store.token_set(digest, orjson.dumps(entry), 60)
+    plan = {"max_id": None, "count": 30, "nbodies": 60, "shown": None}
+
+    def warm(hit_limit=100, user_id=user, max_sources=MAX_SCRIPT_SOURCES):
+        return store.read_warm(
+            digest=digest,
+            user_id=user_id,
+            throttle=("feed", digest, 60),
+            hit_limit=hit_limit,
+            threshold=threshold,
+            max_sources=max_sources,
+            mark_ttl=3600,
+            **plan,
+        )
+
+    read = warm()
+    assert read.keys == keys
+    expected = store.read_page(keys, **plan)
+    assert (read.page.ids, read.page.floor, read.page.bodies) == (
+        expected.ids,
+        expected.floor,
+        expected.bodies,
+    )
+    assert read.prelude.token is not None and read.prelude.hits == 1
+    assert store.client().ttl(keys[0]) > 0  # the read mark
+    # Declined, the prelude alone: another user claimed, the throttle spent, too many
+    # sources, a stale pull-author list, an inactive user, no token entry.
+    assert warm(user_id=user + 1).page is None
+    assert warm(hit_limit=1).page is None
+    assert warm(max_sources=len(keys) - 1).page is None
+    store.bump_pull_version()
+    assert warm().page is None
+    store.set_pull_authors(user, f"{threshold}.{version()}", authors, 60)
+    assert warm().page is not None
+    store.token_set(digest, orjson.dumps({**entry, "is_active": False}), 60)
+    assert warm().page is None
+    store.token_delete([digest])
+    assert warm().page is None and warm().prelude.token is None
