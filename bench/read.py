@@ -365,6 +365,8 @@ def main() -> None:
     print(sql.line("SQL fan-out on read (LATERAL per followee), same code path"))
     print(notes.line("/api/notifications/ (40 each, grouped, seen/read)"))
     print(counts.line("/api/notifications/counts/ (one Redis round trip)"))
+    for i, (fl, f, s, *_) in enumerate(rounds, 1):
+        print(f"round {i}: floor {fl.rps:.0f} req/s, feed {f.rps:.0f}, sql {s.rps:.0f}")
     per_round = [f.rps / s.rps for _, f, s, *_ in rounds]
     print(
         "ratio per round: "
