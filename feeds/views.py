@@ -106,9 +106,11 @@ def _json(
 
 
 def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
-    """GET /api/feed/ for an API client (``Authorization: Token``, JSON): two Redis round trips
-    when warm and no SQL. Round trip 1 confirms the token, counts the throttle and fetches the
-    pull-author list; round trip 2 marks the read and reads the page (feeds.read.feed_page).
+    """GET /api/feed/ for an API client (``Authorization: Token``, JSON): one Redis round trip
+    when warm and no SQL (store.read_warm: the token, the throttle, the pull-author list and,
+    once Redis has confirmed the claim, the read mark and the first read of the page; then
+    feeds.read.feed_page). On a cluster, or when Redis could not name the sources, two rounds:
+    the prelude, then the page.
     Returns None when the request is not for this path (a browser, a session, an unknown
     token): the DRF view answers it, with the same body. ``sources`` swaps where the ids come
     from (the benchmark's SQL comparison); the rest is the same code."""

@@ -4,7 +4,7 @@ Redis command is sent from here; nothing else in the project talks to Redis.
   keys        every key builder, and the layout
   connection  the clients, a raw round trip (hot path), the Lua script runner
   feeds       feeds and timelines, fan-out bookkeeping, pull-author cache, rebuild lock
-  page        the warm read: prelude and page (two round trips)
+  page        the warm read: prelude and page (one round trip on one Redis)
   bodies      activity bodies
   live        pub/sub channels and the open-stream registry
   stats       counters and latency histograms
@@ -14,7 +14,7 @@ Redis command is sent from here; nothing else in the project talks to Redis.
 Every command touches a single key or keys of one hash slot (a virtual shard's feeds, a user's
 notification keys), and multi-key work is a non-transactional pipeline, which redis-py's
 cluster client splits per node. The exception is the feed read's page script
-(page._READ_PAGE_LUA), which reads a reader's sources and their bodies in one call on one
+(page._PAGE_LUA, alone or after the prelude in page._WARM_READ_LUA), which reads a reader's sources and their bodies in one call on one
 Redis; on Redis Cluster it becomes two scatter-gather rounds with a deadline
 (read_page_gathered: the sources, then the bodies; a node that does not answer in time makes a
 partial page). Callers use the package (``from feeds import store; store.feed_key(...)``).

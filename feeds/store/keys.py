@@ -208,7 +208,7 @@ def throttle_key(name: str, ident: str, window_no: int) -> str:
     return f"{prefix()}:throttle:{name}:{ident}:{window_no}"
 
 
-# --- the warm feed read: two round trips -------------------------------------------------------
+# --- the warm feed read: its prelude ----------------------------------------------------------
 
 
 def token_key(digest: str) -> str:

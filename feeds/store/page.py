@@ -1,6 +1,7 @@
-"""The warm feed read in two round trips: the prelude (token, throttle, pull-author list) and
-the page (the reader's sources merged and their bodies, one Lua script; pipelined for readers
-with many sources)."""
+"""The warm feed read: the prelude (token, throttle, pull-author list) and the page (the reader's
+sources merged and their bodies, one Lua function; pipelined for readers with many sources). On
+one Redis both are one script and one round trip (read_warm); on a cluster, or when Redis cannot
+name the sources, two (read_prelude, then the page)."""
 
 from __future__ import annotations
 
