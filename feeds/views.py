@@ -180,7 +180,11 @@ def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse
             )
             source: IdSource = RedisSource(keys, mark_ttl=feed_ttl(conf))
             if warm is not None and warm.page is not None and warm.keys == keys:
-                source = RedisSource(keys, first=warm.page, first_args=plan)
+                # The mark stays asked for: feed_page's first read takes the script's page
+                # only when its arguments are the plan's (then the script marked the read).
+                source = RedisSource(
+                    keys, mark_ttl=feed_ttl(conf), first=warm.page, first_args=plan
+                )
         else:
             source = sources(claim.user_id)
         hidden = hidden_authors(claim.user_id, pre.hidden_raw)

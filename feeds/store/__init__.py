@@ -13,9 +13,9 @@ Redis command is sent from here; nothing else in the project talks to Redis.
 
 Every command touches a single key or keys of one hash slot (a virtual shard's feeds, a user's
 notification keys), and multi-key work is a non-transactional pipeline, which redis-py's
-cluster client splits per node. The exception is the feed read's page script
-(page._PAGE_LUA, alone or after the prelude in page._WARM_READ_LUA), which reads a reader's sources and their bodies in one call on one
-Redis; on Redis Cluster it becomes two scatter-gather rounds with a deadline
+cluster client splits per node. The exception is the feed read's page script (page._PAGE_LUA,
+alone or after the prelude in page._WARM_READ_LUA), which reads a reader's sources and their
+bodies in one call on one Redis; on Redis Cluster it becomes two scatter-gather rounds with a deadline
 (read_page_gathered: the sources, then the bodies; a node that does not answer in time makes a
 partial page). Callers use the package (``from feeds import store; store.feed_key(...)``).
 """

@@ -61,8 +61,9 @@ def _hit_key(throttle: tuple[str, str, int]) -> tuple[str, int]:
 
 
 def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
-    """Round trip 1 of a warm read, one pipeline of single-key commands (one parallel round on a
-    cluster): the token entry (checks the caller's claimed user id), the throttle hit
+    """The first phase of a feed read when read_warm is not used (on a cluster, for a request
+    with bad input, for the benchmark's SQL comparison): one pipeline of single-key commands (one
+    parallel round on a cluster): the token entry (checks the caller's claimed user id), the throttle hit
     (``throttle`` = scope, ident, window seconds), the pull-author list and its version, and
     the authors the reader does not see. Nothing
     here writes to the claimed user's keys: the claim is confirmed only by this round trip's
@@ -101,8 +102,9 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
     return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
 
 
-# The page (round trip 2, or part of the one round trip of read_warm). Each stream (the reader's feed, the pull authors' timelines; members in
-# lex encoding, see keys.encode_id) is read newest first, at most `count` ids at or below `hi`;
+# The page (round trip 2, or part of the one round trip of read_warm). Each stream (the
+# reader's feed, the pull authors' timelines; members in lex encoding, see keys.encode_id) is
+# read newest first, at most `count` ids at or below `hi`;
 # they are merged without duplicates down to the floor (the highest last id of a stream that
 # returned `count` ids: below it a stream may hold ids that were not read), and the bodies of
 # the newest `nbodies` come along. With a "shown" range (a cursor's bucket), its merged ids and
@@ -260,7 +262,8 @@ def _page_from_reply(reply: list) -> PageRead:
 # throttle admits the read and the cached pull-author list is current, the page of the feed and
 # those authors' timelines (read_page, with the read mark). Otherwise the prelude alone: the
 # caller decides as after read_prelude and reads the page in a second round trip. Nothing of
-# the claimed user's is touched before the claim is confirmed (the read mark is a write).
+# the claimed user's is written (the read mark) or read beyond the prelude's own keys before
+# the claim is confirmed.
 # KEYS: token entry, throttle counter, pull-author list, pull version, hidden authors, the
 # reader's feed. ARGV: counter seconds, claimed user id, throttle limit, celebrity threshold,
 # timeline key head, VSHARDS, the most sources a script page reads, then the page's ARGV.
@@ -276,7 +279,9 @@ local version = redis.call('GET', KEYS[4])
 local out = {token, hits, pull, version, redis.call('GET', KEYS[5])}
 if not token or not pull or hits > tonumber(ARGV[3]) then return out end
 local ok, entry = pcall(cjson.decode, token)
-if not ok or type(entry) ~= 'table' or entry.id ~= tonumber(ARGV[2]) or entry.is_active ~= true then
+-- The id compared as a number and as its decimal text: a double rounds above 2^53.
+if not ok or type(entry) ~= 'table' or type(entry.id) ~= 'number' or entry.is_active ~= true
+    or entry.id ~= tonumber(ARGV[2]) or string.format('%d', entry.id) ~= ARGV[2] then
   return out
 end
 -- The list as feeds.store.pull_authors_from_cache reads it: "<threshold>.<version>:id,id,..."

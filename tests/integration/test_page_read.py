@@ -171,9 +171,16 @@ def test_warm_read_pages_as_read_page_does_once_redis_confirms_the_claim(seed):
     )
     assert read.prelude.token is not None and read.prelude.hits == 1
     assert store.client().ttl(keys[0]) > 0  # the read mark
-    # Declined, the prelude alone: another user claimed, the throttle spent, too many
-    # sources, a stale pull-author list, an inactive user, no token entry.
-    assert warm(user_id=user + 1).page is None
+    # Declined, the prelude alone: another user claimed (who has a feed and a current list
+    # too: their feed is not even marked), the throttle spent, too many sources, a stale
+    # pull-author list, an inactive user, no token entry.
+    other = user + 1
+    store.client().zadd(store.feed_key(other), {store.SENTINEL: 0})
+    store.client().expire(store.feed_key(other), 100)
+    store.set_pull_authors(other, f"{threshold}.{version()}", [], 60)
+    assert warm(user_id=other).page is None
+    assert store.client().ttl(store.feed_key(other)) <= 100
+    assert warm(user_id=other).prelude.hits == 3  # counted under the token all the same
     assert warm(hit_limit=1).page is None
     assert warm(max_sources=len(keys) - 1).page is None
     store.bump_pull_version()
