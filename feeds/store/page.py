@@ -53,30 +53,38 @@ def _prelude_deadline() -> float:
     return max(0.5, 4 * settings.FEEDSITE_READ_DEADLINE_MS / 1000)
 
 
-def _hit_key(throttle: tuple[str, str, int]) -> tuple[str, int]:
-    """The throttle counter of this window and the seconds left in it."""
+def _prelude_keys(digest: str, user_id: int, throttle: tuple[str, str, int]) -> tuple[list, int]:
+    """What a read's prelude reads (both read_prelude and read_warm): the token entry, the
+    throttle counter of this window, the pull-author list, the pull version and the hidden
+    authors; and the seconds left in the throttle window."""
     name, ident, window_seconds = throttle
     window_no, left = window_of(window_seconds, time.time())
-    return throttle_key(name, ident, window_no), left
+    keys = [
+        token_key(digest),
+        throttle_key(name, ident, window_no),
+        pull_authors_key(user_id),
+        pull_version_key(),
+        hidden_key(user_id),
+    ]
+    return keys, left
 
 
 def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
     """The first phase of a feed read when read_warm is not used (on a cluster, for a request
-    with bad input, for the benchmark's SQL comparison): one pipeline of single-key commands (one
-    parallel round on a cluster): the token entry (checks the caller's claimed user id), the throttle hit
-    (``throttle`` = scope, ident, window seconds), the pull-author list and its version, and
-    the authors the reader does not see. Nothing
-    here writes to the claimed user's keys: the claim is confirmed only by this round trip's
-    answer (the read mark rides on the page read, see read_page's ``mark_ttl``)."""
-    window_seconds = throttle[2]
-    hit_key, left = _hit_key(throttle)
+    with bad input, for the benchmark's SQL comparison): one pipeline of single-key commands
+    (one parallel round on a cluster): the token entry (checks the caller's claimed user id),
+    the throttle hit (``throttle`` = scope, ident, window seconds), the pull-author list and its
+    version, and the authors the reader does not see. Nothing here writes to the claimed user's
+    keys: the claim is confirmed only by this round trip's answer (the read mark rides on the
+    page read, see read_page's ``mark_ttl``)."""
+    (token, hit, pull, version, hidden), left = _prelude_keys(digest, user_id, throttle)
     commands = (
-        ("GET", token_key(digest)),
-        ("INCR", hit_key),
-        ("EXPIRE", hit_key, window_seconds * 2),
-        ("GET", pull_authors_key(user_id)),
-        ("GET", pull_version_key()),
-        ("GET", hidden_key(user_id)),
+        ("GET", token),
+        ("INCR", hit),
+        ("EXPIRE", hit, throttle[2] * 2),
+        ("GET", pull),
+        ("GET", version),
+        ("GET", hidden),
     )
     if is_cluster():
         # Keys on several nodes: one scatter round with a deadline. The token entry is needed
@@ -325,15 +333,8 @@ def read_warm(
     """A warm feed read in one round trip on one Redis (see _WARM_READ_LUA): the prelude, and
     the page (read_page's arguments) when Redis could confirm the claim and knew the sources.
     Not for a cluster, whose keys live on several nodes (read_prelude, then the page)."""
-    hit_key, left = _hit_key(throttle)
-    keys = [
-        token_key(digest),
-        hit_key,
-        pull_authors_key(user_id),
-        pull_version_key(),
-        hidden_key(user_id),
-        feed_key(user_id),
-    ]
+    keys, left = _prelude_keys(digest, user_id, throttle)
+    keys.append(feed_key(user_id))
     args = [throttle[2] * 2, user_id, hit_limit, threshold, timeline_key_head(), VSHARDS]
     args += [max_sources, *_page_args(max_id, count, nbodies, shown, mark_ttl)]
     reply = with_script(
