@@ -4,10 +4,18 @@ connections dead. The pool checks a connection before lending it, so none of the
 from __future__ import annotations
 
 import httpx
+import pytest
 from django.db import connection
 
 from tests.conftest import auth_client
 from tests.factories import UserFactory
+
+# Every test here stops, kills or points away from a PostgreSQL server; SQLite has none, so on
+# SQLite they are reported as skipped (not passed) with this reason.
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="needs PostgreSQL: SQLite has no server to restart (set DATABASE_URL=postgres://...)",
+)
 
 
 def _kill_other_connections() -> int:
@@ -21,8 +29,6 @@ def _kill_other_connections() -> int:
 
 
 def test_no_500_after_the_database_dropped_every_connection(served, transactional_db):
-    if connection.vendor != "postgresql":
-        return  # SQLite has no server to restart
     user = UserFactory()
     headers = {"Authorization": f"Token {auth_client(user)._credentials['HTTP_AUTHORIZATION'][6:]}"}
     url = f"{served}/api/users/{user.pk}/"
@@ -36,8 +42,6 @@ def test_no_500_after_the_database_dropped_every_connection(served, transactiona
 def test_with_the_database_down_requests_answer_a_json_503_never_a_500(transactional_db):
     """PostgreSQL unreachable (the served stack points at a port nobody listens on): what needs
     the database answers a JSON 503 with Retry-After; nothing answers 500."""
-    if connection.vendor != "postgresql":
-        return
     from feedsite.embedded import free_port
     from tests.conftest import serve_for_tests
 
@@ -65,8 +69,6 @@ def test_the_worker_recovers_at_once_after_the_database_dropped_its_connections(
     """Every worker child's connections die at once; the next fan-out is done without a failed
     batch (each task hands its connection back to the pool, which checks it before lending it:
     feedsite.celery.release_db_connection)."""
-    if connection.vendor != "postgresql":
-        return
     from activities.services import activity_publish
     from feeds.models import FanoutJob
     from feeds.services import feed_settings_update
