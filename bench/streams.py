@@ -2,9 +2,13 @@
 the production layout (Caddy -> uvicorn, one stream server process), the author posts once
 through the API (a real Celery worker fans it out), and every stream waits for the event.
 
-Prints connected, received, delivery latency from the POST (p50/p99/max) and the resident
-memory the stream server process (and Caddy, beside it) gained per open stream. Last line:
-`clients= connected= received= p50_ms= p99_ms= rss_kb_per_stream=`.
+Prints connected, received, delivery latency from the POST (p50/p99/max) and the memory the
+stream server gained per open stream: the summed Pss (/proc/<pid>/smaps_rollup: private pages
+plus each shared page divided among its sharers) of every process of the stream server's
+session, after the streams opened minus before, divided by the streams connected; Caddy's the
+same way, beside it. Last line:
+`clients= connected= received= p50_ms= p99_ms= pss_kb_per_stream= proxy_pss_kb_per_stream=
+rss_kb_per_stream=`.
 
     make bench-streams        # PostgreSQL and Redis of this machine; see the Makefile
     DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/streams.py [--clients 1000]
@@ -23,17 +27,11 @@ from pathlib import Path
 
 from common import Worker, ensure_follows, ensure_users, migrate, tokens_for
 from django.conf import settings
+from procmem import session_memory_kb
 
 from feeds import store
 from feeds.services import feed_settings_update
-from feedsite.serve import serving
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+from feedsite.serve import SERVERS, serving
 
 
 class Client:
@@ -97,7 +95,9 @@ async def post(port: int, token: str) -> str:
 
 
 async def measure(port: int, tokens: list[str], author_token: str, pids: dict[str, int]):
-    before = {name: rss_kb(pid) for name, pid in pids.items()}
+    # Each server was started in a session of its own: its pid is the session id, and every
+    # worker it forks belongs to the session, so the sum covers the whole server.
+    before = {name: session_memory_kb(pid) for name, pid in pids.items()}
     clients = [Client(port, t) for t in tokens]
     tasks = []
     for start in range(0, len(clients), 100):  # open in waves: no SYN flood of our own
@@ -109,7 +109,7 @@ async def measure(port: int, tokens: list[str], author_token: str, pids: dict[st
         pass
     connected = sum(c.connected.is_set() for c in clients)
     await asyncio.sleep(1.0)  # settle: every subscription in place
-    after = {name: rss_kb(pid) for name, pid in pids.items()}
+    after = {name: session_memory_kb(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     aid = await post(port, author_token)
     deadline = time.monotonic() + 30
@@ -158,29 +158,37 @@ def main() -> None:
     log = open(Path(settings.VAR_DIR) / "bench-streams-server.log", "w")  # noqa: SIM115
     try:
         with serving(env, port=args.port, stdout=log, static=False) as (_, procs):
-            pids = {"stream": procs[1].pid, "proxy": procs[2].pid}
+            pids = {name: procs[SERVERS.index(name)].pid for name in ("stream", "proxy")}
             connected, lat, before, after, statuses = asyncio.run(
                 measure(args.port, tokens[1:], tokens[0], pids)
             )
     finally:
         worker.stop()
     n = max(connected, 1)
-    per = {name: (after[name] - before[name]) / n for name in pids}
+    per = {
+        (name, kind): (after[name][kind] - before[name][kind]) / n
+        for name in pids
+        for kind in ("pss", "rss")
+    }
     print(f"clients {args.clients}, connected {connected}, statuses {statuses}")
     print(
         f"received {len(lat)} of {connected}: from the POST p50 {pct(lat, 0.5):.0f} ms, "
         f"p99 {pct(lat, 0.99):.0f} ms, max {max(lat, default=float('nan')):.0f} ms"
         + (f", mean {statistics.mean(lat):.0f} ms" if lat else "")
     )
-    print(
-        f"resident memory: stream server {before['stream']} -> {after['stream']} KB "
-        f"({per['stream']:.1f} KB per stream); Caddy {before['proxy']} -> {after['proxy']} KB "
-        f"({per['proxy']:.1f} KB per stream)"
-    )
+    for name, label in (("stream", "stream server"), ("proxy", "Caddy")):
+        b, a = before[name], after[name]
+        print(
+            f"{label} ({a['processes']} processes): Pss {b['pss']} -> {a['pss']} KB "
+            f"({per[name, 'pss']:.1f} KB per stream), Rss {b['rss']} -> {a['rss']} KB "
+            f"({per[name, 'rss']:.1f} KB per stream)"
+        )
     print(
         f"clients={args.clients} connected={connected} received={len(lat)} "
         f"p50_ms={pct(lat, 0.5):.0f} p99_ms={pct(lat, 0.99):.0f} "
-        f"rss_kb_per_stream={per['stream']:.1f}"
+        f"pss_kb_per_stream={per['stream', 'pss']:.1f} "
+        f"proxy_pss_kb_per_stream={per['proxy', 'pss']:.1f} "
+        f"rss_kb_per_stream={per['stream', 'rss']:.1f}"
     )
 
 
