@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from activities.ids import MAX_ID
+from activities.models import Activity
+from activities.selectors import BODY_FIELDS
+from follows.models import Block, Follow, Mute
 
 from .models import FanoutJob
 
@@ -32,3 +40,83 @@ def removals_pending(*, actor_id: int) -> list[int]:
         .exclude(state=FanoutJob.State.DONE)
         .values_list("activity_id", flat=True)
     )
+
+
+class HomeRow(NamedTuple):
+    """One activity of a home feed read from PostgreSQL: its id and its public JSON as text
+    (activities.selectors.activity_to_dict, the body cache's format)."""
+
+    id: int
+    body: str
+
+
+def _home_sql() -> str:
+    """The query of home_activities_page (table names from model meta, body fields from
+    BODY_FIELDS, so the JSON cannot drift from activity_to_dict)."""
+    activity, follow = Activity._meta.db_table, Follow._meta.db_table
+    mute, block = Mute._meta.db_table, Block._meta.db_table
+    user = get_user_model()._meta.db_table
+    fields = ", ".join(f"'{f}', x.{f}" for f in BODY_FIELDS)
+    columns = ", ".join(f"a.{f}" for f in (*BODY_FIELDS, "time"))
+    # The authors: the reader (authors see their own posts) and every followee the reader does
+    # not hide (muted, blocked either way: three probes of unique indexes per followee).
+    # Per author, the newest `limit` live home activities below the bound, by the (actor, -id)
+    # index (activity_actor_id_desc): at most followees x limit index entries, never the
+    # authors' whole history. Merged and cut to `limit` here; only those rows join the user
+    # table and become JSON (in PostgreSQL: no row objects or datetimes in Python).
+    return f"""
+SELECT x.id, json_build_object(
+    'id', x.id::text,
+    'actor', json_build_object('id', x.actor_id, 'username', u.username),
+    {fields},
+    'time', to_char(x.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+)::text
+FROM (
+    SELECT n.* FROM (
+        SELECT %(user)s::integer AS author_id
+        UNION ALL
+        SELECT f.followee_id FROM {follow} f
+        WHERE f.follower_id = %(user)s
+          AND NOT EXISTS (SELECT 1 FROM {mute} m
+                          WHERE m.muter_id = %(user)s AND m.muted_id = f.followee_id)
+          AND NOT EXISTS (SELECT 1 FROM {block} b
+                          WHERE b.blocker_id = %(user)s AND b.blocked_id = f.followee_id)
+          AND NOT EXISTS (SELECT 1 FROM {block} b
+                          WHERE b.blocker_id = f.followee_id AND b.blocked_id = %(user)s)
+    ) s
+    CROSS JOIN LATERAL (
+        SELECT a.id, a.actor_id, {columns} FROM {activity} a
+        WHERE a.actor_id = s.author_id AND a.home AND a.id < %(before)s AND a.id >= %(min)s
+        ORDER BY a.id DESC
+        LIMIT %(limit)s
+    ) n
+    ORDER BY n.id DESC
+    LIMIT %(limit)s
+) x
+JOIN {user} u ON u.id = x.actor_id
+ORDER BY x.id DESC
+"""  # noqa: S608 - table and column names from model meta and constants, values bound
+
+
+_HOME_SQL: str | None = None
+
+
+def home_activities_page(
+    *, user_id: int, limit: int, before_id: int | None = None, min_id: int | None = None
+) -> list[HomeRow]:
+    """The reader's home feed in PostgreSQL (fan-out on read), newest first: at most ``limit``
+    live home activities of the reader and the authors they follow and do not hide, with ids
+    below ``before_id`` and at or above ``min_id`` (None: unbounded), bodies in the same rows.
+    One query, merged and limited in SQL (index range scans, see _home_sql); PostgreSQL only."""
+    global _HOME_SQL
+    if _HOME_SQL is None:
+        _HOME_SQL = _home_sql()
+    params = {
+        "user": user_id,
+        "before": MAX_ID + 1 if before_id is None else before_id,
+        "min": 0 if min_id is None else min_id,
+        "limit": limit,
+    }
+    with connection.cursor() as cur:
+        cur.execute(_HOME_SQL, params)
+        return [HomeRow(aid, body) for aid, body in cur.fetchall()]
