@@ -3,22 +3,44 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Exact versions with every file's hash: what `make run`, `make test`, CI and the image install.
+# requirements.lock has everything (the dev extra too); requirements-runtime.lock, the same
+# versions less the dev tools, is the image's. `make lock` makes both anew.
+LOCK := requirements.lock
+RUNTIME_LOCK := requirements-runtime.lock
 
 # What the test suite shrinks and isolates (see tests/conftest.py).
 TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom | tr -d ' \n') FEEDSITE_KEY_PREFIX=fstest FEEDSITE_SETTINGS_LOCAL_SECONDS=0 FEEDSITE_FANOUT_MAX_RETRIES=2 FEEDSITE_FANOUT_BACKOFF_MAX=1 \
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install run test test-cluster lint format bench bench-fanout bench-read bench-scale bench-streams soak fuzz screenshots
+.PHONY: install lock run test test-cluster lint format bench bench-fanout bench-read bench-scale bench-streams soak fuzz screenshots
 
-$(STAMP): pyproject.toml
+# Two pip runs: with --require-hashes pip refuses any requirement without a hash, and the project
+# itself (editable, --no-deps: its dependencies are the lock's) has none. The venv's own pip does
+# it; an unpinned `pip install --upgrade pip` would be the one thing not locked.
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Resolve pyproject.toml's dependencies anew (newest versions allowed; `make lock LOCK_ARGS=` keeps
+# today's pins and only adds what pyproject.toml gained) for Python 3.11+ on every platform
+# (--universal: markers, not this machine, decide e.g. uvloop or tzdata), each file's hash
+# recorded. uv runs from a throwaway venv; the runtime lock takes the full lock's versions.
+UV_VERSION ?= 0.13.9
+LOCK_ARGS ?= --upgrade
+UV_COMPILE := pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' --quiet
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp" && "$$tmp/bin/pip" install -q --disable-pip-version-check uv==$(UV_VERSION) && \
+	"$$tmp/bin/uv" $(UV_COMPILE) --extra dev $(LOCK_ARGS) -o $(LOCK) && \
+	"$$tmp/bin/uv" $(UV_COMPILE) -c $(LOCK) -o $(RUNTIME_LOCK)
 
 run: $(STAMP)
 	$(PY) -m feedsite.devrun

@@ -1,8 +1,13 @@
 import json
+import re
 import shlex
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from feedsite import queues
 from feedsite.api.renderers import next_link
@@ -83,7 +88,7 @@ def test_compose_builds_one_image_and_waits_for_migrations_and_health():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER feedsite" in dockerfile and "python:3.11-slim" in dockerfile  # slim, non-root
     # Dependencies in a layer of their own, before the source is copied.
-    assert dockerfile.index("pip install -r") < dockerfile.index("COPY . .")
+    assert dockerfile.index("pip install --require-hashes -r") < dockerfile.index("COPY . .")
     assert "collectstatic" in dockerfile  # the proxy serves them from the image
     cmd = json.loads(dockerfile.split("\nCMD", 1)[1])
     assert cmd[:2] == ["python", "-m"] and (ROOT / (cmd[2].replace(".", "/") + ".py")).exists()
@@ -146,3 +151,74 @@ def test_next_link_reads_the_rel_next_target_of_a_link_header():
     assert next_link('<http://x/a>; rel="prev", <http://x/b>; rel=next') == "http://x/b"
     assert next_link('<http://x/a>; rel="prev"') is None
     assert next_link(None) is None
+
+
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """A lock file's pins: canonical name -> (exact version, hashes)."""
+    text = (ROOT / name).read_text().replace("\\\n", " ")  # one requirement a line
+    pins = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        requirement, *hashes = line.split(" --hash=")
+        req = Requirement(requirement)
+        (spec,) = req.specifier  # exactly one: ==version
+        assert spec.operator == "==" and "*" not in spec.version, line
+        pins[canonicalize_name(req.name)] = (spec.version, [h.strip() for h in hashes])
+    return pins
+
+
+def _pyproject_requirements() -> tuple[list[Requirement], list[Requirement]]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = [Requirement(r) for r in project["dependencies"]]
+    return runtime, [Requirement(r) for r in project["optional-dependencies"]["dev"]]
+
+
+def test_every_dependency_is_pinned_with_hashes_in_the_lock_and_installed_from_it():
+    """`make run`, `make test` and CI install requirements.lock with --require-hashes: every
+    dependency pyproject.toml names (the dev extra too) is pinned there to a version its range
+    allows, with the hashes pip checks; the image installs the same versions less the dev tools."""
+    lock = _lock("requirements.lock")
+    runtime, dev = _pyproject_requirements()
+    for req in runtime + dev:
+        version, hashes = lock[canonicalize_name(req.name)]
+        assert req.specifier.contains(version, prereleases=True), (req, version)
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), req
+    assert "feedsite" not in lock  # the project itself: `pip install --no-deps -e .`
+    image = _lock("requirements-runtime.lock")
+    assert {canonicalize_name(r.name) for r in runtime} <= set(image)
+    assert all(lock[name][0] == version for name, (version, _) in image.items())
+    assert not {canonicalize_name(r.name) for r in dev} & set(image)
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert "LOCK := requirements.lock" in makefile
+    recipe = makefile.split("$(STAMP): ", 1)[1].split("\n\n", 1)[0]
+    assert recipe.startswith("pyproject.toml $(LOCK)\n")  # a changed lock reinstalls
+    assert "pip install -q --disable-pip-version-check --require-hashes -r $(LOCK)" in recipe
+    assert "--no-deps -e ." in recipe and "[dev]" not in recipe
+    assert "--generate-hashes" in makefile.split("\nlock:", 1)[0]  # `make lock` refreshes both
+    assert "make test" in (ROOT / ".ci" / "run").read_text()  # CI installs through the stamp
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r requirements-runtime.lock" in dockerfile
+
+
+def test_the_environment_the_tests_run_in_is_the_lock():
+    """What the suite runs on is what the lock says: every distribution pyproject.toml pulls in
+    here (extras and markers followed, transitively) is installed at the locked version. A fresh
+    clone next month installs what this run tested."""
+    lock = _lock("requirements.lock")
+    runtime, dev = _pyproject_requirements()
+    # (requirement, the extras asked of the distribution that requires it: its markers name them)
+    todo: list[tuple[Requirement, frozenset[str]]] = [(r, frozenset()) for r in runtime + dev]
+    seen = set()
+    while todo:
+        req, asked = todo.pop()
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in asked or {""}):
+            continue
+        name = canonicalize_name(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        assert metadata.version(name) == lock[name][0], (name, metadata.version(name))
+        todo += [(Requirement(r), frozenset(req.extras)) for r in metadata.requires(name) or ()]
+    assert len({name for name, _ in seen}) >= 60  # the closure, not just the direct names
