@@ -4,13 +4,19 @@ nothing was lost, resurrected or duplicated.
 The stack: the production layout (Caddy, granian, the stream server), a Celery worker with
 beat, PostgreSQL, a feed-store Redis of its own with append-only persistence (a restart keeps
 its data, so it cannot hide a fan-out loss behind a rebuild) and a broker Redis of its own.
-The load: publish, follow, unfollow, delete and read from a few threads, plus live streams.
-A fault every FAULT_EVERY seconds, in turn: the whole worker SIGKILLed (a new one started),
-the feed Redis restarted, the broker paused (SIGSTOP for 5 s). The last QUIET seconds are
-fault-free; then it waits for every fan-out job to finish and runs `verify_feeds`.
+The load: publish, follow, unfollow, delete and read from a few threads, plus live streams
+of watchers (users outside the load, each following a fixed handful of its authors; a cut
+stream reconnects with `Last-Event-ID`, as a browser's EventSource does). A fault every
+FAULT_EVERY seconds, in turn: the whole worker SIGKILLed (a new one started), the feed Redis
+restarted, the broker paused (SIGSTOP for 5 s). The last QUIET seconds are fault-free; then it
+waits for every fan-out job to finish, lets the streams take the last events, and runs
+`verify_feeds`.
 
-Prints requests, errors by status, p50/p99 per endpoint, stream events, then verify_feeds.
-Exits 1 on any 500, a job not done, or a feed that is wrong.
+Prints requests, statuses and p50/p99 per endpoint, stream events, verify_feeds, then every
+failure bench/soak_check.py finds. Exits 1 on any 5xx but a 503 with Retry-After inside a
+fault's window (injection until 10 s after the faulted part answers again), a request without
+an answer or a stream cut outside such a window, a stream event received twice, an activity a
+stream never received (live or replayed), a job not done, or a feed that is wrong.
 
     make soak                                   # 5 minutes
     DATABASE_URL=postgres://... python bench/soak.py --seconds 300 --quiet 60
@@ -36,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from soak_check import FaultWindow, Post, Request, StreamRecord, soak_failures  # noqa: E402
+
 from feedsite import queues  # noqa: E402
 from feedsite.embedded import (  # noqa: E402
     celery_worker_args,
@@ -56,7 +64,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--users", type=int, default=60)
     p.add_argument("--threads", type=int, default=3)
     p.add_argument("--rate", type=float, default=40.0, help="requests per second, all threads")
-    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--streams", type=int, default=4, help="watchers, one live stream each")
     p.add_argument("--port", type=int, default=8767)
     p.add_argument("--seed", type=int, default=7)
     return p.parse_args()
@@ -73,9 +81,8 @@ class Stack:
         self.log = open(ROOT / "var" / f"soak-worker-{os.getpid()}.log", "w")  # noqa: SIM115
 
     def start_worker(self) -> None:
-        args = celery_worker_args(
-            queues=",".join(queues.ALL), concurrency=2, node=f"soak{time.time_ns()}@%h"
-        )
+        self.worker_node = f"soak{time.time_ns()}@%h"
+        args = celery_worker_args(queues=",".join(queues.ALL), concurrency=2, node=self.worker_node)
         args.append("-B")
         schedule = tempfile.mkdtemp(prefix="feedsite-soak-beat-")
         env = dict(os.environ, CELERY_BEAT_SCHEDULE_FILENAME=f"{schedule}/schedule")
@@ -88,29 +95,53 @@ class Stack:
             start_new_session=True,
         )
 
-    def kill_worker(self) -> str:
+    def wait_worker(self, timeout: float = 60) -> None:
+        """Until the current worker answers a Celery ping (it consumes again)."""
+        from feedsite.celery import app
+
+        node = self.worker_node.split("@")[0] + "@"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(node in name for r in app.control.ping(timeout=0.5) for name in r):
+                return
+        raise RuntimeError(f"the soak's worker did not answer a ping within {timeout:.0f} s")
+
+    # Each fault returns what it did and when the faulted part answered again (monotonic).
+
+    def kill_worker(self) -> tuple[str, float]:
         assert self.worker is not None
         os.killpg(self.worker.pid, signal.SIGKILL)
         self.worker.wait()
         time.sleep(1)
         self.start_worker()
-        return "worker SIGKILLed, a new one started"
+        self.wait_worker()
+        return "worker SIGKILLed, a new one started", time.monotonic()
 
-    def restart_redis(self) -> str:
+    def restart_redis(self) -> tuple[str, float]:
         import redis
 
         port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
         with contextlib.suppress(redis.RedisError):
             redis.Redis.from_url(self.redis_url).shutdown()  # flushes the append-only file
         self.redis.wait(10)
+        # start_redis returns once the server answers PING.
         self.redis, _ = start_redis(port=port, workdir=self.redis_dir, extra=AOF, same_port=True)
-        return "feed Redis restarted (append-only file kept)"
+        return "feed Redis restarted (append-only file kept)", time.monotonic()
 
-    def pause_broker(self) -> str:
+    def pause_broker(self) -> tuple[str, float]:
+        import redis
+
         self.broker.send_signal(signal.SIGSTOP)
         time.sleep(5)
         self.broker.send_signal(signal.SIGCONT)
-        return "broker paused 5 s"
+        client = redis.Redis.from_url(self.broker_url, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    break
+            time.sleep(0.1)
+        return "broker paused 5 s", time.monotonic()
 
     def close(self) -> None:
         if self.worker is not None:
@@ -131,19 +162,48 @@ class Load:
         ("delete", 8),
     )
 
-    def __init__(self, base: str, tokens: dict[int, str], rate: float, seed: int) -> None:
+    def __init__(
+        self,
+        base: str,
+        tokens: dict[int, str],
+        rate: float,
+        seed: int,
+        watchers: dict[int, frozenset[int]],
+    ) -> None:
         self.base, self.tokens, self.rate = base, tokens, rate
+        self.users = [u for u in tokens if u not in watchers]  # watchers only watch
+        self.watchers = watchers  # watcher -> the authors it follows (fixed for the soak)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.posts: dict[int, list[str]] = collections.defaultdict(list)
         self.stop = threading.Event()
+        self.streams_stop = threading.Event()  # later: streams take the last fan-outs' events
         self.stream_events = 0
         self.stream_connects = 0
+        # What the checker reads (bench/soak_check.py); times in seconds from t0.
+        self.t0 = time.monotonic()
+        self.requests: list[Request] = []
+        self.published: list[Post] = []
+        self.deleted: set[str] = set()
+        self.stream_events_of: dict[int, list[tuple[str, str]]] = {w: [] for w in watchers}
+        self.first_connected: dict[int, float] = {}
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def record(self, req: Request) -> None:
+        with self.lock:
+            self.requests.append(req)
+            self.statuses[req.name][req.status if req.status is not None else req.error] += 1
+
+    @staticmethod
+    def kept_headers(res) -> dict[str, str]:
+        return {k: v for k, v in res.headers.items() if k.lower() == "retry-after"}
 
     def call(self, client, name: str, method: str, path: str, uid: int, **kw):
-        started = time.perf_counter()
+        started = self.now()
         try:
             res = client.request(
                 method,
@@ -152,16 +212,17 @@ class Load:
                 timeout=30,
                 **kw,
             )
-            status = res.status_code
-        except Exception as exc:  # noqa: BLE001 - counted by kind
-            res, status = None, type(exc).__name__
+            req = Request(name, started, self.now(), res.status_code, self.kept_headers(res))
+        except Exception as exc:  # noqa: BLE001 - no answer: the checker judges it
+            res = None
+            req = Request(name, started, self.now(), None, error=type(exc).__name__)
         with self.lock:
-            self.latency[name].append((time.perf_counter() - started) * 1000)
-            self.statuses[name][status] += 1
+            self.latency[name].append((req.ended - started) * 1000)
+        self.record(req)
         return res
 
     def step(self, client, rng: random.Random) -> None:
-        users = list(self.tokens)
+        users = self.users
         uid = rng.choice(users)
         op = rng.choices([m[0] for m in self.MIX], [m[1] for m in self.MIX])[0]
         if op == "read":
@@ -175,10 +236,13 @@ class Load:
                 "object_id": f"p{rng.randrange(9)}",
                 "notify": rng.sample(users, 2),  # into notification feeds too
             }
+            sent = self.now()
             res = self.call(client, "publish", "POST", "/api/activities/", uid, json=body)
             if res is not None and res.status_code == 201:
+                aid = str(res.json()["id"])
                 with self.lock:
-                    self.posts[uid].append(str(res.json()["id"]))
+                    self.posts[uid].append(aid)
+                    self.published.append(Post(author=uid, id=aid, sent=sent))
         elif op in ("follow", "unfollow"):
             other = rng.choice(users)
             if other != uid:
@@ -189,6 +253,8 @@ class Load:
                 mine = self.posts[uid]
                 aid = mine.pop(rng.randrange(len(mine))) if mine else None
             if aid is not None:
+                with self.lock:
+                    self.deleted.add(aid)  # whatever the answer: it may have happened
                 self.call(client, "delete", "DELETE", f"/api/activities/{aid}/", uid)
 
     def run(self, seed: int) -> None:
@@ -203,31 +269,73 @@ class Load:
                 time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     def stream(self, uid: int) -> None:
+        """One watcher's live stream, reconnecting with Last-Event-ID after a cut; records the
+        connects (statuses), the cuts, and each event's kind and id."""
         import httpx
 
-        while not self.stop.is_set():
+        last_id = ""
+        while not self.streams_stop.is_set():
+            headers = {"Authorization": f"Token {self.tokens[uid]}"}
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            started, opened = self.now(), False
             try:
                 with (
                     httpx.Client(timeout=httpx.Timeout(5, read=30)) as client,
-                    client.stream(
-                        "GET",
-                        self.base + "/api/feed/stream/",
-                        headers={"Authorization": f"Token {self.tokens[uid]}"},
-                    ) as res,
+                    client.stream("GET", self.base + "/api/feed/stream/", headers=headers) as res,
                 ):
+                    self.record(
+                        Request(
+                            "stream", started, self.now(), res.status_code, self.kept_headers(res)
+                        )
+                    )
+                    if res.status_code != 200:
+                        time.sleep(1)
+                        continue
+                    opened = True
                     with self.lock:
-                        self.statuses["stream"][res.status_code] += 1
                         self.stream_connects += 1
+                    kind, eid, data = "message", "", False
                     for line in res.iter_lines():
-                        if line.startswith("event: activity"):
-                            with self.lock:
-                                self.stream_events += 1
-                        if self.stop.is_set():
+                        if self.streams_stop.is_set():
                             return
-            except Exception as exc:  # noqa: BLE001 - a fault cut it: reconnect
-                with self.lock:
-                    self.statuses["stream"][type(exc).__name__] += 1
-                time.sleep(0.5)
+                        if line.startswith("retry:"):
+                            with self.lock:
+                                self.first_connected.setdefault(uid, self.now())
+                        elif line.startswith("id:"):
+                            eid = line[3:].strip()
+                        elif line.startswith("event:"):
+                            kind = line[6:].strip()
+                        elif line.startswith("data:"):
+                            data = True
+                        elif not line:  # the blank line dispatches the event
+                            if data and eid:
+                                last_id = eid
+                                with self.lock:
+                                    self.stream_events_of[uid].append((kind, eid))
+                                    self.stream_events += kind == "activity"
+                            kind, eid, data = "message", "", False
+                cut = "StreamCut(ended)"
+            except Exception as exc:  # noqa: BLE001 - the checker judges it by its time
+                cut = f"StreamCut({type(exc).__name__})" if opened else type(exc).__name__
+            if self.streams_stop.is_set():
+                return
+            at = self.now()
+            # A cut is judged at the moment it happened; a failed connect over its flight.
+            self.record(Request("stream", at if opened else started, at, None, error=cut))
+            time.sleep(0.5)
+
+    def stream_records(self) -> list[StreamRecord]:
+        with self.lock:
+            return [
+                StreamRecord(
+                    name=str(w),
+                    followees=authors,
+                    first_connected=self.first_connected.get(w),
+                    events=list(self.stream_events_of[w]),
+                )
+                for w, authors in self.watchers.items()
+            ]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -270,27 +378,42 @@ def soak(args: argparse.Namespace, stack: Stack) -> int:  # noqa: PLR0915 - one 
     FanoutJob.objects.all().delete()
     rng = random.Random(args.seed)
     users = ensure_users("soak", args.users)
+    watcher_ids = ensure_users("soak-watch", args.streams)
     # A low threshold: follows and unfollows move authors across it, both ways, all the time.
     feed_settings_update(celebrity_threshold=8, feed_max_length=100, fanout_batch_size=5)
     for uid in users:
         for other in rng.sample(users, 6):
             if other != uid:
                 follow_create(follower_id=uid, followee_id=other)
-    tokens = dict(zip(users, tokens_for(users), strict=True))
+    # Watchers follow a fixed handful of the load's authors and nobody follows, notifies or
+    # unfollows as them: what each stream should receive is known exactly.
+    watchers = {w: frozenset(rng.sample(users, 6)) for w in watcher_ids}
+    for w, authors in watchers.items():
+        for author in authors:
+            follow_create(follower_id=w, followee_id=author)
+    everyone = users + watcher_ids
+    tokens = dict(zip(everyone, tokens_for(everyone), strict=True))
     stack.start_worker()
+    stack.wait_worker()
     port = free_port(args.port)
     env = dict(os.environ, DEBUG="0", FEEDSITE_SECURE_SSL_REDIRECT="0", WEB_CONCURRENCY="2")
     log = open(ROOT / "var" / f"soak-serve-{os.getpid()}.log", "w")  # noqa: SIM115
     faults = [stack.kill_worker, stack.restart_redis, stack.pause_broker]
+    windows: list[FaultWindow] = []
     with serving(env, port=port, stdout=log, static=False):
-        load = Load(f"http://127.0.0.1:{port}", tokens, args.rate / args.threads, args.seed)
+        load = Load(
+            f"http://127.0.0.1:{port}", tokens, args.rate / args.threads, args.seed, watchers
+        )
+        streams = [threading.Thread(target=load.stream, args=(w,), daemon=True) for w in watchers]
         threads = [
             threading.Thread(target=load.run, args=(args.seed + i,), daemon=True)
             for i in range(args.threads)
-        ] + [
-            threading.Thread(target=load.stream, args=(users[i],), daemon=True)
-            for i in range(args.streams)
         ]
+        for t in streams:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(load.first_connected) < len(watchers) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for t in threads:
             t.start()
         started = time.monotonic()
@@ -300,30 +423,44 @@ def soak(args: argparse.Namespace, stack: Stack) -> int:  # noqa: PLR0915 - one 
             time.sleep(args.fault_every)
             if time.monotonic() >= fault_until:
                 break
-            what = faults[n % len(faults)]()
+            injected = load.now()
+            what, recovered = faults[n % len(faults)]()
+            windows.append(FaultWindow(what, injected, recovered - load.t0))
             n += 1
-            print(f"t={time.monotonic() - started:5.1f}s fault {n}: {what}", flush=True)
+            print(
+                f"t={injected:5.1f}s fault {n}: {what}; answered again at "
+                f"t={recovered - load.t0:.1f}s",
+                flush=True,
+            )
         time.sleep(max(0.0, started + args.seconds - time.monotonic()))
         load.stop.set()
-        print(f"t={time.monotonic() - started:5.1f}s load stopped; waiting for fan-out", flush=True)
+        print(f"t={load.now():5.1f}s load stopped; waiting for fan-out", flush=True)
         deadline = time.monotonic() + 180
         busy = FanoutJob.objects.exclude(state="done")
         while busy.exists() and time.monotonic() < deadline:
             time.sleep(1)
         for t in threads:
             t.join(5)
+        time.sleep(3)  # the last jobs' announcements reach the streams
+        load.streams_stop.set()
+        records = load.stream_records()
     not_done = list(busy.values_list("id", "state"))
     total = sum(sum(c.values()) for c in load.statuses.values())
     print(f"\nrequests={total} faults={n} seconds={args.seconds} quiet={args.quiet}")
-    print(f"{'endpoint':10} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}  statuses")
+    print(f"{'endpoint':13} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}  statuses")
     for name in ("feed", "notifications", "publish", "follow", "unfollow", "delete", "stream"):
         lat = load.latency.get(name, [])
         codes = " ".join(f"{k}:{v}" for k, v in sorted(load.statuses[name].items(), key=str))
         p50 = f"{statistics.median(lat):8.1f}" if lat else f"{'-':>8}"
         p99 = f"{pct(lat, 99):8.1f}" if lat else f"{'-':>8}"
-        print(f"{name:10} {sum(load.statuses[name].values()):9} {p50} {p99}  {codes}")
-    print(f"stream connects={load.stream_connects} activity events={load.stream_events}")
-    errors_500 = sum(c for s in load.statuses.values() for k, c in s.items() if k == 500)
+        print(f"{name:13} {sum(load.statuses[name].values()):9} {p50} {p99}  {codes}")
+    from soak_check import expected_activities
+
+    expected = sum(len(expected_activities(r, load.published, load.deleted)) for r in records)
+    print(
+        f"streams={len(records)} connects={load.stream_connects} "
+        f"activity events={load.stream_events} expected={expected}"
+    )
     out = io.StringIO()
     try:
         call_command("verify_feeds", stdout=out)
@@ -331,10 +468,17 @@ def soak(args: argparse.Namespace, stack: Stack) -> int:  # noqa: PLR0915 - one 
     except SystemExit:
         clean = False
     print(out.getvalue().strip() or "verify_feeds: no output")
-    ok = clean and not errors_500 and not not_done
+    failures = soak_failures(load.requests, windows, records, load.published, load.deleted)
+    for line in failures[:30]:
+        print("FAIL", line)
+    if len(failures) > 30:
+        print(f"FAIL ... and {len(failures) - 30} more")
+    errors_5xx = sum(1 for r in load.requests if r.status is not None and r.status >= 500)
+    no_answer = sum(1 for r in load.requests if r.status is None)
+    ok = clean and not failures and not not_done
     print(
-        f"soak {'PASSED' if ok else 'FAILED'}: 500s={errors_500} jobs_not_done={len(not_done)} "
-        f"verify_clean={clean}"
+        f"soak {'PASSED' if ok else 'FAILED'}: failures={len(failures)} 5xx={errors_5xx} "
+        f"no_answer={no_answer} jobs_not_done={len(not_done)} verify_clean={clean}"
     )
     return 0 if ok else 1
 
