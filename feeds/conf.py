@@ -7,11 +7,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
-from django.core.cache import cache
 
+from . import store
 from .models import FeedSettings
-
-CACHE_KEY = "feeds:settings:v2"  # bumped when FeedConf gains a field
 
 
 @dataclass(frozen=True)
@@ -46,13 +44,13 @@ def get_conf() -> FeedConf:
     now = time.monotonic()
     if _local is not None and _local[0] > now:
         return _local[1]
-    cached = cache.get(CACHE_KEY)
+    cached = store.settings_snapshot_get()
     if cached is not None:
         conf = FeedConf(**cached)
     else:
         row, _ = FeedSettings.objects.get_or_create(pk=1)
         conf = _from_row(row)
-        cache.set(CACHE_KEY, asdict(conf), settings.FEEDSITE_SETTINGS_CACHE_SECONDS)
+        store.settings_snapshot_set(asdict(conf), settings.FEEDSITE_SETTINGS_CACHE_SECONDS)
     _local = (now + settings.FEEDSITE_SETTINGS_LOCAL_SECONDS, conf)
     return conf
 
@@ -60,7 +58,7 @@ def get_conf() -> FeedConf:
 def invalidate_conf() -> None:
     global _local
     _local = None
-    cache.delete(CACHE_KEY)
+    store.settings_snapshot_drop()
 
 
 def is_pull_author(followers: int) -> bool:

@@ -15,9 +15,22 @@ built:
 
 A rebuilt feed holds the newest feed_max_length live activities of the reader and of their push
 followees, whenever posted: every required entry, and the backfilled ones a reader saw before.
-A pull author's timeline must hold their newest live activities (up to feed_max_length).
+A pull author's timeline must hold their newest live activities (up to feed_max_length) that go
+to home feeds (timeline_check): every author's built timeline is kept so (publish adds, delete
+takes out, whatever the author's mode), since a push author becomes a pull author, timeline as
+it is, when they cross the threshold. Required: those newest ids, except an activity whose
+publish job has not started (it is on its way); allowed besides: any other live home activity
+of the author; never: a deleted activity (a ghost), another author's, or one that goes to no
+home feed.
+
+A delete takes an id out of a capped set but brings back none that the cap trimmed earlier (a
+rebuild does): a feed or timeline below its cap may rightly lack older ids. So neither check
+requires an id below ``trim_floor``: the cap-th newest of the live and the deleted ids that
+could have been in it. No id at or above it was ever trimmed (a trim keeps the newest cap ids,
+each one of those).
 A built notification feed holds the user's newest Notification rows (notification_check).
-The pure part (`judge`) decides from sets; `feed_check` gathers them from PostgreSQL and Redis.
+The pure part (`judge`) decides from sets; the `*_check` functions gather them from PostgreSQL
+and Redis, through feeds.store (which alone sends Redis commands).
 """
 
 from __future__ import annotations
@@ -51,6 +64,24 @@ def judge(feed: set[int], required: set[int], allowed: set[int]) -> tuple[list[i
     missing = sorted(required - feed, reverse=True)
     extra = sorted(feed - required - allowed, reverse=True)
     return missing, extra
+
+
+def trim_floor(live: list[int], deleted: list[int], cap: int) -> int:
+    """The lowest id a capped set surely still holds if it ever held it: the cap-th newest of
+    ``live`` and ``deleted`` (each newest first, at least ``cap`` long when there are that
+    many); 0 when there are fewer than ``cap``. Pure."""
+    merged = sorted({*live, *deleted}, reverse=True)[:cap]
+    return merged[-1] if len(merged) >= cap else 0
+
+
+def deleted_ids(*, author_ids: list[int], limit: int) -> list[int]:
+    """The newest ``limit`` deleted home activities of these authors (their remove jobs outlive
+    the rows), newest first."""
+    return list(
+        FanoutJob.objects.filter(kind=FanoutJob.Kind.REMOVE, actor_id__in=author_ids, home=True)
+        .order_by("-activity_id")
+        .values_list("activity_id", flat=True)[:limit]
+    )
 
 
 def followees(*, user_id: int) -> dict[int, datetime]:
@@ -103,11 +134,15 @@ def required_ids(*, user_id: int, conf: FeedConf, floor: int = 0) -> set[int]:
 def feed_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:
     """The reader's feed against the definition; None when the feed does not exist."""
     conf = conf or get_conf()
-    if not store.client().exists(store.feed_key(user_id)):
+    if not store.feed_exists(user_id):
         return None
     feed = set(store.feed_ids(user_id))
     floor = min(feed) if len(feed) >= conf.feed_max_length else 0
-    required = required_ids(user_id=user_id, conf=conf, floor=floor)
+    candidates = sorted(required_ids(user_id=user_id, conf=conf), reverse=True)
+    authors = [user_id, *push_followees(user_id=user_id, conf=conf)]
+    gone = deleted_ids(author_ids=authors, limit=conf.feed_max_length)
+    floor = max(floor, trim_floor(candidates, gone, conf.feed_max_length))
+    required = {i for i in candidates if i >= floor}
     allowed = set(
         Activity.objects.filter(
             id__in=feed, actor_id__in=[user_id, *followees(user_id=user_id)], home=True
@@ -124,6 +159,38 @@ def feed_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
         store.remove_from_feeds([report.user_id], report.extra)
     if report.missing:
         store.add_to_feed(report.user_id, report.missing, conf.feed_max_length)
+
+
+def timeline_check(author_id: int, conf: FeedConf | None = None) -> FeedReport | None:
+    """An author's timeline against PostgreSQL (see the module's definition); None when it is
+    not built (the next read that needs it rebuilds it)."""
+    conf = conf or get_conf()
+    if not store.timeline_exists(author_id):
+        return None
+    line = set(store.timeline_ids(author_id))
+    cap = conf.feed_max_length
+    own = Activity.objects.filter(actor_id=author_id, home=True)
+    newest = list(own.order_by("-id").values_list("id", flat=True)[:cap])
+    floor = trim_floor(newest, deleted_ids(author_ids=[author_id], limit=cap), cap)
+    on_its_way = set(
+        FanoutJob.objects.filter(
+            kind=FanoutJob.Kind.PUBLISH, state=FanoutJob.State.PENDING, activity_id__in=newest
+        ).values_list("activity_id", flat=True)
+    )
+    required = {i for i in newest if i >= floor} - on_its_way
+    allowed = set(own.filter(id__in=line).values_list("id", flat=True))
+    missing, extra = judge(line, required, allowed)
+    return FeedReport(author_id, missing, extra)
+
+
+def timeline_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
+    """Take out what must not be there (ghosts first, so the cap keeps live ids), then merge
+    in what is missing (capped)."""
+    conf = conf or get_conf()
+    if report.extra:
+        store.timeline_remove(report.user_id, report.extra)
+    if report.missing:
+        store.write_timeline(report.user_id, report.missing, conf.feed_max_length)
 
 
 def notification_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:
@@ -152,6 +219,7 @@ def notification_check(user_id: int, conf: FeedConf | None = None) -> FeedReport
 
 
 def notification_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
+    """Take out what must not be there, add what is missing (read or unread as in PostgreSQL)."""
     conf = conf or get_conf()
     if report.extra:
         store.notifications_remove([report.user_id], report.extra)

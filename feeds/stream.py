@@ -296,7 +296,9 @@ async def application(scope: dict[str, Any], receive: Receive, send: Send) -> No
     stream_id = uuid.uuid4().hex
     try:
         live = await store.stream_register(gw.redis, user.pk, stream_id, time.time(), 3 * heartbeat)
-    except store.TRANSIENT_ERRORS:
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise  # a bug: the ASGI server's logged 500
         log.warning("stream refused: Redis unavailable", exc_info=True)
         await _answer(send, 503, {"detail": "streams are unavailable; retry shortly"}, busy)
         return
@@ -339,8 +341,13 @@ async def _keep_registered(stream: Stream, stream_id: str) -> None:
             await store.stream_register(
                 gateway().redis, stream.user_id, stream_id, time.time(), 3 * heartbeat
             )
-        except store.TRANSIENT_ERRORS:
-            log.warning("stream registry refresh failed", exc_info=True)
+        except store.STORE_ERRORS as exc:
+            # The open stream goes on either way (its registry entry is only the per-user
+            # stream count); a bug is logged as an error, not as an outage.
+            if store.store_unavailable(exc):
+                log.warning("stream registry refresh failed: Redis unavailable", exc_info=True)
+            else:
+                log.error("stream registry refresh failed", exc_info=True)
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -14,6 +14,18 @@ from feedsite.api.throttles import parse_rate
 from . import store
 
 
+def count_window(scope: str, ident: str, window: int, amount: int = 1) -> tuple[int, int] | None:
+    """Every throttle's counter (settings.FEEDSITE_THROTTLE_COUNTER names it for
+    feedsite.api.throttles): store.hit_window, or None when the store is unavailable (throttles
+    fail open). Any other Redis error is a bug and raises (a logged 500)."""
+    try:
+        return store.hit_window(scope, ident, window, amount)
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise
+        return None
+
+
 class FeedReadThrottle(BaseThrottle):
     scope = "feed"
     rate: str = settings.FEEDSITE_THROTTLE_RATES[scope]
@@ -32,10 +44,10 @@ class FeedReadThrottle(BaseThrottle):
             ident = f"u:{request.user.pk}"
         else:
             ident = f"ip:{self.get_ident(request)}"
-        try:
-            hits, self.left = store.hit_window(self.scope, ident, window)
-        except store.TRANSIENT_ERRORS:
-            return True  # Redis down: fail open (the read itself answers 503)
+        counted = count_window(self.scope, ident, window)
+        if counted is None:
+            return True  # Redis unavailable: fail open (the read itself answers 503)
+        hits, self.left = counted
         return hits <= limit
 
     def wait(self) -> float:

@@ -124,7 +124,9 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
         return None
     try:
         return _lean_read(request, claim, sources)
-    except store.TRANSIENT_ERRORS as exc:
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise  # a bug (WRONGTYPE, a Lua error): the lane's logged 500 (feedsite.wsgi)
         log.warning("feed read: the feed store is unavailable: %r", exc)
         return _json(STORE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     except DATABASE_DOWN:  # a cold read (settings, a rebuild) needs PostgreSQL

@@ -20,8 +20,6 @@ from functools import lru_cache
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from feeds import store
-
 LOGIN_FORMS = ("/admin/login/", "/api-auth/login/")
 FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST")
 
@@ -102,15 +100,15 @@ class RequestGuardMiddleware:
 
 
 def login_form_throttled(request: HttpRequest) -> HttpResponse | None:
-    from feedsite.api.throttles import parse_rate
+    from feedsite.api.throttles import count_window, parse_rate
 
     limit, window = parse_rate(settings.FEEDSITE_THROTTLE_RATES["login"])
     username = str(request.POST.get("username", ""))[:150]
     ident = f"{request.META.get('REMOTE_ADDR', '')}:{username}"  # LoginThrottle's bucket
-    try:
-        hits, left = store.hit_window("login", ident, window)
-    except store.TRANSIENT_ERRORS:
-        return None  # Redis down: fail open
+    counted = count_window("login", ident, window)
+    if counted is None:
+        return None  # Redis unavailable: fail open
+    hits, left = counted
     if hits <= limit:
         return None
     response = HttpResponse(

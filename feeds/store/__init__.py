@@ -31,6 +31,8 @@ from .connection import (
     scatter,
     with_script,
 )
+from .consistency import feed_exists, timeline_exists, timeline_remove
+from .errors import STORE_ERRORS, UNAVAILABLE_CLASSES, store_unavailable
 from .feeds import (
     add_to_feed,
     add_to_timeline,
@@ -124,6 +126,7 @@ from .page import (
     read_prelude,
     read_warm,
 )
+from .snapshot import settings_snapshot_drop, settings_snapshot_get, settings_snapshot_set
 from .stats import (
     LATENCY_BUCKETS_MS,
     count_stat,
@@ -248,4 +251,13 @@ __all__ = [
     "with_script",
     "write_feed",
     "write_timeline",
+    "STORE_ERRORS",
+    "UNAVAILABLE_CLASSES",
+    "feed_exists",
+    "settings_snapshot_drop",
+    "settings_snapshot_get",
+    "settings_snapshot_set",
+    "store_unavailable",
+    "timeline_exists",
+    "timeline_remove",
 ]

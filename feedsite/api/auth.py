@@ -67,7 +67,9 @@ class CachedTokenAuthentication(TokenAuthentication):
         digest = token_digest(key)
         try:
             raw = store.token_get(digest)
-        except store.TRANSIENT_ERRORS:  # Redis down: the database answers alone
+        except store.STORE_ERRORS as exc:  # Redis unavailable: the database answers alone
+            if not store.store_unavailable(exc):
+                raise
             return self._lookup(key)
         if raw is None:
             user, auth_token = self._lookup(key)
@@ -154,8 +156,10 @@ def token_claim(request: HttpRequest) -> TokenClaim | None:
     if user_id is None:
         try:
             raw = store.token_get(digest)
-        except store.TRANSIENT_ERRORS:
-            return None  # Redis down: the DRF view answers (503 for the feed)
+        except store.STORE_ERRORS as exc:
+            if not store.store_unavailable(exc):
+                raise
+            return None  # Redis unavailable: the DRF view answers (503 for the feed)
         user_id = _resolve(key, digest, raw)
         if user_id is None:
             return None

@@ -1,4 +1,6 @@
-"""One exception handler: domain errors become 4xx with a message, DRF errors keep theirs."""
+"""One exception handler: domain errors become 4xx with a message, DRF errors keep theirs; the
+feed store or the database unavailable is a 503 with Retry-After. A Redis error that is a bug
+(WRONGTYPE, a Lua error: feeds.store.errors) is no outage: it goes on to Django's logged 500."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from feeds.store import TRANSIENT_ERRORS
+from feeds.store import store_unavailable
 from feedsite.errors import DomainError
 
 log = logging.getLogger("feeds.api")
@@ -30,9 +32,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, TRANSIENT_ERRORS):
-        log.warning("Redis unavailable: %s", exc)
-        return store_unavailable()
+    if store_unavailable(exc):
+        log.warning("Redis unavailable: %r", exc)
+        return store_unavailable_response()
     if isinstance(exc, DATABASE_DOWN):
         log.warning("database unavailable: %s", exc)
         return Response(
@@ -44,7 +46,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 RETRY_AFTER_SECONDS = 5
-# Redis (the feed store) cannot be reached: a JSON 503 with Retry-After, never a 500.
+# Redis (the feed store) cannot serve now (feeds.store.store_unavailable): a JSON 503 with
+# Retry-After, never a 500.
 STORE_UNAVAILABLE = {
     "detail": "the feed store is unavailable; retry shortly",
     "code": "unavailable",
@@ -61,7 +64,8 @@ DATABASE_UNAVAILABLE = {
 }
 
 
-def store_unavailable() -> Response:
+def store_unavailable_response() -> Response:
+    """The JSON 503 of the feed store being unavailable."""
     return Response(
         STORE_UNAVAILABLE,
         status=status.HTTP_503_SERVICE_UNAVAILABLE,

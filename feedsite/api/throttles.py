@@ -1,23 +1,32 @@
 """Throttles of the account and write endpoints: fixed windows counted in Redis in one round
-trip (feeds.store.hit_window: the window's number is in the key, so a key that lost its expiry
-cannot lock anyone out), failing open when Redis is down (publishing must still work). Rates per
-scope come from settings (FEEDSITE_THROTTLE_RATES, FEEDSITE_THROTTLE_<SCOPE> overrides each);
-the 429 carries Retry-After. The client's address is REMOTE_ADDR, set from trusted proxies only
-(feedsite.middleware). The feed read's own throttle lives with the feed (feeds.throttles)."""
+trip, failing open when Redis is unavailable (publishing must still work). Rates per scope come
+from settings (FEEDSITE_THROTTLE_RATES, FEEDSITE_THROTTLE_<SCOPE> overrides each); the 429
+carries Retry-After. The client's address is REMOTE_ADDR, set from trusted proxies only
+(feedsite.middleware). The feed read's own throttle lives with the feed (feeds.throttles).
+
+The counter is named by settings.FEEDSITE_THROTTLE_COUNTER (feeds.throttles.count_window, on
+feeds.store.hit_window: the window's number is in the key, so a key that lost its expiry cannot
+lock anyone out) and loaded when a request is counted: the apps' views use these throttles and
+import nothing of feeds, directly or through here."""
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
-
-from feeds import store
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
     """ "1200/min" -> (1200, 60): requests per window of seconds (DRF's rate syntax)."""
     num, period = rate.split("/")
     return int(num), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+
+
+def count_window(scope: str, ident: str, window: int, amount: int = 1) -> tuple[int, int] | None:
+    """Count ``amount`` hits in the current ``window``-second window of (scope, ident): (hits so
+    far, seconds left), or None when the counter is unavailable (the throttle fails open)."""
+    return import_string(settings.FEEDSITE_THROTTLE_COUNTER)(scope, ident, window, amount)
 
 
 class WindowThrottle(BaseThrottle):
@@ -33,10 +42,10 @@ class WindowThrottle(BaseThrottle):
         if ident is None:
             return True
         limit, window = parse_rate(settings.FEEDSITE_THROTTLE_RATES[self.scope])
-        try:
-            hits, self.left = store.hit_window(self.scope, ident, window, amount)
-        except store.TRANSIENT_ERRORS:
-            return True  # Redis down: fail open
+        counted = count_window(self.scope, ident, window, amount)
+        if counted is None:
+            return True  # Redis unavailable: fail open
+        hits, self.left = counted
         return hits <= limit
 
     def wait(self) -> float:

@@ -97,31 +97,160 @@ def test_the_walk_sees_imports_inside_functions_and_finds_cycles():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def _parents(module: str) -> list[str]:
+    """The packages Python imports before ``module`` ("a.b.c": "a", "a.b")."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> dict[str, str | None]:
+    """Every project module importing ``start`` loads, with the module that imported it (a
+    module's packages count: importing a.b.c runs a/__init__ and a/b/__init__)."""
+    seen: dict[str, str | None] = {start: None}
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        for target in sorted(graph[module] | {p for p in _parents(module) if p in graph}):
+            if target not in seen:
+                seen[target] = module
+                todo.append(target)
+    return seen
+
+
+def _chain(seen: dict[str, str | None], module: str) -> str:
+    path = [module]
+    while seen[path[-1]] is not None:
+        path.append(seen[path[-1]])  # type: ignore[arg-type]
+    return " <- ".join(path)
+
+
 def test_activities_and_follows_know_nothing_of_feeds():
-    wrong = {
-        (module, target)
-        for module, targets in _graph().items()
-        if module.split(".")[0] in ("activities", "follows")
-        for target in targets
-        if target.split(".")[0] == "feeds"
-    }
-    assert wrong == set()
+    """Not directly, and not through what they import (feedsite.api: the shared plumbing sits
+    below the apps, the wiring above them)."""
+    graph = _graph()
+    wrong = []
+    for module in graph:
+        if module.split(".")[0] not in ("activities", "follows"):
+            continue
+        seen = _reach(graph, module)
+        wrong += [_chain(seen, m) for m in sorted(seen) if m.split(".")[0] == "feeds"]
+    assert wrong == []
 
 
-def test_only_the_store_talks_to_redis():
-    talkers = set()
-    for name, path in _modules().items():
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
+def test_the_transitive_walk_sees_an_import_through_a_third_module():
+    graph = {"app.views": {"api.throttles"}, "api.throttles": {"feeds.store"}, "feeds.store": set()}
+    graph |= {"app": set(), "api": set(), "feeds": set()}
+    seen = _reach(graph, "app.views")
+    assert _chain(seen, "feeds.store") == "feeds.store <- api.throttles <- app.views"
+
+
+# What talks to Redis: a Redis client library, Django's cache (django-redis behind it), or a raw
+# protocol encoder.
+REDIS_LIBRARIES = ("redis", "django_redis", "hiredis", "django.core.cache")
+# Calls that reach a raw client or send a command, whatever the receiver: the store's client
+# getter, pipelines and scripts, and redis-py's command methods whose names nothing else in the
+# project uses (get, set, delete, exists, keys, rename are left out: dicts, the ORM and paths
+# have them, as have SQL cursors' execute and paths' unlink; a raw client cannot be had without
+# client() anyway, and a pipeline's execute follows its pipeline()).
+RAW_ACCESS = {"client", "get_redis_connection", "from_url", "connection_pool"}
+REDIS_CALLS = {
+    "pipeline", "execute_command", "evalsha", "eval", "fcall", "script_load",
+    "register_script", "scan_iter", "mget", "mset", "setex", "setnx", "getdel", "incr",
+    "incrby", "decr", "decrby", "expire", "pexpire", "expireat", "ttl", "pttl", "persist",
+    "zadd", "zrem", "zcard", "zscore", "zrank", "zrange", "zrevrange", "zrangebylex",
+    "zrevrangebylex", "zrangebyscore", "zrevrangebyscore", "zremrangebyrank",
+    "zremrangebyscore", "zremrangebylex", "zincrby", "zmscore", "sadd", "srem", "smembers",
+    "sismember", "scard", "hset", "hget", "hgetall", "hdel", "hincrby", "hmget", "lpush",
+    "rpush", "lrange", "ltrim", "xadd", "xread", "xrange", "publish", "subscribe",
+    "psubscribe", "memory_usage", "flushdb", "flushall", "ping",
+}  # fmt: skip
+# Names that build a key: the prefix every key starts with, and the store's key-head helpers.
+KEY_PARTS = {"FEEDSITE_KEY_PREFIX", "prefix", "timeline_key_head", "body_prefix"}
+# Modules outside feeds/store/ allowed to talk to Redis, each with why. Empty for the app code;
+# the launchers of local redis-server processes speak the protocol to set the servers up.
+TALKERS_ALLOWED = {
+    # Starts redis-server processes for tests and `make run`; checks one answers (PING).
+    "feedsite.embedded": "server process launcher",
+    # Forms a local Redis Cluster (CLUSTER ADDSLOTS, MEET, SET-CONFIG-EPOCH): no key of ours.
+    "feedsite.devcluster": "server process launcher",
+}
+
+
+def _call_name(node: ast.Call) -> tuple[str | None, str]:
+    """(the receiver's name when it is a plain name, the called name) of a call."""
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        owner = func.value.id if isinstance(func.value, ast.Name) else None
+        return owner, func.attr
+    if isinstance(func, ast.Name):
+        return None, func.id
+    return None, ""
+
+
+def redis_talk(tree: ast.AST) -> list[str]:
+    """What in ``tree`` talks to Redis or builds a key: a Redis library imported, a raw client
+    taken, a command method called, the key prefix read. Calls of the store's own functions
+    (``store.feed_ids(...)``) are the store's business, except store.client()."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
                 names = [node.module or ""]
-            else:
-                continue
-            if any(n.split(".")[0] in ("redis", "django_redis") for n in names):
-                talkers.add(name)
-    assert {t for t in talkers if not t.startswith("feeds.store")} == set()
+                names += [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if any(name == lib or name.startswith(lib + ".") for lib in REDIS_LIBRARIES):
+                    found.append(f"line {node.lineno}: imports {name}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("store"):
+                for alias in node.names:
+                    if alias.name in RAW_ACCESS | KEY_PARTS:
+                        found.append(f"line {node.lineno}: imports store.{alias.name}")
+        elif isinstance(node, ast.Call):
+            owner, name = _call_name(node)
+            if name in RAW_ACCESS or name in KEY_PARTS:
+                found.append(f"line {node.lineno}: calls {owner or ''}.{name}()")
+            elif name in REDIS_CALLS and owner != "store":
+                found.append(f"line {node.lineno}: calls .{name}()")
+        elif isinstance(node, ast.Attribute) and node.attr in KEY_PARTS:
+            found.append(f"line {node.lineno}: reads .{node.attr}")
+    return found
+
+
+def test_only_the_store_talks_to_redis_or_builds_a_key():
+    """README: "feeds/store/ is the only code that builds a key or sends a command"."""
+    talkers = {}
+    for name, path in _modules().items():
+        if name == "feeds.store" or name.startswith("feeds.store.") or name in TALKERS_ALLOWED:
+            continue
+        found = redis_talk(ast.parse(path.read_text()))
+        if found:
+            talkers[name] = found
+    assert talkers == {}
+
+
+def test_the_redis_scan_finds_commands_clients_and_keys():
+    talking = [
+        "import redis",
+        "from django.core.cache import cache",
+        "from feeds.store import client",
+        "store.client().exists(store.feed_key(1))",
+        "r.pipeline(transaction=False)",
+        "conn.zadd(key, {m: 0})",
+        "conn.execute_command('ZCARD', key)",
+        "f'{store.prefix()}:feed:{uid}'",
+        "settings.FEEDSITE_KEY_PREFIX + ':x'",
+    ]
+    for source in talking:
+        assert redis_talk(ast.parse(source)), source
+    quiet = [
+        "store.feed_ids(1)",
+        "store.hit_window('login', ident, 60)",
+        "store.ping()",
+        "d.get('x'); qs.exists(); Path('p').rename('q')",
+        "from feeds import store",
+    ]
+    for source in quiet:
+        assert redis_talk(ast.parse(source)) == [], source
 
 
 def test_settings_are_the_only_reader_of_the_environment():

@@ -7,14 +7,21 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from feeds.conf import get_conf
-from feeds.consistency import feed_check, feed_repair, notification_check, notification_repair
+from feeds.consistency import (
+    feed_check,
+    feed_repair,
+    notification_check,
+    notification_repair,
+    timeline_check,
+    timeline_repair,
+)
 
 
 class Command(BaseCommand):
     help = (
-        "Compare every existing feed (home and notification) in Redis with what it must hold "
-        "(feeds/consistency.py): missing and extra entries per user and in total; exits 1 when "
-        "anything is wrong."
+        "Compare every existing feed (home, the user's own timeline, notifications) in Redis "
+        "with what it must hold (feeds/consistency.py): missing and extra entries per user and "
+        "in total; exits 1 when anything is wrong; --repair fixes them."
     )
 
     def add_arguments(self, parser) -> None:
@@ -30,9 +37,11 @@ class Command(BaseCommand):
             ids = sorted(random.sample(ids, min(sample, len(ids))))  # noqa: S311
         conf = get_conf()
         progress = self._progress(len(ids))
-        checked = notified = missing = extra = bad = 0
+        missing = extra = bad = 0
+        counts = {"home": 0, "timeline": 0, "notifications": 0}
         checks = (
             ("home", feed_check, feed_repair),
+            ("timeline", timeline_check, timeline_repair),
             ("notifications", notification_check, notification_repair),
         )
         for uid in ids:
@@ -41,10 +50,7 @@ class Command(BaseCommand):
                 report = check(uid, conf)
                 if report is None:
                     continue  # no feed: built on the next read, nothing to check
-                if kind == "home":
-                    checked += 1
-                else:
-                    notified += 1
+                counts[kind] += 1
                 if report.ok:
                     continue
                 bad += 1
@@ -58,7 +64,8 @@ class Command(BaseCommand):
                 if repair:
                     fix(report, conf)
         self.stdout.write(
-            f"verify_feeds: users={len(ids)} feeds={checked} notification_feeds={notified} "
+            f"verify_feeds: users={len(ids)} feeds={counts['home']} "
+            f"timelines={counts['timeline']} notification_feeds={counts['notifications']} "
             f"wrong={bad} missing={missing} extra={extra}" + (" repaired" if repair and bad else "")
         )
         if bad and not repair:
