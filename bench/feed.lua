@@ -1,7 +1,8 @@
 -- wrk script for bench/read.py: GET a path with a random reader's token on every request, and
--- collect the server's own time (the Server-Timing header) of every 200 answer.
+-- collect the server's own time (the Server-Timing header) of every 200 answer, and wrk's own
+-- latency (what the client waited: send to last byte, queueing and proxy included).
 -- Environment: BENCH_TOKENS (a file, one token a line), BENCH_PATH, BENCH_OUT (where done()
--- writes "status dur_ms" lines).
+-- writes "errors n" lines, "client_p50_us"/"client_p99_us" lines and one dur_ms a line).
 local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do tokens[#tokens + 1] = line end
 local path = os.getenv("BENCH_PATH")
@@ -32,6 +33,8 @@ end
 
 function done(summary, latency, requests)
   local out = io.open(os.getenv("BENCH_OUT"), "w")
+  out:write("client_p50_us ", latency:percentile(50), "\n")
+  out:write("client_p99_us ", latency:percentile(99), "\n")
   for _, thread in ipairs(threads) do
     out:write("errors ", thread:get("errors"), "\n")
     for _, d in ipairs(thread:get("durations")) do out:write(d, "\n") end

@@ -1,8 +1,11 @@
 """Read benchmark: GET /api/feed/?limit=20 through the production layout (Caddy in front of
 granian's WSGI workers, feedsite.serve), at concurrency 16 from wrk (the Python generator when
-wrk is not installed), 10,000 readers, server-side latency from the Server-Timing header; then,
-in the same run and through the same layout and code, fan-out on read in SQL (bench/wsgi_sql.py:
-only the source of ids differs), and the server floor (a trivial Django view).
+wrk is not installed), 10,000 readers, server-side latency from the Server-Timing header and
+what the client waited (wrk's own latency: queueing and proxy included) at c=16 and at a light
+load (c=2); then, in the same run and through the same layout, fan-out on read in PostgreSQL
+(bench/wsgi_sql.py: the same prelude round trip, then one query with the bodies, then the same
+aggregation and JSON code; both lanes answer the same JSON, checked first), and the server
+floor (a trivial Django view).
 
     make bench-read     # PostgreSQL and Redis of this machine; see the Makefile
     DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/read.py [--seconds 30]
@@ -20,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +31,7 @@ from urllib.parse import urlsplit
 
 from common import ROOT, apply_redis_conf, delete_prefixed, ensure_users, migrate, tokens_for
 from django.conf import settings
+from django.db import connection
 
 from activities.ids import make_id
 from activities.models import Activity
@@ -39,6 +44,7 @@ from follows.models import Follow, UserStats
 
 VERBS = ["starred", "commented", "forked", "released"]
 THRESHOLD = 5000
+LIGHT = 2  # the light load's concurrency
 
 
 NOTIFICATION_PATHS = ("/api/notifications/?limit=20", "/api/notifications/counts/")
@@ -100,7 +106,9 @@ def build(
                         object_title="a project",
                     )
                 )
+        acts.sort(key=lambda a: a.id)  # in time order, as a live service writes them
         Activity.objects.bulk_create(acts, batch_size=5000, ignore_conflicts=True)
+    time_ordered_activities()
     for aid, actor in Activity.objects.filter(actor_id__in=push_ids + pull_ids).values_list(
         "id", "actor_id"
     ):
@@ -134,6 +142,24 @@ def build(
     pipe.execute()
     build_notifications(reader_ids, by_actor, push_ids, rng)
     return tokens_for(reader_ids)
+
+
+def time_ordered_activities() -> None:
+    """Rows of the activities table in id (time) order, as a live service writes them, and
+    fresh statistics. A database that an older set-up filled author by author is put in order
+    once (CLUSTER): on rows grouped by author the planner reads each followee's whole history
+    and sorts it instead of taking the newest by the (actor, -id) index, a layout no service
+    has."""
+    table = Activity._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(f"ANALYZE {table}")
+        cur.execute(
+            "SELECT correlation FROM pg_stats WHERE tablename = %s AND attname = 'id'", [table]
+        )
+        row = cur.fetchone()
+        if row is not None and row[0] is not None and row[0] < 0.9:
+            cur.execute(f"CLUSTER {table} USING {table}_pkey")
+            cur.execute(f"ANALYZE {table}")
 
 
 def build_notifications(reader_ids, by_actor, push_ids, rng, each: int = 40) -> None:
@@ -218,6 +244,10 @@ class Run:
     errors: int
     rps: float
     server_ms: list[float]
+    # What the client waited (wrk's latency distribution, or the Python generator's clock);
+    # runs combined: the median of the runs' percentiles (wrk reports percentiles, not samples).
+    client_p50_ms: float = float("nan")
+    client_p99_ms: float = float("nan")
 
     @staticmethod
     def combine(runs: list[Run]) -> Run:
@@ -228,6 +258,8 @@ class Run:
             sum(r.errors for r in runs),
             requests / seconds if seconds else 0.0,
             [ms for r in runs for ms in r.server_ms],
+            statistics.median(r.client_p50_ms for r in runs),
+            statistics.median(r.client_p99_ms for r in runs),
         )
 
     def line(self, name: str) -> str:
@@ -263,18 +295,50 @@ def run_wrk(url: str, tokens_file: Path, concurrency: int, seconds: float) -> Ru
     )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", res.stdout).group(1))
     total = int(re.search(r"(\d+) requests in", res.stdout).group(1))
-    server_ms, errors = [], 0
+    server_ms, errors, client_us = [], 0, {}
     for line in out.read_text().splitlines():
         if line.startswith("errors "):
             errors += int(line.split()[1])
+        elif line.startswith("client_"):
+            name, value = line.split()
+            client_us[name] = float(value)
         elif line:
             server_ms.append(float(line))
-    return Run(total, errors, rps, server_ms)
+    return Run(
+        total,
+        errors,
+        rps,
+        server_ms,
+        client_us["client_p50_us"] / 1000,
+        client_us["client_p99_us"] / 1000,
+    )
 
 
 def run_python(url: str, tokens: list[str], concurrency: int, seconds: float) -> Run:
     server_ms, client_ms, errors = asyncio.run(load(url, tokens, concurrency, seconds))
-    return Run(len(client_ms), errors, len(client_ms) / seconds, server_ms)
+    return Run(
+        len(client_ms),
+        errors,
+        len(client_ms) / seconds,
+        server_ms,
+        pct(client_ms, 0.5),
+        pct(client_ms, 0.99),
+    )
+
+
+def same_json(base: str, tokens: list[str], n: int = 20) -> int:
+    """How many of ``n`` readers get the very same first page (the JSON bytes) from the Redis
+    read and from the SQL rival: the two lanes must do the same job."""
+    same = 0
+    for token in tokens[:: max(1, len(tokens) // n)][:n]:
+        bodies = []
+        for path in ("/api/feed/?limit=20", "/bench/feed-sql/?limit=20"):
+            headers = {"Authorization": f"Token {token}"}
+            request = urllib.request.Request(base + path, headers=headers)  # noqa: S310 - http
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - ours
+                bodies.append(response.read())
+        same += bodies[0] == bodies[1]
+    return same
 
 
 def pct(values: list[float], p: float) -> float:
@@ -307,8 +371,11 @@ def main() -> None:
     migrate()
     apply_redis_conf()
     cap = 500
+    # Pull authors have ~0.6 x readers followers, push authors ~0.1 x: at any size the threshold
+    # lies between (5,000 at 10,000 readers), or the "pull" authors would be in no Redis feed.
+    threshold = min(THRESHOLD, args.readers // 2)
     feed_settings_update(
-        celebrity_threshold=THRESHOLD, feed_max_length=cap, aggregation_window_seconds=3600
+        celebrity_threshold=threshold, feed_max_length=cap, aggregation_window_seconds=3600
     )
     t0 = time.perf_counter()
     tokens = build(args.readers, 200, 5, 20, 100, cap, seed=7)
@@ -328,11 +395,11 @@ def main() -> None:
         FEEDSITE_THROTTLE_FEED="100000000/min",
     )
 
-    def measure(path: str, seconds: float) -> Run:
+    def measure(path: str, seconds: float, concurrency: int = args.concurrency) -> Run:
         url = f"http://127.0.0.1:{args.port}{path}"
         if generator == "wrk":
-            return run_wrk(url, tokens_file, args.concurrency, seconds)
-        return run_python(url, tokens, args.concurrency, seconds)
+            return run_wrk(url, tokens_file, concurrency, seconds)
+        return run_python(url, tokens, concurrency, seconds)
 
     log = open(Path(settings.VAR_DIR) / "bench-read-server.log", "w")  # noqa: SIM115
     with serving(env, port=args.port, stdout=log):
@@ -341,6 +408,13 @@ def main() -> None:
         t0 = time.perf_counter()
         asyncio.run(load(f"{base}/api/feed/?limit=20", tokens, args.concurrency, 3600, True))
         print(f"warm-up: {len(tokens)} readers in {time.perf_counter() - t0:.0f}s", flush=True)
+        checked = min(20, len(tokens))
+        same = same_json(base, tokens, checked)
+        print(
+            f"same_json={same}/{checked} (first pages of the Redis read and the SQL rival, "
+            "byte for byte)",
+            flush=True,
+        )
         for path in ("/bench/floor/", "/api/feed/?limit=20", "/bench/feed-sql/?limit=20"):
             measure(path, args.warmup)
         for path in NOTIFICATION_PATHS:
@@ -356,13 +430,15 @@ def main() -> None:
                     measure("/api/feed/?limit=20", step),
                     measure("/bench/feed-sql/?limit=20", step),
                     *(measure(path, min(step, 5)) for path in NOTIFICATION_PATHS),
+                    # A light load: what one request waits when little queues before it.
+                    measure("/api/feed/?limit=20", min(step, 5), concurrency=LIGHT),
                 )
             )
-    floor, feed, sql, notes, counts = (Run.combine([r[i] for r in rounds]) for i in range(5))
+    floor, feed, sql, notes, counts, light = (Run.combine([r[i] for r in rounds]) for i in range(6))
     ratio = feed.rps / sql.rps
     print(floor.line("server floor (static JSON view, whole Django stack)"))
     print(feed.line("/api/feed/ (Redis, merged + aggregated)"))
-    print(sql.line("SQL fan-out on read (LATERAL per followee), same code path"))
+    print(sql.line("SQL fan-out on read (one LATERAL query, bodies in it), same prelude"))
     print(notes.line("/api/notifications/ (40 each, grouped, seen/read)"))
     print(counts.line("/api/notifications/counts/ (one Redis round trip)"))
     for i, (fl, f, s, *_) in enumerate(rounds, 1):
@@ -381,6 +457,12 @@ def main() -> None:
         f"notifications_p50_ms={pct(notes.server_ms, 0.5):.2f} notifications_rps={notes.rps:.0f} "
         f"counts_p50_ms={pct(counts.server_ms, 0.5):.2f} counts_rps={counts.rps:.0f} "
         f"generator={generator}"
+    )
+    c = args.concurrency
+    print(
+        f"client_c{c}_p50_ms={feed.client_p50_ms:.2f} client_c{c}_p99_ms={feed.client_p99_ms:.2f} "
+        f"client_c{LIGHT}_p50_ms={light.client_p50_ms:.2f} "
+        f"client_c{LIGHT}_p99_ms={light.client_p99_ms:.2f}"
     )
 
 

