@@ -131,7 +131,10 @@ def stream_failures(
         received = {eid for kind, eid in counts if kind == "activity"}
         missing = sorted(expected_activities(stream, posts, deleted) - received, key=int)
         if missing:
-            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            sent = {p.id: p.sent for p in posts}
+            shown = ", ".join(f"{m} (sent t={sent[m]:.1f}s)" for m in missing[:10]) + (
+                " ..." if len(missing) > 10 else ""
+            )
             failures.append(
                 f"stream {stream.name}: {len(missing)} activities never received "
                 f"(not live, not replayed by Last-Event-ID): {shown}"

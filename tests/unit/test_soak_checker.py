@@ -85,7 +85,8 @@ def test_a_duplicate_stream_event_fails() -> None:
 def test_a_gap_fails_and_a_replayed_one_passes() -> None:
     gap = clean_stream([("activity", "100")])
     assert failures(streams=[gap]) == [
-        "stream u9: 1 activities never received (not live, not replayed by Last-Event-ID): 101"
+        "stream u9: 1 activities never received (not live, not replayed by Last-Event-ID): "
+        "101 (sent t=6.0s)"
     ]
     # What a Last-Event-ID reconnect replayed is received all the same: no gap.
     replayed = clean_stream([("activity", "100"), ("activity", "101")])
