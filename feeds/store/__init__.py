@@ -10,6 +10,9 @@ Redis command is sent from here; nothing else in the project talks to Redis.
   stats       counters and latency histograms
   throttle    fixed throttle windows
   tokens      the token cache
+  errors      which Redis errors mean "unavailable" (503, fail open) and which are bugs (500)
+  consistency what the feed checker asks besides the feeds' reads (exists, remove)
+  snapshot    the FeedSettings snapshot (Django's cache: django-redis)
 
 Every command touches a single key or keys of one hash slot (a virtual shard's feeds, a user's
 notification keys), and multi-key work is a non-transactional pipeline, which redis-py's
