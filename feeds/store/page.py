@@ -24,8 +24,8 @@ from .keys import (
     decode_id,
     feed_key,
     hidden_key,
-    lex_max,
-    lex_min,
+    lex_start,
+    lex_stop,
     pull_authors_key,
     pull_version_key,
     throttle_key,
@@ -117,7 +117,9 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
 # returned `count` ids: below it a stream may hold ids that were not read), and the bodies of
 # the newest `nbodies` come along. With a "shown" range (a cursor's bucket), its merged ids and
 # all their bodies too. KEYS: the streams, the reader's feed first. ARGV: body key prefix,
-# nbodies, hi, count, shown hi, shown lo (or '', ''; lex bounds), read-mark seconds (or '').
+# nbodies, hi, count, shown hi, shown lo (or '', ''; lex bounds: keys.lex_start, lex_stop),
+# read-mark seconds (or ''), the bound below every id (keys.lex_stop(None)).
+# Members sort newest first (keys.encode_id): ZRANGEBYLEX reads each stream newest first.
 # Returns {merged ids, floor or '', shown ids, body ids, bodies, 1, missing timelines} (ids as
 # integers), or 0 in the sixth place when the feed to mark does not exist.
 # Body keys are read from the script (not declared in KEYS): that is fine on one Redis; on
@@ -153,9 +155,9 @@ local function merge(lists, floor)
   return out
 end
 -- The page of `keys` (the streams, the reader's feed first); a = {body key prefix, nbodies,
--- hi, count, shown hi, shown lo, read-mark seconds}, as the page script's ARGV.
+-- hi, count, shown hi, shown lo, read-mark seconds, stop}, as the page script's ARGV.
 local function read_page(keys, a)
-  local prefix, nbodies, hi, count = a[1], tonumber(a[2]), a[3], tonumber(a[4])
+  local prefix, nbodies, hi, count, stop = a[1], tonumber(a[2]), a[3], tonumber(a[4]), a[8]
   -- The read mark, when asked for (a[7]: seconds, 0 = check only): the reader's feed (keys[1])
   -- lives that much longer; a missing feed answers at once, to be rebuilt.
   if a[7] ~= '' then
@@ -169,7 +171,7 @@ local function read_page(keys, a)
   end
   local streams, floor, missing = {}, nil, {}
   for i, key in ipairs(keys) do
-    local ids = redis.call('ZREVRANGEBYLEX', key, hi, '(0', 'LIMIT', 0, count)
+    local ids = redis.call('ZRANGEBYLEX', key, hi, stop, 'LIMIT', 0, count)
     streams[i] = ids
     if i > 1 and #ids == 0 and redis.call('EXISTS', key) == 0 then missing[#missing + 1] = key end
     if #ids == count then
@@ -184,7 +186,7 @@ local function read_page(keys, a)
   if a[5] ~= '' then
     local lists = {}
     for i, key in ipairs(keys) do
-      lists[i] = redis.call('ZREVRANGEBYLEX', key, a[5], a[6])
+      lists[i] = redis.call('ZRANGEBYLEX', key, a[5], a[6])
     end
     shown = merge(lists, nil)
     local have = {}
@@ -247,9 +249,9 @@ def _page_args(
     mark_ttl: int | None,
 ) -> list:
     """The page script's ARGV (see _PAGE_LUA)."""
-    args = [body_prefix(), nbodies, lex_max(max_id), count]
-    args += [lex_max(shown[0]), lex_min(shown[1])] if shown else ["", ""]
-    args.append("" if mark_ttl is None else mark_ttl)
+    args = [body_prefix(), nbodies, lex_start(max_id), count]
+    args += [lex_start(shown[0]), lex_stop(shown[1])] if shown else ["", ""]
+    args += ["" if mark_ttl is None else mark_ttl, lex_stop(None)]
     return args
 
 
@@ -427,25 +429,25 @@ def read_page_gathered(
     bodies, each sent to every node at once and read until ``deadline`` seconds. A source whose
     node did not answer in time (or whose slot moved) is left out and the page says
     ``partial``; a body that did not arrive is read from PostgreSQL like any uncached body."""
-    hi = lex_max(max_id)
+    first = lex_start(max_id)
     commands: list[tuple[str, tuple]] = []
     if mark_ttl is not None:
         mark = ("EXPIRE", keys[0], mark_ttl) if mark_ttl else ("EXISTS", keys[0])
         commands.append((keys[0], mark))
-    first = len(commands)
-    commands += [(k, ("ZREVRANGEBYLEX", k, hi, lex_min(None), "LIMIT", 0, count)) for k in keys]
+    at = len(commands)
+    commands += [(k, ("ZRANGEBYLEX", k, first, lex_stop(None), "LIMIT", 0, count)) for k in keys]
     if shown is not None:
-        lo_hi = (lex_max(shown[0]), lex_min(shown[1]))
-        commands += [(k, ("ZREVRANGEBYLEX", k, *lo_hi)) for k in keys]
+        bounds = (lex_start(shown[0]), lex_stop(shown[1]))
+        commands += [(k, ("ZRANGEBYLEX", k, *bounds)) for k in keys]
     commands += [(k, ("EXISTS", k)) for k in keys[1:]]
     replies, _ = scatter(commands, deadline)
     _raise_errors(replies)
     if mark_ttl is not None and replies[0] == 0:
         return PageRead(ids=[], floor=None, shown=[], bodies={}, feed_missing=True)
     n = len(keys)
-    streams = replies[first : first + n]
-    shown_lists = replies[first + n : first + 2 * n] if shown is not None else []
-    exists = replies[first + n * (2 if shown is not None else 1) :]
+    streams = replies[at : at + n]
+    shown_lists = replies[at + n : at + 2 * n] if shown is not None else []
+    exists = replies[at + n * (2 if shown is not None else 1) :]
     partial = any(_lost(r) for r in streams) or any(_lost(r) for r in shown_lists)
     if mark_ttl is not None and _lost(replies[0]):
         partial = True

@@ -145,7 +145,7 @@ def feeds_holding(client, user_ids: list[int], activity_id: int) -> list[int]:
     pipe = client.pipeline(transaction=False)
     for uid in user_ids:
         pipe.zrange(store.feed_key(uid), 0, -1)
-    want = [store.SENTINEL.encode(), store.encode_id(activity_id)]
+    want = [store.encode_id(activity_id), store.SENTINEL.encode()]  # newest first, marker last
     return [u for u, ids in zip(user_ids, pipe.execute(), strict=True) if ids != want]
 
 

@@ -80,7 +80,9 @@ def test_whole_worker_sigkilled_mid_fanout_a_new_worker_finishes_within_60s(tran
         pipe.zrange(store.feed_key(fan), 0, -1)
     feeds = pipe.execute()
     wrong = [
-        f for f, ids in zip(fans, feeds, strict=True) if ids != [b"0", store.encode_id(activity_id)]
+        f
+        for f, ids in zip(fans, feeds, strict=True)
+        if ids != [store.encode_id(activity_id), store.SENTINEL.encode()]
     ]
     assert not wrong, f"{len(wrong)} feeds not holding the activity exactly once: {wrong[:5]}"
     verify_feeds_clean("--sample", "300")

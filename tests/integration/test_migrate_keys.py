@@ -1,6 +1,7 @@
-"""`manage.py migrate_feed_keys`: a deployment's keys of the first layout (no virtual-shard hash
-tag, member = score = id) move to the current layout warm: the same feeds, notification state
-and TTLs, no rebuild, nothing of the old layout left, and a second run moves nothing."""
+"""`manage.py migrate_feed_keys`: a deployment's keys of an earlier layout (the first: no
+virtual-shard hash tag, member = score = id; the second: oldest-first lex encoding) move to the
+current layout warm: the same feeds, notification state and TTLs, no rebuild, nothing of the old
+layout left, and a second run moves nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from feeds import store
-from feeds.migrate_keys import encoded_members, new_layout_in_use, old_key_user
+from feeds.store.migrate import encoded_members, new_layout_in_use, old_key_user
+from feedsite.shards import vshard
 from follows.services import follow_create
 from tests.conftest import activate, auth_client, wait_until
 from tests.factories import UserFactory
@@ -18,33 +20,49 @@ from tests.integration.test_notifications import jobs_done, publish
 
 pytestmark = pytest.mark.worker
 
+MARKER = store.SENTINEL.encode()
 
-def to_old_layout(uid: int) -> None:
-    """Rewrite a user's current keys as the first layout wrote them."""
+
+def lex2(activity_id: int) -> bytes:
+    """A member of the second layout: the id with the top bit set, 7 bytes (oldest first)."""
+    return (activity_id | 1 << 55).to_bytes(7, "big")
+
+
+def to_old_layout(uid: int, layout: str) -> None:
+    """Rewrite a user's current keys as an earlier layout wrote them ("score": the first,
+    "lex2": the second)."""
     r, p = store.client(), store.prefix()
-    for new, old in (
-        (store.feed_key(uid), f"{p}:feed:{uid}"),
-        (store.timeline_key(uid), f"{p}:tl:{uid}"),
-        (store.notif_key(uid), f"{p}:notif:{{{uid}}}"),
+    tag = f"{{s{vshard(uid)}}}"
+    names = {
+        "score": (f"{p}:feed:{uid}", f"{p}:tl:{uid}", f"{p}:notif:{{{uid}}}"),
+        "lex2": (f"{p}:feed:{tag}:{uid}", f"{p}:tl:{tag}:{uid}", f"{p}:nf:{{{uid}}}"),
+    }[layout]
+    for new, old in zip(
+        (store.feed_key(uid), store.timeline_key(uid), store.notif_key(uid)), names, strict=True
     ):
         members = r.zrange(new, 0, -1)
         if not members:
             continue
-        ids = {m: 0 if m == b"0" else store.decode_id(m) for m in members}
-        r.zadd(old, {(m if m == b"0" else str(i)): i for m, i in ids.items()})
+        ids = {m: 0 if m == MARKER else store.decode_id(m) for m in members}
+        if layout == "score":
+            r.zadd(old, {(b"0" if m == MARKER else str(i)): i for m, i in ids.items()})
+        else:
+            r.zadd(old, {(b"0" if m == MARKER else lex2(i)): 0 for m, i in ids.items()})
         if (ttl := r.ttl(new)) > 0:
             r.expire(old, ttl)
         r.delete(new)
-    for new, old in (
-        (store.unread_key(uid), f"{p}:unread:{{{uid}}}"),
-        (store.seen_key(uid), f"{p}:seen:{{{uid}}}"),
-    ):
+    words = ("unread", "seen") if layout == "score" else ("nf-unread", "nf-seen")
+    for new, word in zip((store.unread_key(uid), store.seen_key(uid)), words, strict=True):
         if r.exists(new):
-            r.rename(new, old)
-    r.set(f"{p}:rebuild:{uid}", "1")
+            r.rename(new, f"{p}:{word}:{{{uid}}}")
+    if layout == "score":
+        r.set(f"{p}:rebuild:{uid}", "1")
+    else:
+        r.zadd(f"{p}:parked:{tag}:{uid}", {lex2(5): 0})
 
 
-def test_old_keys_move_warm_and_a_second_run_moves_nothing(live_worker):
+@pytest.mark.parametrize("layout", ["score", "lex2"])
+def test_old_keys_move_warm_and_a_second_run_moves_nothing(live_worker, layout):
     me, ana = UserFactory(), UserFactory()
     activate(me, ana)
     follow_create(follower_id=me.pk, followee_id=ana.pk)
@@ -62,14 +80,14 @@ def test_old_keys_move_warm_and_a_second_run_moves_nothing(live_worker):
     )
     assert before[2] == {"unseen": 2, "unread": 2}
     for uid in (me.pk, ana.pk):
-        to_old_layout(uid)
-    assert new_layout_in_use(store.client(), store.prefix()) is None
+        to_old_layout(uid, layout)
+    assert new_layout_in_use() is None
     assert not store.client().exists(store.feed_key(me.pk))  # unmigrated: would be rebuilt
 
     out = io.StringIO()
     call_command("migrate_feed_keys", "--dry-run", stdout=out)
     assert "dry run: moved feed=2 notif=1 seen=1 tl=1 unread=1; dropped=2" in out.getvalue()
-    assert store.client().exists(f"{store.prefix()}:feed:{me.pk}")  # a dry run changes nothing
+    assert not store.client().exists(store.feed_key(me.pk))  # a dry run changes nothing
     call_command("migrate_feed_keys", stdout=(out := io.StringIO()))
     assert "moved feed=2 notif=1 seen=1 tl=1 unread=1; dropped=2" in out.getvalue(), out.getvalue()
     assert store.client().ttl(store.feed_key(me.pk)) > 0  # the inactivity TTL came along
@@ -94,10 +112,18 @@ def test_old_key_names_are_told_from_current_ones():
     p = "fs"
     assert old_key_user("fs:feed:12", p) == ("feed", 12)
     assert old_key_user("fs:notif:{12}", p) == ("notif", 12)
-    assert old_key_user("fs:feed:{s12}:12", p) is None  # current layout
-    assert old_key_user("fs:nf:{12}", p) is None
+    assert old_key_user("fs:feed:{s12}:12", p) == ("feed", 12)  # the second layout
+    assert old_key_user("fs:nf:{12}", p) == ("notif", 12)
+    assert old_key_user("fs:nf-seen:{12}", p) == ("seen", 12)
+    assert old_key_user("fs:home:{s12}:12", p) is None  # current layout
+    assert old_key_user("fs:notes:{12}", p) is None
+    assert old_key_user("fs:rebuild:{s12}:12", p) is None  # the current rebuild lock
     assert old_key_user("other:feed:12", p) is None
-    assert encoded_members([(b"0", 0.0), (b"123", 123.0)]) == {b"0": 0, store.encode_id(123): 0}
+    assert encoded_members([(b"0", 0.0), (b"123", 123.0)]) == {MARKER: 0, store.encode_id(123): 0}
+    assert encoded_members([(b"0", 0.0), (lex2(123), 0.0)], "lex2") == {
+        MARKER: 0,
+        store.encode_id(123): 0,
+    }
 
 
 @pytest.mark.django_db

@@ -34,11 +34,16 @@ def post(user, object_id: str) -> int:
     return aid
 
 
+def _words() -> tuple[str, str]:
+    """The key words of feeds and timelines in the current layout (keys.py)."""
+    return store.feed_key(1).split(":")[1], store.timeline_key(1).split(":")[1]
+
+
 def snapshot() -> dict[str, list]:
     r = store.client()
     keys = sorted(
         k.decode()
-        for pattern in ("feed", "tl")
+        for pattern in _words()
         for k in r.scan_iter(match=f"{store.prefix()}:{pattern}:*", count=1000)
     )
     return {k: r.zrange(k, 0, -1, withscores=True) for k in keys}
@@ -46,7 +51,7 @@ def snapshot() -> dict[str, list]:
 
 def flush_feeds() -> None:
     r = store.client()
-    for pattern in ("feed", "tl", "act", "pull"):
+    for pattern in (*_words(), "act", "pull"):
         for key in list(r.scan_iter(match=f"{store.prefix()}:{pattern}:*", count=1000)):
             r.delete(key)
 

@@ -1,4 +1,5 @@
-"""The key layout's pure parts: feed members in lex encoding, virtual shards, shard order."""
+"""The key layout's pure parts: feed members in newest-first lex encoding, virtual shards, shard
+order."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from feeds.store.keys import (
     SENTINEL,
     decode_id,
     encode_id,
-    lex_max,
-    lex_min,
+    lex_start,
+    lex_stop,
     shard_tag,
 )
 from feedsite.shards import ORDER_SHIFT, VSHARDS, shard_order, vshard
@@ -21,12 +22,12 @@ ids = st.integers(min_value=0, max_value=MAX_ID)
 
 
 @given(ids, ids)
-def test_member_bytes_order_like_the_ids_and_round_trip(a, b):
+def test_member_bytes_order_newest_first_and_round_trip(a, b):
     ea, eb = encode_id(a), encode_id(b)
     assert len(ea) == len(eb) == ID_WIDTH
-    assert (ea < eb) == (a < b) and (ea == eb) == (a == b)
+    assert (ea < eb) == (a > b) and (ea == eb) == (a == b)  # a newer id sorts first
     assert decode_id(ea) == a and decode_id(eb) == b
-    assert SENTINEL.encode() < ea  # the built marker sorts below every id: trimmed first
+    assert SENTINEL.encode() > ea  # the built marker sorts after every id: trimmed first
 
 
 def test_ids_outside_53_bits_are_refused():
@@ -40,12 +41,13 @@ def test_ids_outside_53_bits_are_refused():
 
 @given(ids)
 def test_lex_bounds_include_the_bound_and_never_the_marker(a):
-    assert lex_max(a) == b"[" + encode_id(a)
-    assert lex_max(None) == b"+"
-    assert lex_min(None) == lex_min(0) == lex_min(-7) == b"(" + SENTINEL.encode()
-    assert lex_min(a or 1) == b"[" + encode_id(a or 1)
+    assert lex_start(a) == b"[" + encode_id(a)
+    assert lex_start(None) == b"-"
+    assert lex_stop(None) == lex_stop(0) == lex_stop(-7) == b"(" + SENTINEL.encode()
+    assert lex_stop(a or 1) == b"[" + encode_id(a or 1)
     # Cursors beyond the id range clamp instead of failing.
-    assert lex_max(MAX_ID * 4) == b"[" + encode_id(MAX_ID) and lex_max(-5) == b"[" + encode_id(0)
+    assert lex_start(MAX_ID * 4) == b"[" + encode_id(MAX_ID)
+    assert lex_start(-5) == b"[" + encode_id(0)
 
 
 @given(st.integers(min_value=1, max_value=ORDER_SHIFT - 1), st.integers(1, ORDER_SHIFT - 1))

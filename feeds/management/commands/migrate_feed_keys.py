@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds.migrate_keys import NewLayoutInUse, migrate_keys
+from feeds.store.migrate import NewLayoutInUse, migrate_keys
 
 
 class Command(BaseCommand):
     help = (
-        "Move Redis keys of the first key layout (feeds and timelines without a virtual-shard "
-        "hash tag, member = score = id) to the current one (feeds/store/keys.py), keeping feeds "
+        "Move Redis keys of the earlier key layouts (oldest-first feeds, or feeds without a "
+        "virtual-shard hash tag) to the current one (feeds/store/keys.py), keeping feeds "
         "warm. Run it during the upgrade, before any process of the new version starts; it "
         "refuses once keys of the new layout exist (then --drop deletes the old keys). Not "
         "required: a feed that is not found is rebuilt from PostgreSQL when its owner reads it."
