@@ -121,8 +121,10 @@ elif env_bool("FEEDSITE_DB_POOL", True):
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
         # Server-side binding lets psycopg prepare hot statements (token lookup, pull authors,
-        # follower ranges) after 5 runs: planning was most of their time.
+        # follower ranges) after 5 runs: planning was most of their time. Django turns psycopg's
+        # preparing off unless OPTIONS names prepare_threshold.
         "server_side_binding": env_bool("FEEDSITE_DB_SERVER_SIDE_BINDING", True),
+        "prepare_threshold": 5,
         "pool": {
             "min_size": env_int("DB_POOL_MIN", 2),
             "max_size": env_int("DB_POOL_MAX", 8),
