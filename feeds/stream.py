@@ -9,6 +9,16 @@ channel (follows and unfollows made while a stream is open); a message is hydrat
 handed, in memory, to the queues of the streams that want it. A client too slow to read fills its
 bounded queue and is dropped with a final `dropped` event. On reconnect, `Last-Event-ID` replays
 from the feed what came after it (any process: the feed is in Redis).
+
+When the gateway's subscription is lost (Redis restarted, the connection dropped), whatever was
+published meanwhile never reaches it, and an open stream has no reason to reconnect. So once the
+connection is back, the gateway subscribes again to every channel, reloads each streaming
+user's followees (a follow announced in the gap is lost too), sends a PING and, when its pong
+proves the subscriptions are in force, replays from Redis what those channels may have carried
+since shortly before the loss: each subscribed author's timeline (written before its
+announcement) and each streaming user's notification feed (written before its announcement),
+through the same once-per-activity queues, so nothing arrives twice. A replay that cannot be
+read ends every stream with `event: dropped`, and clients reconnect with `Last-Event-ID`.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from importlib import import_module
 from typing import Any
@@ -29,15 +40,26 @@ from django.conf import settings
 from django.db import connections
 from django.http.request import split_domain_port, validate_host
 
+from activities.ids import make_id
 from feedsite.api.auth import token_user
 from follows.selectors import followee_ids
 
 from . import store
 from .hydrate import hydrate
+from .notifications import notifications_ensure
 from .read import feed_items_after, hidden_authors, single_item
 
 log = logging.getLogger("feeds.stream")
 PATH = "/api/feed/stream/"
+# A replay after a lost subscription covers activities made up to 5 minutes before the loss:
+# an announcement is made when the fan-out job starts, which a paused broker or a killed
+# worker (re-enqueued by the sweeper) can delay by minutes after the activity's id was made.
+REPLAY_MARGIN_SECONDS = 300
+REPLAY_MAX = 100  # per author and per user: more in one gap ends the stream (queue full)
+# A pong not back within 5 s: the connection is presumed dead and the resync starts again.
+PONG_TIMEOUT_SECONDS = 5.0
+TOO_SLOW = b"too slow: reconnect"
+INTERRUPTED = b"live updates interrupted: reconnect"
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -74,17 +96,24 @@ def event(item: dict[str, Any], kind: bytes = b"activity") -> bytes:
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (item["id"].encode(), kind, orjson.dumps(item))
 
 
+def _id_at(moment: float) -> int:
+    """The smallest activity id made at ``moment`` (seconds since the epoch)."""
+    return make_id(datetime.fromtimestamp(moment, UTC), low=0)
+
+
 class Stream:
-    """One open stream: what it follows, what it was sent, and a bounded queue of events."""
+    """One open stream: what it follows, what it was sent, and a bounded queue of events.
+    ``floor``: it is owed activities above this id only (its Last-Event-ID, or when it opened)."""
 
-    __slots__ = ("user_id", "authors", "queue", "sent", "dropped")
+    __slots__ = ("user_id", "authors", "queue", "sent", "dropped", "floor")
 
-    def __init__(self, user_id: int, authors: set[int], maxsize: int) -> None:
+    def __init__(self, user_id: int, authors: set[int], maxsize: int, floor: int = 0) -> None:
         self.user_id = user_id
         self.authors = authors
         self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize)
         self.sent: set[int] = set()
-        self.dropped = False
+        self.dropped: bytes | None = None  # why, once dropped
+        self.floor = floor
 
     def offer(self, activity_id: int, data: bytes) -> None:
         """Queue an event, once per activity; a full queue drops the stream (see Gateway)."""
@@ -96,9 +125,16 @@ class Stream:
         try:
             self.queue.put_nowait((activity_id, data))
         except asyncio.QueueFull:
-            self.dropped = True
-            self.queue = asyncio.Queue(1)
-            self.queue.put_nowait(None)  # wakes the writer: the final `dropped` event
+            self.drop(TOO_SLOW)
+
+    def drop(self, why: bytes) -> None:
+        """End the stream with a final `dropped` event (its client reconnects with
+        Last-Event-ID); what is still queued is not sent, so that reconnect replays it."""
+        if self.dropped:
+            return
+        self.dropped = why
+        self.queue = asyncio.Queue(1)
+        self.queue.put_nowait(None)  # wakes the writer: the final `dropped` event
 
 
 class Gateway:
@@ -112,6 +148,14 @@ class Gateway:
         self._live: store.LiveSubscription | None = None
         self._pump: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        # The subscription's health: when it was last known whole, when it was lost (None: it
+        # is not), the reconnects seen, and the PING awaited before the replay.
+        self._healthy_at = time.time()
+        self._lost_at: float | None = None
+        self._reconnects = 0
+        self._ping: int | None = None
+        self._ping_at = 0.0
+        self._pings = 0
 
     @property
     def redis(self) -> Any:
@@ -177,11 +221,22 @@ class Gateway:
         assert self._live is not None
         while True:
             try:
+                started = time.time()
                 message = await self._live.next_message(timeout=1.0)
+                if self._live.reconnects != self._reconnects:  # reconnected during the read
+                    self._reconnects = self._live.reconnects
+                    self._lost()
+                if self._lost_at is None:
+                    self._healthy_at = started
+                elif self._ping is None or time.time() - self._ping_at > PONG_TIMEOUT_SECONDS:
+                    await self._resubscribe()
                 if message is None:
                     continue
                 kind, key, value = message
-                if kind == "activity":
+                if kind == "pong":
+                    if value == self._ping:
+                        await self._replay()
+                elif kind == "activity":
                     await self._deliver(author_id=key, activity_id=value)
                 elif kind == "notification":
                     await self._notify(user_id=key, activity_id=value)
@@ -189,9 +244,74 @@ class Gateway:
                     await self._follows_changed(key, abs(value), following=value > 0)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - one bad message must not stop every stream
-                log.exception("stream gateway: message failed")
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop every stream
+                if isinstance(exc, store.STORE_ERRORS) and store.store_unavailable(exc):
+                    log.warning("stream gateway: Redis unavailable (%s)", exc)
+                else:
+                    log.exception("stream gateway: message failed")
+                # Maybe the subscription too (a reconnect whose resubscription failed raises
+                # here without counting): resync to be sure; a replay of nothing missed is a
+                # no-op, each stream sending an activity once.
+                self._lost()
                 await asyncio.sleep(0.5)
+
+    def _lost(self) -> None:
+        """The subscription may have missed messages since it was last known whole."""
+        if self._lost_at is None:
+            self._lost_at = self._healthy_at
+        self._ping = None  # a PING sent before is no proof: subscribe and ping again
+
+    async def _resubscribe(self) -> None:
+        """Subscribe to every channel again, with each streaming user's followees reloaded
+        from PostgreSQL (follows announced in the gap), then PING: its pong starts the replay."""
+        assert self._live is not None
+        users = list(self.by_user)
+        followees = await _with_db_returned(lambda: {u: _followees(u) for u in users})()
+        async with self._lock:
+            for user_id, authors in followees.items():
+                for stream in list(self.by_user.get(user_id, ())):
+                    added, gone = authors - stream.authors, stream.authors - authors - {user_id}
+                    stream.authors |= added
+                    for author in added:
+                        self.by_author.setdefault(author, set()).add(stream)
+                    stream.authors -= gone
+                    await self._unfollow(stream, gone)
+            await self._live.resubscribe(list(self.by_author), list(self.by_user))
+            self._pings += 1
+            self._ping, self._ping_at = self._pings, time.time()
+            await self._live.ping(self._ping)
+
+    async def _replay(self) -> None:
+        """Every channel is subscribed again: offer each stream what its authors published and
+        its user was notified of since shortly before the loss (the once-per-activity queues
+        drop what was sent already). If Redis cannot be read, every stream ends instead."""
+        assert self._lost_at is not None
+        floor = _id_at(self._lost_at - REPLAY_MARGIN_SECONDS)
+        self._lost_at, self._ping = None, None
+        authors, users = list(self.by_author), list(self.by_user)
+        try:
+            activities, notifications, hidden = await _with_db_returned(_missed)(
+                authors, users, floor
+            )
+        except Exception:  # noqa: BLE001 - whatever failed, the clients' reconnect replays
+            log.exception("stream gateway: replay failed; open streams end to be replayed")
+            for streams in list(self.by_user.values()):
+                for stream in list(streams):
+                    stream.drop(INTERRUPTED)
+            return
+        log.warning(
+            "stream gateway: subscription lost and restored; replayed %d activities and %d "
+            "notifications to %d streams",
+            len(activities),
+            len(notifications),
+            self.count,
+        )
+        for activity_id, author_id in activities:
+            await self._deliver(author_id=author_id, activity_id=activity_id, replay=True)
+        for activity_id, user_id in notifications:
+            await self._notify(
+                user_id=user_id, activity_id=activity_id, hidden=hidden.get(user_id, ())
+            )
 
     async def _body(self, activity_id: int) -> dict[str, Any] | None:
         raw = await store.body_get_async(self.redis, activity_id)
@@ -200,8 +320,10 @@ class Gateway:
         # Not cached: PostgreSQL once for every stream (None: deleted meanwhile).
         return (await _with_db_returned(hydrate)([activity_id])).get(activity_id)
 
-    async def _deliver(self, *, author_id: int, activity_id: int) -> None:
+    async def _deliver(self, *, author_id: int, activity_id: int, replay: bool = False) -> None:
         streams = self.by_author.get(author_id)
+        if replay:  # only to streams owed it (made after the stream opened, or its Last-Event-ID)
+            streams = {s for s in streams or () if activity_id > s.floor}
         if not streams:
             return
         body = await self._body(activity_id)
@@ -211,18 +333,42 @@ class Gateway:
         for stream in list(streams):
             stream.offer(activity_id, data)
 
-    async def _notify(self, *, user_id: int, activity_id: int) -> None:
+    async def _notify(
+        self, *, user_id: int, activity_id: int, hidden: Iterable[int] | None = None
+    ) -> None:
         """``event: notification`` to the user's open streams: the activity as a notification
-        item of its own, not seen, not read."""
+        item of its own, not seen, not read. ``hidden``: a replay's (the muted actors, whose
+        notifications are stored but never announced)."""
         streams = self.by_user.get(user_id)
+        if hidden is not None:
+            streams = {s for s in streams or () if activity_id > s.floor}
         if not streams:
             return
         body = await self._body(activity_id)
-        if body is None:
+        if body is None or (hidden is not None and body["actor"]["id"] in hidden):
             return
         data = event({**single_item(body), "seen": False, "read": False}, b"notification")
         for stream in list(streams):
             stream.offer(-activity_id, data)  # its own once-only key: a feed event may share the id
+
+
+def _missed(
+    author_ids: list[int], user_ids: list[int], floor: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], dict[int, frozenset[int]]]:
+    """What the gateway's channels may have carried above ``floor``, oldest first: (activity
+    id, author id) from the authors' timelines, (activity id, user id) from the users'
+    notification feeds (built first if Redis lost them), and each user's hidden authors."""
+    top = store.read_streams(
+        [store.timeline_key(a) for a in author_ids], max_id=None, min_id=floor + 1, count=REPLAY_MAX
+    )
+    activities = sorted((i, a) for a, ids in zip(author_ids, top, strict=True) for i in ids)
+    for user_id in user_ids:
+        notifications_ensure(user_id=user_id)
+    top = store.read_streams(
+        [store.notif_key(u) for u in user_ids], max_id=None, min_id=floor + 1, count=REPLAY_MAX
+    )
+    notified = sorted((i, u) for u, ids in zip(user_ids, top, strict=True) for i in ids)
+    return activities, notified, {u: hidden_authors(u) for u in {u for _, u in notified}}
 
 
 _gateway: Gateway | None = None
@@ -311,7 +457,8 @@ async def application(scope: dict[str, Any], receive: Receive, send: Send) -> No
             busy,
         )
         return
-    stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE)
+    floor = last_event_id if last_event_id is not None else _id_at(time.time())
+    stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE, floor)
     try:
         stream.authors = await _with_db_returned(_followees)(user.pk)
         await gw.add(stream)
@@ -389,8 +536,9 @@ async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
         except TimeoutError:
             await chunk(b": heartbeat\n\n")
             continue
-        if queued is None:  # the reader fell too far behind
-            await chunk(b'event: dropped\ndata: {"detail":"too slow: reconnect"}\n\n')
+        if queued is None:  # the reader fell too far behind, or the gateway could not replay
+            why = orjson.dumps({"detail": (stream.dropped or TOO_SLOW).decode()})
+            await chunk(b"event: dropped\ndata: %s\n\n" % why)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         await chunk(queued[1])

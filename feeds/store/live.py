@@ -38,11 +38,35 @@ class LiveSubscription:
         self._pubsub = (async_pubsub_client() if is_cluster() else r).pubsub()
         self._live = live_channel("")
         self._follows = follows_channel("")
+        # How many times the connection was made again (redis-py reconnects by itself and
+        # resubscribes; whatever was published in between is lost, so the gateway replays it).
+        self.reconnects = 0
 
     async def open(self) -> None:
         # A channel of its own from the start: reading a pub/sub connection with no
         # subscription is an error, and the gateway reads before its first stream subscribes.
         await self._pubsub.subscribe(live_channel("gateway"))
+        self._pubsub.connection.register_connect_callback(self._reconnected)
+
+    async def _reconnected(self, connection: object) -> None:
+        self.reconnects += 1
+
+    async def resubscribe(self, author_ids: Iterable[int], user_ids: Iterable[int]) -> None:
+        """Subscribe again to every channel the gateway needs (a no-op for those it holds): a
+        reconnect whose own resubscription failed half-way is left subscribed to them all."""
+        await self._sub(
+            True,
+            [
+                live_channel("gateway"),
+                *(live_channel(a) for a in author_ids),
+                *(follows_channel(u) for u in user_ids),
+            ],
+        )
+
+    async def ping(self, token: int) -> None:
+        """A PING on the subscription: its ("pong", 0, token) comes back after every command
+        sent before it has run (subscriptions included)."""
+        await self._pubsub.ping(str(token))
 
     async def follow(self, author_ids: Iterable[int]) -> None:
         await self._sub(True, [live_channel(a) for a in author_ids])
@@ -62,9 +86,11 @@ class LiveSubscription:
 
     async def next_message(self, timeout: float) -> tuple[str, int, int] | None:
         """("activity", author id, activity id), ("follows", user id, +author id to follow or
-        -author id to unfollow), ("notification", user id, activity id), or None after
-        ``timeout`` seconds of silence."""
+        -author id to unfollow), ("notification", user id, activity id), ("pong", 0, token),
+        or None after ``timeout`` seconds of silence."""
         msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        if msg is not None and msg["type"] == "pong" and msg["data"].isdigit():
+            return "pong", 0, int(msg["data"])
         if msg is None or msg["type"] != "message":
             return None
         channel = msg["channel"].decode()

@@ -1,0 +1,101 @@
+"""The stream gateway's Redis subscription lost and re-established (a Redis restart, a dropped
+pub/sub connection): an open stream still receives every activity, once, without reconnecting."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+import pytest
+
+from feeds import store
+from feeds.models import FanoutJob
+from follows.services import follow_create
+from tests.conftest import wait_until
+from tests.factories import UserFactory
+from tests.integration.test_stream import Stream, post
+
+pytestmark = pytest.mark.worker
+
+
+def _kill_gateway_subscriptions() -> int:
+    """Drop every stream gateway's pub/sub connection (plain SUBSCRIBE clients; Celery's
+    broker listens with PSUBSCRIBE and is left alone). Returns how many were killed."""
+    r = store.client()
+    killed = 0
+    for line in r.execute_command("CLIENT LIST TYPE pubsub").decode().splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if int(fields.get("sub", 0)) > 0 and int(fields.get("psub", 0)) == 0:
+            killed += r.execute_command("CLIENT KILL ID", fields["id"]) or 0
+    return killed
+
+
+class Storm:
+    """Kill the gateway's pub/sub connection every ``every`` seconds, in a thread."""
+
+    def __init__(self, every: float) -> None:
+        self.every, self.kills, self.stop = every, 0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.kills += _kill_gateway_subscriptions()
+            time.sleep(self.every)
+
+    def __enter__(self) -> Storm:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _events(stream: Stream, until: float) -> list[tuple[str, str]]:
+    """(kind, id) of every event read before ``until`` (monotonic)."""
+    events, kind, eid = [], "message", ""
+    while time.monotonic() < until:
+        try:
+            line = stream.lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line.startswith("id:"):
+            eid = line[3:].strip()
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:") and eid:
+            assert json.loads(line[5:])["id"] == eid
+            events.append((kind, eid))
+            kind, eid = "message", ""
+    return events
+
+
+def _fanned_out(ids: list[str]) -> bool:
+    done = FanoutJob.objects.filter(activity_id__in=[int(i) for i in ids], state="done")
+    return done.count() == len(ids)
+
+
+def test_a_stream_misses_nothing_while_its_subscription_keeps_dropping(live_worker, served):
+    author, other, reader = UserFactory(), UserFactory(), UserFactory()
+    follow_create(follower_id=reader.pk, followee_id=author.pk)
+    follow_create(follower_id=reader.pk, followee_id=other.pk)
+    stream = Stream(served, reader)
+    try:
+        first = post(author, "before")
+        assert stream.next_activity()["id"] == first
+        posted = []
+        with Storm(every=0.005) as storm:
+            for i in range(20):
+                posted.append(post(author if i % 2 else other, f"during-{i}"))
+                time.sleep(0.05)
+            wait_until(lambda: _fanned_out(posted), timeout=20)
+            time.sleep(0.3)  # announcements made at the very end land inside the storm
+        assert storm.kills >= 3
+        after = post(author, "after")
+        events = _events(stream, time.monotonic() + 5)
+    finally:
+        stream.close()
+    ids = [eid for kind, eid in events if kind == "activity"]
+    assert sorted(ids, key=int) == sorted([*posted, after], key=int)  # each once: no gap
