@@ -15,20 +15,7 @@ from feeds.services import feed_settings_update
 from follows.services import follow_create
 from tests.conftest import activate, auth_client, verify_feeds_clean, wait_until
 from tests.factories import UserFactory
-
-
-def post(user, object_id: str) -> int:
-    res = auth_client(user).post(
-        "/api/activities/",
-        {"verb": "starred", "object_type": "project", "object_id": object_id},
-        format="json",
-    )
-    assert res.status_code == 201, res.content
-    aid = int(res.json()["id"])
-    wait_until(
-        lambda: FanoutJob.objects.filter(activity_id=aid, kind="publish", state="done").exists()
-    )
-    return aid
+from tests.integration.test_recovery import post
 
 
 def delete(user, aid: int) -> None:
