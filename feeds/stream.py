@@ -300,8 +300,8 @@ class Gateway:
                     stream.drop(INTERRUPTED)
             return
         log.warning(
-            "stream gateway: subscription lost and restored; replayed %d activities and %d "
-            "notifications to %d streams",
+            "stream gateway: subscription lost and restored; offered again %d activities and %d "
+            "notifications to %d streams (each sends those it has not)",
             len(activities),
             len(notifications),
             self.count,

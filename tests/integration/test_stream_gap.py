@@ -13,8 +13,9 @@ import pytest
 from feeds import store
 from feeds.models import FanoutJob
 from follows.services import follow_create
-from tests.conftest import wait_until
+from tests.conftest import auth_client, wait_until
 from tests.factories import UserFactory
+from tests.integration.test_notifications import publish
 from tests.integration.test_stream import Stream, post
 
 pytestmark = pytest.mark.worker
@@ -73,8 +74,10 @@ def _events(stream: Stream, until: float) -> list[tuple[str, str]]:
 
 
 def _fanned_out(ids: list[str]) -> bool:
-    done = FanoutJob.objects.filter(activity_id__in=[int(i) for i in ids], state="done")
-    return done.count() == len(ids)
+    """Every job of these activities (publish, notify) done."""
+    jobs = FanoutJob.objects.filter(activity_id__in=[int(i) for i in ids])
+    states = set(jobs.values_list("activity_id", "state"))
+    return {a for a, _ in states} == {int(i) for i in ids} and {s for _, s in states} == {"done"}
 
 
 def test_a_stream_misses_nothing_while_its_subscription_keeps_dropping(live_worker, served):
@@ -99,3 +102,45 @@ def test_a_stream_misses_nothing_while_its_subscription_keeps_dropping(live_work
         stream.close()
     ids = [eid for kind, eid in events if kind == "activity"]
     assert sorted(ids, key=int) == sorted([*posted, after], key=int)  # each once: no gap
+
+
+class NoSubscribe:
+    """While inside: the gateway's pub/sub connection dropped and no SUBSCRIBE allowed (an
+    ACL), so it cannot listen again; everything announced meanwhile is lost to it."""
+
+    def __enter__(self) -> NoSubscribe:
+        store.client().execute_command("ACL SETUSER default -subscribe")
+        _kill_gateway_subscriptions()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        store.client().execute_command("ACL SETUSER default +subscribe")
+
+
+def test_what_a_lost_subscription_missed_arrives_once_follows_and_notifications_too(
+    live_worker, served
+):
+    author, later, fan, reader = UserFactory(), UserFactory(), UserFactory(), UserFactory()
+    follow_create(follower_id=reader.pk, followee_id=author.pk)
+    stream = Stream(served, reader)
+    try:
+        seen = post(author, "before")
+        assert stream.next_activity()["id"] == seen
+        with NoSubscribe():
+            time.sleep(1)  # the gateway notices, and cannot subscribe again
+            missed = post(author, "missed")
+            # A follow made now is announced to a gateway that does not hear it.
+            res = auth_client(reader).post(f"/api/users/{later.pk}/follow/")
+            assert res.status_code == 201
+            from_later = post(later, "from-a-new-followee")
+            noted = publish(fan, [reader.pk], object_id="noted")["id"]
+            wait_until(lambda: _fanned_out([missed, from_later, noted]), timeout=20)
+            assert _events(stream, time.monotonic() + 1) == []  # nothing live meanwhile
+        events = _events(stream, time.monotonic() + 5)
+        assert sorted(events) == sorted(
+            [("activity", missed), ("activity", from_later), ("notification", noted)]
+        )
+        live = post(later, "live-again")  # the new followee's channel is listened to now
+        assert _events(stream, time.monotonic() + 5) == [("activity", live)]
+    finally:
+        stream.close()
