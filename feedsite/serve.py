@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -58,6 +60,9 @@ def layout_from_env(env: dict[str, str], port: int | None = None) -> Layout:
     # One folder of sockets per port: several stacks (tests, benchmarks) side by side.
     run_dir = Path(env.get("FEEDSITE_RUN_DIR") or var_dir / "run" / str(port))
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Only our own user may enter it: uvicorn makes its socket 0666, and whoever connects to a
+    # socket is the trusted proxy to Django (its X-Forwarded-For is believed).
+    run_dir.chmod(0o700)
     return Layout(
         port=port,
         run_dir=str(run_dir.resolve()),
@@ -65,8 +70,24 @@ def layout_from_env(env: dict[str, str], port: int | None = None) -> Layout:
     )
 
 
+def trusted_proxies(value: str) -> list[str]:
+    """FEEDSITE_TRUSTED_PROXIES (comma- or space-separated) as a list; each entry but `unix` must
+    be an address or a network, named in the error otherwise. Pure."""
+    entries = [p for p in re.split(r"[\s,]+", value) if p]
+    for entry in entries:
+        if entry != "unix":
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"FEEDSITE_TRUSTED_PROXIES: {entry!r} is not an address, a network or unix"
+                ) from None
+    return entries
+
+
 def process_env(layout: Layout, env: dict[str, str], host: str = "127.0.0.1") -> dict[str, str]:
     """``env`` plus what the Procfile's commands and the Caddyfile expand."""
+    front = [p for p in trusted_proxies(env.get("FEEDSITE_TRUSTED_PROXIES", "")) if p != "unix"]
     return {
         **env,
         # `python`, `caddy` and `celery` of this environment (the venv), whoever starts us.
@@ -76,8 +97,11 @@ def process_env(layout: Layout, env: dict[str, str], host: str = "127.0.0.1") ->
         "FEEDSITE_RUN_DIR": layout.run_dir,
         "FEEDSITE_STATIC_ROOT": layout.static_root,
         # The WSGI and ASGI servers hear only Caddy, on their Unix sockets: its X-Forwarded-For
-        # (which it sets to the real peer, dropping what a client sent) is the client's address.
-        "FEEDSITE_TRUSTED_PROXIES": "unix",
+        # (the real peer, appended to what a trusted front proxy sent and replacing what anyone
+        # else sent) names the client. Django skips the front proxies' own addresses in it.
+        "FEEDSITE_TRUSTED_PROXIES": ",".join(["unix", *front]),
+        # Caddy keeps the X-Forwarded-* of these peers only (TLS-terminating front proxies).
+        "FEEDSITE_PROXY_TRUSTED_PROXIES": " ".join(front),
         # Fewer Go garbage collections: ~10% less proxy CPU per request, a few MB more memory.
         "GOGC": env.get("GOGC", "400"),
         # Caddy keeps nothing we need; its data and config folders stay inside var/.

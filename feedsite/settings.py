@@ -192,6 +192,9 @@ FEEDSITE_THROTTLE_RATES: dict[str, str] = {
         "login": "10/min",
         "write": "120/min",
         "feed": "1200/min",
+        # Failed token authentications per client address; past it, a token the cache does
+        # not confirm is a 429 before any query (feedsite.api.auth).
+        "auth_fail": "60/min",
     }.items()
 }
 # The throttles' window counter (feedsite.api.throttles loads it by name when a request is
@@ -221,12 +224,11 @@ REST_FRAMEWORK = {
     # proxies' X-Forwarded-For only: a client cannot pick its own throttle bucket.
     "NUM_PROXIES": 0,
 }
-# Peers whose X-Forwarded-* headers are believed: addresses or networks, comma-separated, and
-# "unix" for the Unix socket of the proxy that `make run` starts (feedsite.serve sets it).
+# Peers whose X-Forwarded-* headers are believed: addresses or networks, comma- or
+# space-separated, and "unix" for the Unix socket of the proxy that `make run` starts
+# (feedsite.serve adds it; Caddy itself trusts the addresses and networks: the TLS front proxies).
 # Default: none.
-FEEDSITE_TRUSTED_PROXIES = [
-    p.strip() for p in os.environ.get("FEEDSITE_TRUSTED_PROXIES", "").split(",") if p.strip()
-]
+FEEDSITE_TRUSTED_PROXIES = os.environ.get("FEEDSITE_TRUSTED_PROXIES", "").replace(",", " ").split()
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # (dropped from untrusted peers)
 SPECTACULAR_SETTINGS = {
     "TITLE": "feedsite API",

@@ -7,7 +7,7 @@ validation, the HTTPS redirect, the security and frame headers (Django's own mid
 methods), Server-Timing, the request_started/finished signals (database connections go back to
 the pool) and Django's handling of an unexpected exception (a logged 500). Every other request,
 and any feed request the lane declines (a browser, a session, an unknown token), goes through
-the whole Django stack."""
+the whole Django stack, with the environ the lane got, unchanged."""
 
 import gc
 import os
@@ -43,7 +43,11 @@ _frames = XFrameOptionsMiddleware(lambda request: None)
 def _lane_response(environ, lane: Lane) -> HttpResponse | None:
     """The lane's response, or None to let the Django stack answer."""
     start = time.perf_counter()
-    request = WSGIRequest(environ)
+    # A copy (~40 keys, ~1 us): WSGIRequest keeps the dict it gets as META, which
+    # apply_proxy_headers rewrites (REMOTE_ADDR becomes the client). A declined request must
+    # reach Django as it came, or the stack's own pass would see an untrusted peer and drop
+    # X-Forwarded-Proto (behind TLS: a redirect loop and no HSTS).
+    request = WSGIRequest(dict(environ))
     apply_proxy_headers(request.META)
     signals.request_started.send(sender=WSGIHandler, environ=environ)
     try:
