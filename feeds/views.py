@@ -44,7 +44,7 @@ from .read import (
 )
 from .rebuild import feed_ttl
 from .selectors import fanout_status
-from .throttles import FeedReadThrottle
+from .throttles import FeedReadThrottle, count_window
 
 log = logging.getLogger("feeds.views")
 
@@ -111,34 +111,49 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
     once Redis has confirmed the claim, the read mark and the first read of the page; then
     feeds.read.feed_page). On a cluster, or when Redis could not name the sources, two rounds:
     the prelude, then the page.
-    Returns None when the request is not for this path (a browser, a session, an unknown
-    token): the DRF view answers it, with the same body. ``sources`` swaps where the ids come
+    Returns None when the request is not for this path (a browser, a session, no token): the
+    DRF view answers it, with the same body. A token that does not authenticate is answered
+    here as DRF answers it (401, or 429 past the address's failures), after one query at most;
+    an unavailable store or database is the API's JSON 503 with Retry-After. ``sources`` swaps where the ids come
     from (the benchmark's SQL comparison); the rest is the same code."""
     if request.method != "GET" or "format" in request.GET:
         return None
     accept = request.META.get("HTTP_ACCEPT", "")
     if accept and not _plain_json(accept):
         return None  # a browser, another media type, `indent=`: DRF negotiates
-    claim = token_claim(request)
-    if claim is None:
-        return None
     try:
+        claim = token_claim(request)  # (a token not in the cache: one query, no more)
+        if claim is None:
+            return None  # no token: a session, or anonymous (DRF's 401)
         return _lean_read(request, claim, sources)
+    except exceptions.AuthenticationFailed as exc:
+        # Answered here as DRF words it: the view would look the same token up again.
+        return _json({"detail": str(exc.detail)}, 401, {"WWW-Authenticate": "Token"})
+    except exceptions.Throttled as exc:  # this address failed too often: no query made
+        return _throttled(exc.wait)
     except store.STORE_ERRORS as exc:
         if not store.store_unavailable(exc):
             raise  # a bug (WRONGTYPE, a Lua error): the lane's logged 500 (feedsite.wsgi)
         log.warning("feed read: the feed store is unavailable: %r", exc)
         return _json(STORE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    except DATABASE_DOWN:  # a cold read (settings, a rebuild) needs PostgreSQL
+    except DATABASE_DOWN:  # a cold read (the token, settings, a rebuild) needs PostgreSQL
+        log.warning("feed read: the database is unavailable")
         return _json(DATABASE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _throttled(wait: float | None) -> HttpResponse:
+    """DRF's 429 for the lane."""
+    seconds = max(1, int(wait or 1))
+    body = {"detail": str(exceptions.Throttled(seconds).detail)}
+    return _json(body, 429, {"Retry-After": str(seconds)})
 
 
 def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse | None:
     conf = get_conf()
     limit, window = parse_rate(FeedReadThrottle.rate)
-    # Counted under the token, not the user it claims: a forged token naming someone else's id
-    # is refused below, after the first round trip, and must not spend their budget.
-    throttle = (FeedReadThrottle.scope, FeedReadThrottle.token_ident(claim.digest), window)
+    # Counted under the user, once their token is confirmed (by Redis in the script, or by the
+    # database here): a forged token naming someone's id spends none of their budget.
+    throttle = (FeedReadThrottle.scope, FeedReadThrottle.user_ident(claim.user_id), window)
     try:
         page_limit = parse_limit(request.GET.get("limit"))
         cursor = feed_cursor_decode(request.GET.get("cursor"))
@@ -162,13 +177,14 @@ def _lean_read(request: HttpRequest, claim: TokenClaim, sources) -> HttpResponse
         )
         pre = warm.prelude
     else:
-        pre = store.read_prelude(digest=claim.digest, user_id=claim.user_id, throttle=throttle)
+        pre = store.read_prelude(digest=claim.digest, user_id=claim.user_id, throttle=None)
     if not token_confirm(claim, pre.token):
-        return None
-    if pre.hits > limit:
-        response = _json({"detail": str(exceptions.Throttled(pre.window_left).detail)}, 429)
-        response["Retry-After"] = str(pre.window_left)
-        return response
+        return None  # the token is another user's than it claims: the DRF view answers
+    hits, left = pre.hits, pre.window_left
+    if not hits:  # not counted in the round trip (confirmed by the database, or two rounds)
+        hits, left = count_window(*throttle) or (0, left)  # (None: fail open)
+    if hits > limit:
+        return _throttled(left)
     try:
         if bad is not None:
             raise bad

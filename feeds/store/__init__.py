@@ -141,7 +141,15 @@ from .stats import (
     read_stat,
 )
 from .throttle import hit_window, window_of
-from .tokens import token_delete, token_get, token_set
+from .tokens import (
+    TOMBSTONE,
+    token_delete,
+    token_fill,
+    token_get,
+    token_set,
+    token_tombstone,
+    window_hits,
+)
 
 __all__ = [
     "LiveSubscription",
@@ -243,6 +251,10 @@ __all__ = [
     "timeline_author",
     "timeline_key",
     "token_delete",
+    "token_fill",
+    "TOMBSTONE",
+    "token_tombstone",
+    "window_hits",
     "token_get",
     "token_key",
     "token_set",

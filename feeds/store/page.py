@@ -40,7 +40,7 @@ class ReadPrelude:
     """What the first round trip of a feed read brings back."""
 
     token: bytes | None  # the cached token entry (None: not cached, or revoked)
-    hits: int  # throttle hits in the current window, this one included
+    hits: int  # throttle hits in the current window, this one included (0: not counted)
     window_left: int  # seconds until the throttle window ends
     pull_raw: bytes | None  # the cached pull-author list ("tag:id,id,...")
     pull_version: int
@@ -53,15 +53,17 @@ def _prelude_deadline() -> float:
     return max(0.5, 4 * settings.FEEDSITE_READ_DEADLINE_MS / 1000)
 
 
-def _prelude_keys(digest: str, user_id: int, throttle: tuple[str, str, int]) -> tuple[list, int]:
+def _prelude_keys(
+    digest: str, user_id: int, throttle: tuple[str, str, int] | None
+) -> tuple[list, int]:
     """What a read's prelude reads (both read_prelude and read_warm): the token entry, the
-    throttle counter of this window, the pull-author list, the pull version and the hidden
-    authors; and the seconds left in the throttle window."""
-    name, ident, window_seconds = throttle
+    throttle counter of this window (None without a throttle), the pull-author list, the pull
+    version and the hidden authors; and the seconds left in the throttle window."""
+    name, ident, window_seconds = throttle or ("", "", 60)
     window_no, left = window_of(window_seconds, time.time())
     keys = [
         token_key(digest),
-        throttle_key(name, ident, window_no),
+        throttle_key(name, ident, window_no) if throttle else None,
         pull_authors_key(user_id),
         pull_version_key(),
         hidden_key(user_id),
@@ -69,23 +71,23 @@ def _prelude_keys(digest: str, user_id: int, throttle: tuple[str, str, int]) -> 
     return keys, left
 
 
-def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -> ReadPrelude:
+def read_prelude(
+    *, digest: str, user_id: int, throttle: tuple[str, str, int] | None
+) -> ReadPrelude:
     """The first phase of a feed read when read_warm is not used (on a cluster, for a request
     with bad input, for the benchmark's SQL comparison): one pipeline of single-key commands
     (one parallel round on a cluster): the token entry (checks the caller's claimed user id),
-    the throttle hit (``throttle`` = scope, ident, window seconds), the pull-author list and its
-    version, and the authors the reader does not see. Nothing here writes to the claimed user's
-    keys: the claim is confirmed only by this round trip's answer (the read mark rides on the
-    page read, see read_page's ``mark_ttl``)."""
+    the throttle hit (``throttle`` = scope, ident, window seconds; None: not counted here, hits
+    0: the caller counts once the claim is confirmed), the pull-author list and its version,
+    and the authors the reader does not see. Nothing here writes to the claimed user's keys:
+    the claim is confirmed only by this round trip's answer (the read mark rides on the page
+    read, see read_page's ``mark_ttl``)."""
     (token, hit, pull, version, hidden), left = _prelude_keys(digest, user_id, throttle)
-    commands = (
-        ("GET", token),
-        ("INCR", hit),
-        ("EXPIRE", hit, throttle[2] * 2),
-        ("GET", pull),
-        ("GET", version),
-        ("GET", hidden),
-    )
+    counting: tuple = ()
+    if throttle is not None:
+        counting = (("INCR", hit), ("EXPIRE", hit, throttle[2] * 2))
+    commands = (("GET", token), *counting, ("GET", pull), ("GET", version), ("GET", hidden))
+    at = 1 + len(counting)  # where the pull-author list's reply is
     if is_cluster():
         # Keys on several nodes: one scatter round with a deadline. The token entry is needed
         # (a node that hangs on it fails the read fast: 503); the rest degrades: the throttle
@@ -100,13 +102,16 @@ def read_prelude(*, digest: str, user_id: int, throttle: tuple[str, str, int]) -
                 [(commands[0][1], commands[0])], _prelude_deadline(), skip_suspect=False
             )[0][0]
         _raise_errors(replies)
-        token, hits, _, pull_raw, version, hidden_raw = (None if _lost(r) else r for r in replies)
         if _lost(replies[0]):
             raise redis.exceptions.TimeoutError(f"feed read prelude: no answer from {failed}")
-        hits = hits or 0
-        version = -1 if _lost(replies[4]) else version
+        got = [None if _lost(r) else r for r in replies]
+        token, pull_raw, version, hidden_raw = got[0], got[at], got[at + 1], got[at + 2]
+        hits = (got[1] or 0) if counting else 0
+        version = -1 if _lost(replies[at + 1]) else version
     else:
-        token, hits, _, pull_raw, version, hidden_raw = round_trip(*commands)
+        replies = round_trip(*commands)
+        token, pull_raw, version, hidden_raw = replies[0], *replies[at:]
+        hits = replies[1] if counting else 0
     return ReadPrelude(token, int(hits), left, pull_raw, int(version or 0), hidden_raw)
 
 
@@ -273,27 +278,33 @@ def _page_from_reply(reply: list) -> PageRead:
 # those authors' timelines (read_page, with the read mark). Otherwise the prelude alone: the
 # caller decides as after read_prelude and reads the page in a second round trip. Nothing of
 # the claimed user's is written (the read mark) or read beyond the prelude's own keys before
-# the claim is confirmed.
+# the claim is confirmed, and the throttle (the confirmed user's) is counted only then.
 # KEYS: token entry, throttle counter, pull-author list, pull version, hidden authors, the
 # reader's feed. ARGV: counter seconds, claimed user id, throttle limit, celebrity threshold,
 # timeline key head, VSHARDS, the most sources a script page reads, then the page's ARGV.
-# Returns {token, hits, pull list, pull version, hidden} and, with a page, its reply and keys.
+# Returns {token, hits (0: not counted), pull list, pull version, hidden} and, with a page, its
+# reply and keys.
 _WARM_READ_LUA = (
     _PAGE_LUA
     + """
 local token = redis.call('GET', KEYS[1])
-local hits = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
 local pull = redis.call('GET', KEYS[3])
 local version = redis.call('GET', KEYS[4])
-local out = {token, hits, pull, version, redis.call('GET', KEYS[5])}
-if not token or not pull or hits > tonumber(ARGV[3]) then return out end
+local out = {token, 0, pull, version, redis.call('GET', KEYS[5])}
+if not token then return out end
+-- A tombstone (store.TOMBSTONE) is no JSON: not confirmed, as no entry.
 local ok, entry = pcall(cjson.decode, token)
 -- The id compared as a number and as its decimal text: a double rounds above 2^53.
 if not ok or type(entry) ~= 'table' or type(entry.id) ~= 'number' or entry.is_active ~= true
     or entry.id ~= tonumber(ARGV[2]) or string.format('%d', entry.id) ~= ARGV[2] then
   return out
 end
+-- Counted only now, the claim confirmed: the throttle is the user's, and a forged token naming
+-- them spends none of it (hits 0 in the reply: not counted, the caller counts once confirmed).
+local hits = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+out[2] = hits
+if not pull or hits > tonumber(ARGV[3]) then return out end
 -- The list as feeds.store.pull_authors_from_cache reads it: "<threshold>.<version>:id,id,..."
 local head = ARGV[4] .. '.' .. (version or '0') .. ':'
 if string.sub(pull, 1, #head) ~= head then return out end

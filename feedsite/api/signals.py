@@ -1,4 +1,7 @@
-"""Cache invalidation only: a deleted token or a changed user must not stay authenticated."""
+"""Cache invalidation only: a deleted or changed token, or a changed user, must not stay
+authenticated from the token cache. Each turns the entries into tombstones now and again after
+commit (feedsite.api.auth.invalidate_digests): a request that read the row before the commit
+cannot cache it back."""
 
 from __future__ import annotations
 
@@ -15,7 +18,16 @@ def drop_token(sender, instance: AuthToken, **kwargs) -> None:
     invalidate_digests([instance.digest])
 
 
+@receiver(post_save, sender=AuthToken, dispatch_uid="token_cache_drop_changed")
+def token_changed(sender, instance: AuthToken, created: bool = False, **kwargs) -> None:
+    """Its expiry or user edited (the admin): the entry says otherwise. A new token has none."""
+    if not created:
+        invalidate_digests([instance.digest])
+
+
 @receiver(post_save, sender=get_user_model(), dispatch_uid="user_token_cache_drop")
 @receiver(pre_delete, sender=get_user_model(), dispatch_uid="user_token_cache_drop_delete")
-def drop_user_tokens(sender, instance, **kwargs) -> None:
-    invalidate_user_tokens(instance.pk)
+def drop_user_tokens(sender, instance, created: bool = False, **kwargs) -> None:
+    """Deactivated, demoted, renamed or deleted: every token's entry (a new user has none)."""
+    if not created:
+        invalidate_user_tokens(instance.pk)

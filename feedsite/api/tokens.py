@@ -1,16 +1,18 @@
-"""Tokens: log in (a username and password in, a new token out), log out (this token), log out
-everywhere (every token of the user). Tokens are django-rest-knox's: hashed at rest, expiring
-after FEEDSITE_TOKEN_TTL_DAYS; at most FEEDSITE_TOKENS_PER_USER live at once."""
+"""Tokens: log in (a username and password in, a new token out), log out (this token, however
+the scheme was spelled: knox reads `token`, `TOKEN`, a tab), log out everywhere (every token of
+the user). A 204 means revoked everywhere (feedsite.api.auth.tokens_revoke). Tokens are
+django-rest-knox's: hashed at rest, expiring after FEEDSITE_TOKEN_TTL_DAYS; at most
+FEEDSITE_TOKENS_PER_USER live at once."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, logout
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
+from knox import crypto
 from knox.models import AuthToken
-from knox.settings import knox_settings
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -20,7 +22,7 @@ from rest_framework.views import APIView
 from feedsite.errors import InvalidInput
 from follows.serializers import CredentialsSerializer
 
-from .auth import token_create, token_digest
+from .auth import token_create, tokens_revoke
 from .throttles import LoginThrottle
 
 
@@ -55,19 +57,19 @@ class TokenApi(APIView):
 
 
 class LogoutApi(APIView):
-    """This token stops working at once."""
+    """This token stops working at once, on every process (a session: it ends). When the token
+    cache cannot be written: 503 with Retry-After, and the token still works."""
 
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request) -> Response:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        prefix = f"{knox_settings.AUTH_HEADER_PREFIX} "
-        if header.startswith(prefix):
-            for row in AuthToken.objects.filter(
-                digest__startswith=token_digest(header[len(prefix) :].strip())
-            ):
-                row.delete()
+        if isinstance(request.auth, AuthToken):  # looked up in the database
+            tokens_revoke(AuthToken.objects.filter(digest=request.auth.digest))
+        elif isinstance(request.auth, str):  # from the cache: the token itself
+            tokens_revoke(AuthToken.objects.filter(digest=crypto.hash_token(request.auth)))
+        else:  # the browsable API's session
+            logout(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -78,6 +80,5 @@ class LogoutAllApi(APIView):
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request) -> Response:
-        for row in AuthToken.objects.filter(user_id=request.user.pk):
-            row.delete()
+        tokens_revoke(AuthToken.objects.filter(user_id=request.user.pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
