@@ -1,0 +1,310 @@
+"""Revocation that revokes: logout with any spelling of the scheme knox accepts, logout
+everywhere while other requests hammer the token, a deactivated user, a token edited in the
+admin: after the change returns, no request with the token succeeds, on the DRF views and on the
+lean feed lane (feedsite.wsgi), then or later. A 204 means revoked: when the token cache cannot
+be written, logout is a 503 with Retry-After and the token keeps working. Real PostgreSQL and
+Redis; the races run against the production layout (Caddy, two granian workers)."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+import redis
+from django.utils import timezone
+from knox.models import AuthToken
+
+from feeds import store
+from feeds.store import connection
+from feedsite.api.auth import token_digest
+from feedsite.embedded import start_redis, stop
+from tests.conftest import make_token, wait_until
+from tests.factories import UserFactory
+
+SPELLINGS = ["Token {}", "token {}", "TOKEN {}", "Token\t{}", "tOkEn  {}"]
+
+
+@pytest.fixture
+def wsgi():
+    """GET through feedsite.wsgi.application, as granian calls it (the lean lane for
+    /api/feed/, the Django stack otherwise), in process: the test's database connection kept
+    across requests as Django's test client keeps it."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    from feedsite.wsgi import application
+
+    def get(path: str, authorization: str) -> tuple[int, dict[str, str], bytes]:
+        # (Django's test client connects these again after each of its requests.)
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        seen: dict = {}
+
+        def start_response(status: str, headers: list) -> None:
+            seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "testserver",
+            "HTTP_AUTHORIZATION": authorization,
+            "HTTP_ACCEPT": "application/json",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.url_scheme": "http",
+        }
+        response = application(environ, start_response)
+        body = b"".join(response)
+        response.close()
+        return seen["status"], seen["headers"], body
+
+    yield get
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def statuses(api, wsgi, user, authorization: str) -> list[int]:
+    """The token's answer on the lane (WSGI and the URL's view), the DRF feed view and a DRF
+    view with an id."""
+    api.credentials(HTTP_AUTHORIZATION=authorization)
+    return [
+        wsgi("/api/feed/", authorization)[0],
+        api.get("/api/feed/").status_code,
+        api.get("/api/feed/", {"format": "json"}).status_code,
+        api.get(f"/api/users/{user.pk}/").status_code,
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("spelling", SPELLINGS, ids=["Token", "token", "TOKEN", "tab", "mixed"])
+@pytest.mark.parametrize("id_prefix", [True, False], ids=["id-token", "plain-token"])
+def test_logout_revokes_the_very_token_whatever_the_spelling_of_the_scheme(
+    api, wsgi, spelling, id_prefix
+):
+    user = UserFactory()
+    key, other = make_token(user, id_prefix=id_prefix), make_token(user, id_prefix=id_prefix)
+    header = spelling.format(key)
+    assert statuses(api, wsgi, user, header) == [200] * 4  # cached in Redis now
+    api.credentials(HTTP_AUTHORIZATION=header)
+    assert api.post("/api/auth/logout/").status_code == 204
+    assert not AuthToken.objects.filter(digest__startswith=token_digest(key)).exists()
+    for written in (header, f"Token {key}"):
+        assert statuses(api, wsgi, user, written) == [401] * 4, written
+    _, headers, body = wsgi("/api/feed/", f"Token {key}")
+    assert headers["Content-Type"] == "application/json" and b"Invalid token" in body
+    assert headers["WWW-Authenticate"] == "Token"
+    # Later: the tombstone gone (its 60 s over), nothing cached brings the token back.
+    store.token_delete([token_digest(key)])
+    assert statuses(api, wsgi, user, f"Token {key}") == [401] * 4
+    assert statuses(api, wsgi, user, f"Token {other}") == [200] * 4  # the user's other token
+
+
+@pytest.mark.django_db
+def test_logoutall_revokes_every_token_of_the_caller_and_no_one_elses(api, wsgi):
+    user, bystander = UserFactory(), UserFactory()
+    keys = [make_token(user, id_prefix=i % 2 == 0) for i in range(3)]
+    theirs = make_token(bystander)
+    for key in [*keys, theirs]:
+        assert wsgi("/api/feed/", f"Token {key}")[0] == 200
+    api.credentials(HTTP_AUTHORIZATION=f"token\t{keys[1]}")
+    assert api.post("/api/auth/logoutall/").status_code == 204
+    for key in keys:
+        assert statuses(api, wsgi, user, f"Token {key}") == [401] * 4
+    assert statuses(api, wsgi, bystander, f"Token {theirs}") == [200] * 4
+
+
+def _hammer(url: str, user_id: int, keys: list[str], stop_at: list[float], log: list) -> None:
+    """Requests with every key, round robin, the lane and a DRF view in turn, until
+    ``stop_at[0]``: (sent at, key, status) of each."""
+    with httpx.Client(timeout=10) as client:
+        n = 0
+        while time.monotonic() < stop_at[0]:
+            key = keys[n % len(keys)]
+            path = "/api/feed/" if n % 2 else f"/api/users/{user_id}/"
+            sent = time.monotonic()
+            status = client.get(url + path, headers={"Authorization": f"Token {key}"}).status_code
+            log.append((sent, key, status))
+            n += 1
+
+
+def _race(served: str, user, keys: list[str], revoke) -> None:
+    """Four threads hammer the keys while ``revoke()`` runs; no request sent after it
+    returned succeeds, then or once the tombstones are gone."""
+    stop_at, log = [time.monotonic() + 60], []
+    threads = [
+        threading.Thread(target=_hammer, args=(served, user.pk, keys, stop_at, log))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(1 for _, _, s in log if s == 200) >= 40, timeout=30)
+    revoke()
+    done = time.monotonic()
+    stop_at[0] = done + 1.5
+    for t in threads:
+        t.join(30)
+    after = [s for sent, _, s in log if sent > done]
+    assert len(after) > 20, len(after)
+    assert set(after) <= {401, 429}, sorted(set(after))  # 429: this address failed 60 times
+    assert 401 in after
+    # No late refill left a live entry: only tombstones (or nothing) under these tokens.
+    for key in keys:
+        assert store.token_get(token_digest(key)) in (None, store.TOMBSTONE)
+    store.token_delete([token_digest(k) for k in keys])  # as when the tombstones expire
+    failures = store.client().keys(store.throttle_key("auth_fail", "*", 0)[:-1] + "*")
+    if failures:  # this address's failed authentications: forgotten, to see the 401s again
+        store.client().delete(*failures)
+    for key in keys:
+        for path in ("/api/feed/", f"/api/users/{user.pk}/"):
+            res = httpx.get(served + path, headers={"Authorization": f"Token {key}"}, timeout=10)
+            assert res.status_code == 401, (path, res.status_code)
+
+
+@pytest.mark.worker
+def test_logoutall_wins_the_race_with_requests_on_every_process(served, transactional_db):
+    user = UserFactory()
+    keys = [make_token(user, id_prefix=i % 2 == 0) for i in range(3)]
+
+    def logoutall() -> None:
+        res = httpx.post(
+            f"{served}/api/auth/logoutall/",
+            headers={"Authorization": f"TOKEN {keys[0]}"},
+            timeout=10,
+        )
+        assert res.status_code == 204, res.text
+
+    _race(served, user, keys, logoutall)
+
+
+@pytest.mark.worker
+def test_deactivating_a_user_wins_the_race_with_their_requests(served, transactional_db):
+    user = UserFactory()
+    keys = [make_token(user), make_token(user, id_prefix=False)]
+
+    def deactivate() -> None:
+        user.is_active = False
+        user.save()
+
+    _race(served, user, keys, deactivate)
+
+
+@pytest.fixture
+def admin_client():
+    from django.test import Client
+
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def _admin_edit(admin_client, row: AuthToken, **changes) -> None:
+    row.refresh_from_db()
+    expiry = changes.get("expiry", row.expiry)
+    form = {
+        "digest": row.digest,
+        "token_key": row.token_key,
+        "user": changes.get("user", row.user_id),
+        "expiry_0": expiry.strftime("%Y-%m-%d"),
+        "expiry_1": expiry.strftime("%H:%M:%S"),
+    }
+    res = admin_client.post(f"/admin/knox/authtoken/{row.pk}/change/", form)
+    assert res.status_code == 302, res.content[:3000]
+
+
+@pytest.mark.django_db
+def test_a_token_expired_in_the_admin_stops_working_at_once(api, wsgi, admin_client):
+    user = UserFactory()
+    key = make_token(user)
+    assert statuses(api, wsgi, user, f"Token {key}") == [200] * 4
+    row = AuthToken.objects.get(user=user)
+    _admin_edit(admin_client, row, expiry=timezone.now() - timedelta(minutes=1))
+    assert store.token_get(token_digest(key)) == store.TOMBSTONE
+    assert statuses(api, wsgi, user, f"Token {key}") == [401] * 4
+
+
+@pytest.mark.django_db
+def test_a_token_moved_to_another_user_in_the_admin_answers_as_that_user(api, wsgi, admin_client):
+    user, other = UserFactory(), UserFactory()
+    key = make_token(user)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/me/").json()["id"] == user.pk  # cached as the user's
+    _admin_edit(admin_client, AuthToken.objects.get(user=user), user=other.pk)
+    assert store.token_get(token_digest(key)) == store.TOMBSTONE
+    assert api.get("/api/me/").json()["id"] == other.pk
+    # The token still names the first user in front: the lane leaves it to the view, which
+    # answers as the token's user now.
+    assert wsgi("/api/feed/", f"Token {key}")[0] == 200
+    assert api.get("/api/feed/").status_code == 200
+    assert api.get("/api/me/").json()["id"] == other.pk
+
+
+@pytest.mark.django_db
+def test_a_deactivated_user_is_refused_at_once(api, wsgi):
+    user = UserFactory()
+    key = make_token(user, id_prefix=False)
+    assert statuses(api, wsgi, user, f"Token {key}") == [200] * 4
+    user.is_active = False
+    user.save()
+    assert statuses(api, wsgi, user, f"Token {key}") == [401] * 4
+    user.is_active = True
+    user.save()
+    assert statuses(api, wsgi, user, f"Token {key}") == [200] * 4  # reactivated: at once
+
+
+@pytest.fixture
+def read_only_store(monkeypatch):
+    """Switches the store's client to a real read-only replica of the test Redis and back (as
+    a failover to a replica and its end): on the replica reads answer and every write is
+    refused with READONLY."""
+    primary = store.client().connection_pool.connection_kwargs
+    proc, url = start_redis(extra=("--replicaof", primary["host"], str(primary["port"])))
+    replica = redis.Redis.from_url(url, socket_connect_timeout=1)
+
+    class Switch:
+        @staticmethod
+        def on() -> None:
+            wait_until(lambda: replica.info("replication").get("master_link_status") == "up")
+            store.client().set("fs-sync-probe", 1)  # (no key of ours: not the prefix)
+            wait_until(lambda: replica.get("fs-sync-probe") == b"1")
+            store.client().delete("fs-sync-probe")
+            monkeypatch.setattr(connection, "_client", replica)
+
+        @staticmethod
+        def off() -> None:
+            monkeypatch.undo()
+
+    try:
+        yield Switch
+    finally:
+        monkeypatch.undo()
+        replica.close()
+        stop(proc)
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(store.is_cluster(), reason="one Redis and its replica")
+def test_when_the_token_cache_cannot_be_written_logout_is_a_503_and_revokes_nothing(
+    api, wsgi, read_only_store
+):
+    user = UserFactory()
+    key = make_token(user)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/feed/").status_code == 200  # cached
+    read_only_store.on()
+    assert api.get(f"/api/users/{user.pk}/").status_code == 200  # read from the replica
+    for path in ("/api/auth/logout/", "/api/auth/logoutall/"):
+        res = api.post(path)
+        assert res.status_code == 503, res.content
+        assert int(res["Retry-After"]) > 0 and res.json()["code"] == "unavailable"
+    assert AuthToken.objects.filter(user=user).exists()
+    assert api.get(f"/api/users/{user.pk}/").status_code == 200  # the token still works
+    read_only_store.off()
+    assert statuses(api, wsgi, user, f"Token {key}") == [200] * 4
+    assert api.post("/api/auth/logout/").status_code == 204  # the store back: revoked
+    assert statuses(api, wsgi, user, f"Token {key}") == [401] * 4
