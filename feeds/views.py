@@ -130,7 +130,7 @@ def lean_feed_read(request: HttpRequest, sources=None) -> HttpResponse | None:
         # Answered here as DRF words it: the view would look the same token up again.
         return _json({"detail": str(exc.detail)}, 401, {"WWW-Authenticate": "Token"})
     except exceptions.Throttled as exc:  # this address failed too often: no query made
-        return _throttled(exc.wait)
+        return _throttled(getattr(exc, "wait", None))
     except store.STORE_ERRORS as exc:
         if not store.store_unavailable(exc):
             raise  # a bug (WRONGTYPE, a Lua error): the lane's logged 500 (feedsite.wsgi)

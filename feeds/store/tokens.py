@@ -52,4 +52,4 @@ def window_hits(name: str, ident: str, window_seconds: int) -> tuple[int, int]:
     one (store.hit_window counts): (hits, seconds the window has left). One GET."""
     window_no, left = window_of(window_seconds, time.time())
     raw = client().get(throttle_key(name, ident, window_no))
-    return int(raw or 0), left  # type: ignore[arg-type]
+    return int(raw or 0), left

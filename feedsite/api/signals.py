@@ -27,7 +27,10 @@ def token_changed(sender, instance: AuthToken, created: bool = False, **kwargs) 
 
 @receiver(post_save, sender=get_user_model(), dispatch_uid="user_token_cache_drop")
 @receiver(pre_delete, sender=get_user_model(), dispatch_uid="user_token_cache_drop_delete")
-def drop_user_tokens(sender, instance, created: bool = False, **kwargs) -> None:
-    """Deactivated, demoted, renamed or deleted: every token's entry (a new user has none)."""
-    if not created:
-        invalidate_user_tokens(instance.pk)
+def drop_user_tokens(sender, instance, created: bool = False, update_fields=None, **kwargs) -> None:
+    """Deactivated, demoted, renamed or deleted: every token's entry. A new user has none, and
+    a session login's last_login update changes nothing an entry holds (tombstoned, every
+    token of the user would cost a query per request for a minute)."""
+    if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
+        return
+    invalidate_user_tokens(instance.pk)
