@@ -19,6 +19,19 @@ since shortly before the loss: each subscribed author's timeline (written before
 announcement) and each streaming user's notification feed (written before its announcement),
 through the same once-per-activity queues, so nothing arrives twice. A replay that cannot be
 read ends every stream with `event: dropped`, and clients reconnect with `Last-Event-ID`.
+
+Every FEEDSITE_SSE_RECHECK_SECONDS (15) the gateway checks every open stream's credentials again,
+in one pass for the process: one pipelined round trip reads the token cache entries of all the
+open streams' tokens, and only those the cache does not confirm (expired entries, tombstones of
+revoked tokens) go to PostgreSQL, as a new connect's lookup does. A stream whose token or
+session no longer authenticates (logout, logoutall, expiry, user deactivated) gets a final
+`event: revoked` and ends, at most 15 s after the revocation; reconnecting answers 401.
+
+A client that stops reading fills the kernel's buffers, then the server's write buffer, and the
+server's send waits; after FEEDSITE_SSE_WRITE_TIMEOUT_SECONDS (30) with no byte taken, the stream
+ends and its connection is aborted (a graceful close would wait for the client to take what is
+buffered). The process holds at most FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS streams: a connect
+takes its slot before its first await, so a burst of connects cannot overshoot the cap.
 """
 
 from __future__ import annotations
@@ -37,17 +50,25 @@ from urllib.parse import parse_qs
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.http.request import split_domain_port, validate_host
+from rest_framework import exceptions
 
 from activities.ids import make_id
-from feedsite.api.auth import token_user
+from feedsite.api.auth import (
+    entry_fields,
+    token_digest,
+    token_from_header,
+    token_still_valid,
+    token_user,
+)
 from follows.selectors import followee_ids
 
 from . import store
 from .hydrate import hydrate
 from .notifications import notifications_ensure
 from .read import feed_items_after, hidden_authors, single_item
+from .store.live import token_entries
 
 log = logging.getLogger("feeds.stream")
 PATH = "/api/feed/stream/"
@@ -60,6 +81,7 @@ REPLAY_MAX = 100  # per author and per user: more in one gap ends the stream (qu
 PONG_TIMEOUT_SECONDS = 5.0
 TOO_SLOW = b"too slow: reconnect"
 INTERRUPTED = b"live updates interrupted: reconnect"
+REVOKED = b"credentials revoked or expired, or the user deactivated: sign in again"
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -103,17 +125,28 @@ def _id_at(moment: float) -> int:
 
 class Stream:
     """One open stream: what it follows, what it was sent, and a bounded queue of events.
-    ``floor``: it is owed activities above this id only (its Last-Event-ID, or when it opened)."""
+    ``floor``: it is owed activities above this id only (its Last-Event-ID, or when it opened).
+    ``credential``: what authenticated it, ("token", key) or ("session", key), re-checked by
+    the gateway."""
 
-    __slots__ = ("user_id", "authors", "queue", "sent", "dropped", "floor")
+    __slots__ = ("user_id", "authors", "queue", "sent", "dropped", "ending", "floor", "credential")
 
-    def __init__(self, user_id: int, authors: set[int], maxsize: int, floor: int = 0) -> None:
+    def __init__(
+        self,
+        user_id: int,
+        authors: set[int],
+        maxsize: int,
+        floor: int = 0,
+        credential: tuple[str, str] | None = None,
+    ) -> None:
         self.user_id = user_id
         self.authors = authors
         self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize)
         self.sent: set[int] = set()
         self.dropped: bytes | None = None  # why, once dropped
+        self.ending = b"dropped"  # the final event's name
         self.floor = floor
+        self.credential = credential
 
     def offer(self, activity_id: int, data: bytes) -> None:
         """Queue an event, once per activity; a full queue drops the stream (see Gateway)."""
@@ -127,14 +160,18 @@ class Stream:
         except asyncio.QueueFull:
             self.drop(TOO_SLOW)
 
-    def drop(self, why: bytes) -> None:
+    def drop(self, why: bytes, ending: bytes = b"dropped") -> None:
         """End the stream with a final `dropped` event (its client reconnects with
-        Last-Event-ID); what is still queued is not sent, so that reconnect replays it."""
+        Last-Event-ID), or ``ending`` (`revoked`: its credentials no longer hold); what is
+        still queued is not sent, so that reconnect replays it."""
         if self.dropped:
             return
         self.dropped = why
-        self.queue = asyncio.Queue(1)
-        self.queue.put_nowait(None)  # wakes the writer: the final `dropped` event
+        self.ending = ending
+        old, self.queue = self.queue, asyncio.Queue(1)
+        self.queue.put_nowait(None)  # the writer's cue for the final event
+        if not old.full():  # a writer waiting on the old queue wakes now, not at its heartbeat
+            old.put_nowait(None)
 
 
 class Gateway:
@@ -143,10 +180,11 @@ class Gateway:
     def __init__(self) -> None:
         self.by_author: dict[int, set[Stream]] = {}
         self.by_user: dict[int, set[Stream]] = {}
-        self.count = 0
+        self.count = 0  # slots taken (reserve): streams open or connecting
         self._redis: Any = None
         self._live: store.LiveSubscription | None = None
         self._pump: asyncio.Task | None = None
+        self._rechecker: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         # The subscription's health: when it was last known whole, when it was lost (None: it
         # is not), the reconnects seen, and the PING awaited before the replay.
@@ -163,11 +201,25 @@ class Gateway:
             self._redis = store.async_client()
         return self._redis
 
+    def reserve(self) -> bool:
+        """Take one of the process's stream slots, or False when they are all taken. No await
+        between the check and the count: a burst of connects cannot overshoot the cap (the
+        check used to come before the connect's awaits and the count after them). Every
+        reserve is paired with a release."""
+        if self.count >= settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS:
+            return False
+        self.count += 1
+        return True
+
+    def release(self) -> None:
+        self.count -= 1
+
     async def _start(self) -> store.LiveSubscription:
         if self._live is None:
             self._live = store.LiveSubscription(self.redis)
             await self._live.open()
             self._pump = asyncio.create_task(self._run())
+            self._rechecker = asyncio.create_task(self._recheck_every())
         return self._live
 
     async def add(self, stream: Stream) -> None:
@@ -179,11 +231,9 @@ class Gateway:
             if stream.user_id not in self.by_user:
                 await live.watch_follows([stream.user_id])
             self.by_user.setdefault(stream.user_id, set()).add(stream)
-            self.count += 1
 
     async def remove(self, stream: Stream) -> None:
         async with self._lock:
-            self.count -= 1
             await self._unfollow(stream, stream.authors)
             users = self.by_user.get(stream.user_id, set())
             users.discard(stream)
@@ -279,7 +329,7 @@ class Gateway:
             await self._live.resubscribe(list(self.by_author), list(self.by_user))
             self._pings += 1
             self._ping, self._ping_at = self._pings, time.time()
-            await self._live.ping(self._ping)
+            await self._live.probe(self._ping)
 
     async def _replay(self) -> None:
         """Every channel is subscribed again: offer each stream what its authors published and
@@ -312,6 +362,37 @@ class Gateway:
             await self._notify(
                 user_id=user_id, activity_id=activity_id, hidden=hidden.get(user_id, ())
             )
+
+    async def _recheck_every(self) -> None:
+        """Re-check every open stream's credentials each FEEDSITE_SSE_RECHECK_SECONDS."""
+        while True:
+            await asyncio.sleep(settings.FEEDSITE_SSE_RECHECK_SECONDS)
+            try:
+                await self.recheck()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next pass tries again; streams stay open
+                log.exception("stream credential re-check failed")
+
+    async def recheck(self) -> int:
+        """One pass over every open stream of the process: a stream whose token or session no
+        longer authenticates its user gets `event: revoked` and ends. Returns how many ended.
+        Cost: one pipelined Redis round trip per 1,000 distinct tokens, plus one database query
+        per token the cache does not confirm (its entry expired, or a revocation's tombstone)
+        and per session stream."""
+        streams = [s for group in self.by_user.values() for s in group if not s.dropped]
+        credentials = {s.credential: s.user_id for s in streams if s.credential is not None}
+        if not credentials:
+            return 0
+        revoked = await _revoked(self.redis, credentials)
+        ended = 0
+        for stream in streams:
+            if stream.credential in revoked:
+                stream.drop(REVOKED, b"revoked")
+                ended += 1
+        if ended:
+            log.info("stream re-check: %d of %d streams revoked", ended, len(streams))
+        return ended
 
     async def _body(self, activity_id: int) -> dict[str, Any] | None:
         raw = await store.body_get_async(self.redis, activity_id)
@@ -371,6 +452,57 @@ def _missed(
     return activities, notified, {u: hidden_authors(u) for u in {u for _, u in notified}}
 
 
+async def _revoked(r: Any, credentials: dict[tuple[str, str], int]) -> set[tuple[str, str]]:
+    """Which of these credentials (each with the user it authenticated at connect) no longer
+    authenticate that user, decided as a connect decides: the token cache entry when it
+    confirms or refuses, otherwise PostgreSQL. Fails open: a credential whose check cannot be
+    made (Redis or PostgreSQL unavailable) is not revoked, and the next pass checks it again;
+    ending every stream of a process on a store blip would send all of its clients
+    reconnecting at once into the same outage."""
+    tokens = [(key, uid) for (kind, key), uid in credentials.items() if kind == "token"]
+    unsure = {c: uid for c, uid in credentials.items() if c[0] == "session"}
+    revoked: set[tuple[str, str]] = set()
+    try:
+        entries = await token_entries(r, [token_digest(key) for key, _ in tokens])
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise
+        log.warning("stream re-check: Redis unavailable; every stream kept (%s)", exc)
+        tokens, entries = [], []  # fail open: no token is checked this pass
+    for (key, uid), raw in zip(tokens, entries, strict=True):
+        fields = entry_fields(raw)
+        if fields is None:  # no entry, or a revocation's tombstone: the database answers
+            unsure[("token", key)] = uid
+        elif fields["id"] != uid or not fields.get("is_active"):
+            revoked.add(("token", key))
+    if unsure:
+        revoked |= await _with_db_returned(_revoked_in_db)(unsure)
+    return revoked
+
+
+def _revoked_in_db(credentials: dict[tuple[str, str], int]) -> set[tuple[str, str]]:
+    """The credentials that no longer authenticate their user, each looked up as at connect
+    (a token: feedsite.api.auth, one query, which refills the cache; a session: its store)."""
+    revoked = set()
+    for (kind, key), user_id in credentials.items():
+        try:
+            if kind == "token":
+                valid = token_still_valid(key, user_id)
+            else:
+                user = _session_user(key)
+                valid = user is not None and user.is_active and user.pk == user_id
+        except DatabaseError:
+            log.warning("stream re-check: database unavailable; stream kept", exc_info=True)
+            continue  # fail open, as above
+        except store.STORE_ERRORS as exc:
+            if not store.store_unavailable(exc):
+                raise
+            continue  # fail open, as above
+        if not valid:
+            revoked.add((kind, key))
+    return revoked
+
+
 _gateway: Gateway | None = None
 
 
@@ -399,15 +531,21 @@ async def _answer(send: Send, status: int, body: dict, headers: Iterable[tuple[s
     await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
 
-async def _caller(headers: dict[bytes, bytes]) -> Any:
-    auth = headers.get(b"authorization", b"").decode("latin-1")
-    if auth.startswith("Token "):
-        return await _with_db_returned(token_user)(auth[6:].strip())
+async def _caller(headers: dict[bytes, bytes]) -> tuple[Any, tuple[str, str] | None]:
+    """(user, credential) of the request: its Token header read as knox reads it (any case of
+    the scheme), else its session cookie; (None, None) when neither authenticates."""
+    meta = {"HTTP_AUTHORIZATION": headers.get(b"authorization", b"").decode("latin-1")}
+    try:
+        key = token_from_header(meta)
+    except exceptions.AuthenticationFailed:
+        return None, None
+    if key is not None:
+        return await _with_db_returned(token_user)(key), ("token", key)
     cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
     morsel = cookie.get(settings.SESSION_COOKIE_NAME)
     if morsel is not None and morsel.value:
-        return await _with_db_returned(_session_user)(morsel.value)
-    return None
+        return await _with_db_returned(_session_user)(morsel.value), ("session", morsel.value)
+    return None, None
 
 
 async def application(scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -420,12 +558,23 @@ async def application(scope: dict[str, Any], receive: Receive, send: Send) -> No
         await _answer(send, 400, {"detail": f"Invalid HTTP_HOST header: {host!r}."})
         return
     gw = gateway()
-    heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
-    busy = [("retry-after", str(heartbeat))]
-    if gw.count >= settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS:
+    if not gw.reserve():  # before any await: see Gateway.reserve
+        busy = [("retry-after", str(settings.FEEDSITE_SSE_HEARTBEAT_SECONDS))]
         await _answer(send, 503, {"detail": "this server holds all the streams it can"}, busy)
         return
-    user = await _caller(headers)
+    try:
+        await _serve(gw, scope, headers, receive, send)
+    finally:
+        gw.release()
+
+
+async def _serve(
+    gw: Gateway, scope: dict[str, Any], headers: dict[bytes, bytes], receive: Receive, send: Send
+) -> None:
+    """A stream, its process slot already taken: authenticate, register, stream."""
+    heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
+    busy = [("retry-after", str(heartbeat))]
+    user, credential = await _caller(headers)
     if user is None or not user.is_active:
         await _answer(send, 401, {"detail": "Authentication credentials were not provided."})
         return
@@ -458,7 +607,7 @@ async def application(scope: dict[str, Any], receive: Receive, send: Send) -> No
         )
         return
     floor = last_event_id if last_event_id is not None else _id_at(time.time())
-    stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE, floor)
+    stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE, floor, credential)
     try:
         stream.authors = await _with_db_returned(_followees)(user.pk)
         await gw.add(stream)
@@ -502,43 +651,78 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+class _Stalled(Exception):
+    """The client took no byte for FEEDSITE_SSE_WRITE_TIMEOUT_SECONDS."""
+
+
+def _abort(send: Send) -> None:
+    """Close the client's connection now, its unsent bytes discarded: a graceful close waits
+    for the client to take what is buffered, which a stalled client never does (the socket
+    and up to 64 KiB of buffer per stream would stay). uvicorn's ``send`` is a method of its
+    request cycle, which holds the transport; under another server the app just returns."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+
+
 async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
+    """The response: headers, the replay after Last-Event-ID, then events and heartbeats until
+    the stream is dropped (a final `dropped` or `revoked` event) or the client stalls."""
     heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/event-stream"),
-                (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no"),
-                (b"x-content-type-options", b"nosniff"),
-            ],
-        }
-    )
+    stall = settings.FEEDSITE_SSE_WRITE_TIMEOUT_SECONDS
+
+    async def out(message: dict[str, Any]) -> None:
+        # The ASGI server's send waits while its write buffer is over the high-water mark
+        # (uvicorn: 64 KiB, flow control on the transport's pause_writing/resume_writing):
+        # that is, while the client (or the proxy, whose own buffers are full behind it)
+        # takes nothing. Waiting longer than ``stall`` ends the stream.
+        try:
+            async with asyncio.timeout(stall):
+                await send(message)
+        except TimeoutError:
+            raise _Stalled from None
 
     async def chunk(data: bytes) -> None:
-        await send({"type": "http.response.body", "body": data, "more_body": True})
+        await out({"type": "http.response.body", "body": data, "more_body": True})
 
-    await chunk(b"retry: 3000\n\n")
-    if last_event_id is not None:
-        replay = await _with_db_returned(feed_items_after)(
-            user_id=stream.user_id, after_id=last_event_id
+    try:
+        await out(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                    (b"x-content-type-options", b"nosniff"),
+                ],
+            }
         )
-        for item in replay:
-            aid = int(item["id"])
-            if aid not in stream.sent:
-                stream.sent.add(aid)
-                await chunk(event(item))
-    while True:
-        try:
-            queued = await asyncio.wait_for(stream.queue.get(), timeout=heartbeat)
-        except TimeoutError:
-            await chunk(b": heartbeat\n\n")
-            continue
-        if queued is None:  # the reader fell too far behind, or the gateway could not replay
-            why = orjson.dumps({"detail": (stream.dropped or TOO_SLOW).decode()})
-            await chunk(b"event: dropped\ndata: %s\n\n" % why)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        await chunk(queued[1])
+        await chunk(b"retry: 3000\n\n")
+        if last_event_id is not None:
+            replay = await _with_db_returned(feed_items_after)(
+                user_id=stream.user_id, after_id=last_event_id
+            )
+            for item in replay:
+                aid = int(item["id"])
+                if aid not in stream.sent:
+                    stream.sent.add(aid)
+                    await chunk(event(item))
+        while True:
+            try:
+                queued = await asyncio.wait_for(stream.queue.get(), timeout=heartbeat)
+            except TimeoutError:
+                await chunk(b": heartbeat\n\n")
+                continue
+            # None: the reader fell too far behind, the gateway could not replay, or the
+            # credentials were revoked (dropped: whatever is still queued is not sent).
+            if queued is None or stream.dropped:
+                why = orjson.dumps({"detail": (stream.dropped or TOO_SLOW).decode()})
+                await chunk(b"event: %s\ndata: %s\n\n" % (stream.ending, why))
+                await out({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await chunk(queued[1])
+    except _Stalled:
+        log.info("stream dropped: its client took nothing for %d s", stall)
+        stream.drop(TOO_SLOW)  # no more offers to it
+        _abort(send)

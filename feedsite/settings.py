@@ -365,6 +365,12 @@ FEEDSITE_SSE_MAX_STREAMS = env_int("FEEDSITE_SSE_MAX_STREAMS", 5)  # per user (4
 FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS = env_int("FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS", 4000)
 # Events a stream may have waiting for a slow client before it is dropped (`event: dropped`).
 FEEDSITE_SSE_QUEUE = env_int("FEEDSITE_SSE_QUEUE", 256)
+# A stream whose client has not taken a byte for this long (the server's write buffer full) is
+# dropped: its socket, buffers and per-user slot are freed.
+FEEDSITE_SSE_WRITE_TIMEOUT_SECONDS = env_int("FEEDSITE_SSE_WRITE_TIMEOUT_SECONDS", 30)
+# Every open stream's token (or session) is checked again this often: one that no longer
+# authenticates (revoked, expired, user deactivated) ends with `event: revoked`.
+FEEDSITE_SSE_RECHECK_SECONDS = env_int("FEEDSITE_SSE_RECHECK_SECONDS", 15)
 # /metrics asks for `Authorization: Bearer <token>` when this is set.
 FEEDSITE_METRICS_TOKEN = os.environ.get("FEEDSITE_METRICS_TOKEN", "")
 # The password `make run` gives the demo admin (ensure_demo_admin): local use only.

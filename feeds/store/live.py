@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .connection import async_pubsub_client, client, is_cluster
-from .keys import follows_channel, live_channel, streams_key
+from .keys import follows_channel, live_channel, streams_key, token_key
+
+# GETs per pipeline in token_entries: 1,000 keys of ~300 bytes each is one ~300 KB reply,
+# parsed without holding the event loop for long.
+TOKEN_ENTRIES_BATCH = 1_000
 
 
 def announce(author_id: int, activity_id: int) -> None:
@@ -26,6 +30,19 @@ async def stream_register(r, user_id: int, stream_id: str, now: float, stale_aft
 
 async def stream_unregister(r, user_id: int, stream_id: str) -> None:
     await r.zrem(streams_key(user_id), stream_id)
+
+
+async def token_entries(r, digests: Sequence[str]) -> list[bytes | None]:
+    """The token cache entries (or tombstones, or None) of these token digests, for the open
+    streams' periodic re-check: one pipelined round trip of single-key GETs per 1,000 tokens
+    (Redis Cluster splits a pipeline per node)."""
+    entries: list[bytes | None] = []
+    for start in range(0, len(digests), TOKEN_ENTRIES_BATCH):
+        pipe = r.pipeline(transaction=False)
+        for digest in digests[start : start + TOKEN_ENTRIES_BATCH]:
+            pipe.get(token_key(digest))
+        entries.extend(await pipe.execute())
+    return entries
 
 
 class LiveSubscription:
@@ -63,7 +80,7 @@ class LiveSubscription:
             ],
         )
 
-    async def ping(self, token: int) -> None:
+    async def probe(self, token: int) -> None:
         """A PING on the subscription: its ("pong", 0, token) comes back after every command
         sent before it has run (subscriptions included)."""
         await self._pubsub.ping(str(token))
