@@ -6,6 +6,7 @@ connects never holds more streams than the process cap. Periods are shortened: r
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import socket
 import threading
@@ -315,3 +316,19 @@ def test_the_process_cap_is_exact_under_a_burst_of_connects(served_capped, trans
             break
         time.sleep(0.5)
     assert statuses == [200] * 3
+
+
+def test_a_recheck_that_cannot_reach_redis_keeps_every_stream():
+    """Fail open: with the token cache unreachable nothing can be decided, and ending every
+    stream would send all their clients reconnecting into the same outage."""
+    import redis.asyncio
+
+    from feeds import stream
+    from feedsite.embedded import free_port
+
+    gw = stream.Gateway()
+    gw._redis = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=1)  # nothing there
+    held = stream.Stream(1, {1}, 4, credential=("token", "1.never-checked"))
+    gw.by_user[1] = {held}
+    assert asyncio.run(gw.recheck()) == 0
+    assert held.dropped is None
