@@ -17,45 +17,25 @@ from __future__ import annotations
 from feedsite.wsgi import FEED_PATH, lane_application  # first: it sets Django up
 
 # isort: split
-import logging
 from dataclasses import dataclass
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-from rest_framework import exceptions
 
 from feeds import store
-from feeds.conf import get_conf
-from feeds.read import IdSource
 from feeds.selectors import home_activities_page
-from feeds.throttles import FeedReadThrottle
-from feeds.views import _json, _page, _plain_json, lean_feed_read
-from feedsite.api.auth import TokenClaim, token_claim, token_confirm
-from feedsite.api.cursor import feed_cursor_decode
-from feedsite.api.errors import (
-    DATABASE_DOWN,
-    DATABASE_UNAVAILABLE,
-    RETRY_AFTER_SECONDS,
-    STORE_UNAVAILABLE,
-    domain_error_body,
-)
-from feedsite.api.params import next_page_link, parse_limit
-from feedsite.api.throttles import parse_rate
-from feedsite.errors import DomainError
+from feeds.views import lean_feed_read
 
 SQL_FEED_PATH = "/bench/feed-sql/"
 # A cursor's bucket ("shown", pages after the first): every id in it, as the Redis read takes
 # the whole range; a feed holds at most feed_max_length (500 here), so this bound never cuts.
 SHOWN_MAX = 5000
-log = logging.getLogger("bench.wsgi_sql")
 
 # The pool is made on the first connection (after this import): from then on it lends
 # connections unchecked. The settings dict is shared by every thread's connection wrapper.
 connection.settings_dict["CONN_HEALTH_CHECKS"] = False
-# And prepares the query after 5 runs on a connection (planning: ~0.8 ms of a ~2 ms query).
-# Django turns psycopg's preparation off unless OPTIONS names prepare_threshold, which
-# feedsite/settings.py does not (its server_side_binding alone prepares nothing).
-connection.settings_dict["OPTIONS"].setdefault("prepare_threshold", 5)
+# The query is prepared after 5 runs on a connection (planning: ~0.8 ms of a ~2 ms query), as
+# feedsite/settings.py asks for every pooled connection (prepare_threshold).
 
 
 @dataclass
@@ -86,67 +66,10 @@ class SqlSource:
 
 
 def sql_feed_read(request: HttpRequest) -> HttpResponse | None:
-    """GET /bench/feed-sql/: lean_feed_read's warm path with the page from PostgreSQL (see the
-    module docstring); None hands the request to the Django stack, as the Redis lane does."""
-    if request.method != "GET" or "format" in request.GET:
-        return None
-    accept = request.META.get("HTTP_ACCEPT", "")
-    if accept and not _plain_json(accept):
-        return None
-    claim = token_claim(request)
-    if claim is None:
-        return None
-    try:
-        return _sql_read(request, claim)
-    except store.STORE_ERRORS as exc:
-        if not store.store_unavailable(exc):
-            raise  # a bug (WRONGTYPE, a Lua error): the lane's logged 500, as the Redis lane
-        log.warning("sql feed read: the feed store is unavailable: %r", exc)
-        return _json(STORE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    except DATABASE_DOWN:
-        return _json(DATABASE_UNAVAILABLE, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
-def _sql_read(request: HttpRequest, claim: TokenClaim) -> HttpResponse | None:
-    conf = get_conf()
-    limit, window = parse_rate(FeedReadThrottle.rate)
-    throttle = (FeedReadThrottle.scope, FeedReadThrottle.token_ident(claim.digest), window)
-    try:
-        page_limit = parse_limit(request.GET.get("limit"))
-        cursor = feed_cursor_decode(request.GET.get("cursor"))
-        bad: DomainError | None = None
-    except DomainError as exc:
-        bad = exc
-    # The Redis read's own prelude script, in its one round trip; max_sources=0 stops it before
-    # the page (the page is PostgreSQL's here), so the read mark and page arguments are unused.
-    pre = store.read_warm(
-        digest=claim.digest,
-        user_id=claim.user_id,
-        throttle=throttle,
-        hit_limit=limit,
-        threshold=conf.celebrity_threshold,
-        max_sources=0,
-        max_id=None,
-        count=1,
-        nbodies=0,
-        shown=None,
-        mark_ttl=0,
-    ).prelude
-    if not token_confirm(claim, pre.token):
-        return None
-    if pre.hits > limit:
-        response = _json({"detail": str(exceptions.Throttled(pre.window_left).detail)}, 429)
-        response["Retry-After"] = str(pre.window_left)
-        return response
-    try:
-        if bad is not None:
-            raise bad
-        source: IdSource = SqlSource(claim.user_id)
-        # Hidden authors are left out by the query itself: nothing to filter here.
-        page = _page(claim.user_id, page_limit, cursor, source, frozenset())
-        return _json(page, 200, next_page_link(request, page["next_cursor"]))
-    except DomainError as exc:
-        return _json(domain_error_body(exc), exc.status_code)
+    """GET /bench/feed-sql/: the very lean_feed_read of the Redis read (token, the one-round-trip
+    prelude script stopped before the page, the per-user throttle, errors, paging, aggregation,
+    JSON) with the page from PostgreSQL (see the module docstring)."""
+    return lean_feed_read(request, sources=SqlSource)
 
 
 application = lane_application({FEED_PATH: lean_feed_read, SQL_FEED_PATH: sql_feed_read})
