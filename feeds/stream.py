@@ -57,11 +57,12 @@ from rest_framework import exceptions
 from activities.ids import make_id
 from feedsite.api.auth import (
     entry_fields,
+    header_user,
     token_digest,
     token_from_header,
     token_still_valid,
-    token_user,
 )
+from feedsite.middleware import apply_proxy_headers
 from follows.selectors import followee_ids
 
 from . import store
@@ -531,16 +532,26 @@ async def _answer(send: Send, status: int, body: dict, headers: Iterable[tuple[s
     await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
 
-async def _caller(headers: dict[bytes, bytes]) -> tuple[Any, tuple[str, str] | None]:
+def client_of(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
+    """The client's address as Django's middleware sees it (feedsite.middleware): the peer, or
+    behind a trusted proxy (Caddy on the Unix socket) the forwarded client."""
+    client = scope.get("client")
+    meta = {"REMOTE_ADDR": client[0] if client else ""}
+    if forwarded := headers.get(b"x-forwarded-for"):
+        meta["HTTP_X_FORWARDED_FOR"] = forwarded.decode("latin-1")
+    apply_proxy_headers(meta)
+    return meta["REMOTE_ADDR"]
+
+
+async def _caller(headers: dict[bytes, bytes], address: str) -> tuple[Any, tuple[str, str] | None]:
     """(user, credential) of the request: its Token header read as knox reads it (any case of
-    the scheme), else its session cookie; (None, None) when neither authenticates."""
+    the scheme; a failure counts against ``address``, and past its limit Throttled is raised
+    before any query), else its session cookie; (None, None) when neither authenticates."""
     meta = {"HTTP_AUTHORIZATION": headers.get(b"authorization", b"").decode("latin-1")}
-    try:
-        key = token_from_header(meta)
-    except exceptions.AuthenticationFailed:
-        return None, None
-    if key is not None:
-        return await _with_db_returned(token_user)(key), ("token", key)
+    has_token, user = await _with_db_returned(header_user)(meta, address)
+    if has_token:
+        key = token_from_header(meta) if user is not None else None
+        return user, (("token", key) if key else None)
     cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
     morsel = cookie.get(settings.SESSION_COOKIE_NAME)
     if morsel is not None and morsel.value:
@@ -574,7 +585,12 @@ async def _serve(
     """A stream, its process slot already taken: authenticate, register, stream."""
     heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
     busy = [("retry-after", str(heartbeat))]
-    user, credential = await _caller(headers)
+    try:
+        user, credential = await _caller(headers, client_of(scope, headers))
+    except exceptions.Throttled as exc:  # this address failed too often: no query made
+        wait = str(max(1, int(getattr(exc, "wait", None) or 1)))
+        await _answer(send, 429, {"detail": str(exc.detail)}, [("retry-after", wait)])
+        return
     if user is None or not user.is_active:
         await _answer(send, 401, {"detail": "Authentication credentials were not provided."})
         return

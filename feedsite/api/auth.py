@@ -367,6 +367,27 @@ def token_user(key: str):
     return user
 
 
+def header_user(meta: dict, address: str) -> tuple[bool, object | None]:
+    """For endpoints outside DRF (the SSE stream's connect): (whether ``meta`` carries a Token
+    header, its active user or None), with the failed-authentication throttle of ``address`` as
+    CachedTokenAuthentication applies it: a malformed header or a token that does not
+    authenticate counts against the address, and past the limit a token the cache does not
+    confirm raises Throttled before any query."""
+    try:
+        key = token_from_header(meta)
+    except exceptions.AuthenticationFailed:
+        _refuse_if_failing(address)
+        _count_failure(address)
+        return True, None
+    if key is None:
+        return False, None
+    try:
+        user, _ = authenticate_key(key, address)
+    except exceptions.AuthenticationFailed:
+        return True, None
+    return True, user
+
+
 def token_still_valid(key: str, user_id: int) -> bool:
     """Whether ``key`` still authenticates ``user_id`` (an open stream's re-check): token_user's
     cost, a GET when cached."""

@@ -175,3 +175,42 @@ def test_the_lane_answers_a_store_outage_with_the_apis_json_503(wsgi, id_prefix,
     assert status == 503, body
     assert headers["Content-Type"] == "application/json" and int(headers["Retry-After"]) > 0
     assert b'"unavailable"' in body
+
+
+def _stream_connect(token: str, address: str) -> tuple[int, dict, dict]:
+    """A connect to the SSE stream (feeds.stream.application, in process) from ``address``
+    that is answered at once (refused): (status, headers, body)."""
+    import asyncio
+    import json
+
+    from feeds import stream
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": stream.PATH,
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"authorization", f"Token {token}".encode())],
+        "query_string": b"",
+        "client": (address, 40000),
+    }
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    asyncio.run(stream.application(scope, receive, send))
+    start, body = sent[0], sent[1]
+    return start["status"], dict(start["headers"]), json.loads(body["body"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_stream_logins_are_throttled_per_address(five_failures):
+    forged = new_token_key(UserFactory().pk)[:-4] + "beef"
+    for _ in range(5):
+        assert _stream_connect(forged, "10.9.9.9")[0] == 401
+    status, headers, body = _stream_connect(forged, "10.9.9.9")
+    assert status == 429 and int(headers[b"retry-after"]) >= 1, body
+    assert _stream_connect(forged, "10.9.9.10")[0] == 401  # another address has its own count
