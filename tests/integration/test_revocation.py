@@ -259,32 +259,37 @@ def test_a_deactivated_user_is_refused_at_once(api, wsgi):
 
 @pytest.fixture
 def read_only_store(monkeypatch):
-    """Switches the store's client to a real read-only replica of the test Redis and back (as
-    a failover to a replica and its end): on the replica reads answer and every write is
-    refused with READONLY."""
-    primary = store.client().connection_pool.connection_kwargs
-    proc, url = start_redis(extra=("--replicaof", primary["host"], str(primary["port"])))
+    """The store on a Redis of its own with a real read-only replica, switched to the replica
+    and back (as a failover to a replica and its end): on the replica reads answer and every
+    write is refused with READONLY. A primary of its own (not the shared test Redis) syncs its
+    replica at once, whatever else that server holds."""
+    primary_proc, primary_url = start_redis()
+    primary = redis.Redis.from_url(primary_url, socket_connect_timeout=1)
+    port = primary.connection_pool.connection_kwargs["port"]
+    proc, url = start_redis(extra=("--replicaof", "127.0.0.1", str(port)))
     replica = redis.Redis.from_url(url, socket_connect_timeout=1)
+    monkeypatch.setattr(connection, "_client", primary)
 
     class Switch:
         @staticmethod
         def on() -> None:
             wait_until(lambda: replica.info("replication").get("master_link_status") == "up")
-            store.client().set("fs-sync-probe", 1)  # (no key of ours: not the prefix)
+            primary.set("fs-sync-probe", 1)  # (no key of ours: not the prefix)
             wait_until(lambda: replica.get("fs-sync-probe") == b"1")
-            store.client().delete("fs-sync-probe")
+            primary.delete("fs-sync-probe")
             monkeypatch.setattr(connection, "_client", replica)
 
         @staticmethod
         def off() -> None:
-            monkeypatch.undo()
+            monkeypatch.setattr(connection, "_client", primary)
 
     try:
         yield Switch
     finally:
         monkeypatch.undo()
-        replica.close()
-        stop(proc)
+        for client, process in ((replica, proc), (primary, primary_proc)):
+            client.close()
+            stop(process)
 
 
 @pytest.mark.django_db
