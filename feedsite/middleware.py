@@ -20,6 +20,8 @@ from functools import lru_cache
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from feedsite.addresses import address_bucket
+
 LOGIN_FORMS = ("/admin/login/", "/api-auth/login/")
 FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST")
 
@@ -104,7 +106,7 @@ def login_form_throttled(request: HttpRequest) -> HttpResponse | None:
 
     limit, window = parse_rate(settings.FEEDSITE_THROTTLE_RATES["login"])
     username = str(request.POST.get("username", ""))[:150]
-    ident = f"{request.META.get('REMOTE_ADDR', '')}:{username}"  # LoginThrottle's bucket
+    ident = f"{address_bucket(request.META.get('REMOTE_ADDR', ''))}:{username}"  # LoginThrottle's
     counted = count_window("login", ident, window)
     if counted is None:
         return None  # Redis unavailable: fail open

@@ -30,6 +30,7 @@ from knox.settings import CONSTANTS, knox_settings
 from rest_framework import HTTP_HEADER_ENCODING, exceptions
 
 from feeds import store
+from feedsite.addresses import address_bucket
 
 from .throttles import count_window, parse_rate
 
@@ -116,7 +117,7 @@ def _refuse_if_failing(address: str | None) -> None:
         return
     limit, window = _auth_fail_rate()
     try:
-        hits, left = store.window_hits(AUTH_FAIL_SCOPE, f"ip:{address}", window)
+        hits, left = store.window_hits(AUTH_FAIL_SCOPE, f"ip:{address_bucket(address)}", window)
     except store.STORE_ERRORS as exc:
         if not store.store_unavailable(exc):
             raise
@@ -130,7 +131,7 @@ def _count_failure(address: str | None) -> None:
     names)."""
     if address is None:
         return
-    count_window(AUTH_FAIL_SCOPE, f"ip:{address}", _auth_fail_rate()[1])
+    count_window(AUTH_FAIL_SCOPE, f"ip:{address_bucket(address)}", _auth_fail_rate()[1])
 
 
 def token_lookup(key: str, digest: str, address: str | None, fill: bool = True):
@@ -211,6 +212,19 @@ def _lookup_row(key: str) -> AuthToken | None:
         row.delete()
         return None
     return row
+
+
+def token_login_lock(user):
+    """The user's row, locked for the rest of the transaction and read again (a login): a
+    concurrent logoutall or deactivation either finished before it (is_active is then current)
+    or waits for the login to commit (and then sees and revokes its token)."""
+    return get_user_model().objects.select_for_update().get(pk=user.pk)
+
+
+def token_cache_fill(key: str, user, expiry) -> None:
+    """Cache a new token's entry (after its login commits): a token already known keeps working
+    from an address past its failed-authentication limit (never over a tombstone)."""
+    _fill(token_digest(key), user, expiry)
 
 
 def token_create(user) -> tuple[str, AuthToken]:
@@ -325,6 +339,10 @@ def tokens_revoke(tokens) -> None:
     are written again after commit. When the token cache cannot be written this raises the
     store's error before anything is deleted (the API answers 503: nothing revoked)."""
     with transaction.atomic():
+        # The owners' rows locked first: a login of theirs (token_login_lock) waits, so no
+        # token is created between the list below and the deletes and survives a logoutall.
+        owners = tokens.values("user_id")
+        list(get_user_model().objects.select_for_update().filter(pk__in=owners).values("pk"))
         digests = list(tokens.values_list("digest", flat=True))
         store.token_tombstone([d[:40] for d in digests], TOMBSTONE_SECONDS)
         for row in tokens.filter(digest__in=digests):

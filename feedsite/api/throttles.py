@@ -51,6 +51,13 @@ class WindowThrottle(BaseThrottle):
     def wait(self) -> float:
         return float(self.left)
 
+    def get_ident(self, request) -> str:
+        """The client's address bucket (REMOTE_ADDR, set from trusted proxies only; an IPv6
+        address as its /64: feedsite.middleware.address_bucket)."""
+        from feedsite.addresses import address_bucket
+
+        return address_bucket(request.META.get("REMOTE_ADDR") or "")
+
 
 class RegisterThrottle(WindowThrottle):
     """Per client address."""

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from feedsite.errors import InvalidInput
 from follows.serializers import CredentialsSerializer
 
-from .auth import token_create, tokens_revoke
+from .auth import token_cache_fill, token_create, token_login_lock, tokens_revoke
 from .throttles import LoginThrottle
 
 
@@ -44,6 +44,9 @@ class TokenApi(APIView):
         if user is None:
             raise InvalidInput("unable to log in with the given username and password")
         with transaction.atomic():
+            user = token_login_lock(user)
+            if not user.is_active:  # deactivated while the password was being checked
+                raise InvalidInput("unable to log in with the given username and password")
             for expired in AuthToken.objects.filter(user=user, expiry__lt=timezone.now()):
                 expired.delete()
             token, row = token_create(user)
@@ -53,6 +56,7 @@ class TokenApi(APIView):
             ]
             for old in stale:
                 old.delete()
+        token_cache_fill(token, user, row.expiry)
         return Response({"token": token, "expiry": row.expiry})
 
 

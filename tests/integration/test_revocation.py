@@ -17,6 +17,7 @@ import pytest
 import redis
 from django.utils import timezone
 from knox.models import AuthToken
+from rest_framework.test import APIClient
 
 from feeds import store
 from feeds.store import connection
@@ -313,3 +314,92 @@ def test_when_the_token_cache_cannot_be_written_logout_is_a_503_and_revokes_noth
     assert statuses(api, wsgi, user, f"Token {key}") == [200] * 4
     assert api.post("/api/auth/logout/").status_code == 204  # the store back: revoked
     assert statuses(api, wsgi, user, f"Token {key}") == [401] * 4
+
+
+def _login_while(hold) -> tuple[threading.Thread, dict]:
+    """Start a login (POST /api/auth/token/) in a thread while ``hold`` keeps a transaction
+    open in another: (thread, its result)."""
+    result: dict = {}
+
+    def login() -> None:
+        from django.db import connection as db
+
+        try:
+            res = APIClient().post(
+                "/api/auth/token/",
+                {"username": hold.user.username, "password": "pw-correct-horse-9"},
+                format="json",
+            )
+            result["status"], result["body"] = res.status_code, res.json()
+        finally:
+            db.close()
+
+    thread = threading.Thread(target=login)
+    thread.start()
+    return thread, result
+
+
+class _Hold:
+    """A transaction on another connection that does ``work`` and stays open until released."""
+
+    def __init__(self, user, work) -> None:
+        self.user, self.work = user, work
+        self.done, self.release = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        from django.db import connection as db
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                self.work()
+                self.done.set()
+                self.release.wait(20)
+        finally:
+            db.close()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.done.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.thread.join(20)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_login_racing_logoutall_waits_for_it_and_its_token_is_not_revoked_half_way():
+    from feedsite.api.auth import tokens_revoke
+
+    user = UserFactory()
+    old = make_token(user)
+    with _Hold(user, lambda: tokens_revoke(AuthToken.objects.filter(user=user))) as hold:
+        thread, result = _login_while(hold)
+        time.sleep(0.5)
+        assert thread.is_alive()  # the login waits for the logoutall's transaction
+    thread.join(20)
+    assert result["status"] == 200, result
+    fresh = APIClient()
+    fresh.credentials(HTTP_AUTHORIZATION=f"Token {result['body']['token']}")
+    assert fresh.get("/api/me/").status_code == 200  # made after the logoutall: it stands
+    fresh.credentials(HTTP_AUTHORIZATION=f"Token {old}")
+    assert fresh.get("/api/me/").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_login_racing_a_deactivation_gets_no_token():
+    user = UserFactory()
+
+    def deactivate() -> None:
+        user.is_active = False
+        user.save()
+
+    with _Hold(user, deactivate) as hold:
+        thread, result = _login_while(hold)
+        time.sleep(0.5)
+        assert thread.is_alive()  # waits on the user's row
+    thread.join(20)
+    assert result["status"] == 400, result
+    assert not AuthToken.objects.filter(user=user).exists()
