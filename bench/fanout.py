@@ -213,10 +213,17 @@ def measure_full(author_id: int, follower_ids: list[int], args, with_floor: bool
     worker = Worker(concurrency=args.concurrency)
     ours: list[float] = []
     floors: list[float] = []
+    redis_us: list[float] = []
+    per_call: dict[str, list[float]] = {"zadd": [], "zremrangebyrank": [], "zcard": []}
     try:
         publish_and_wait(author_id, -1)  # warm-up: imports, connections, prefork children
         for n in range(args.runs):
+            store.client().config_resetstat()
             seconds, job = publish_and_wait(author_id, n)
+            stats = store.client().info("commandstats")
+            redis_us.append(usec(stats, "evalsha") / len(follower_ids))
+            for name, values in per_call.items():
+                values.append(stats.get(f"cmdstat_{name}", {}).get("usec_per_call", 0.0))
             assert job.state == "done" and job.batches_done == job.batches_total, job
             assert job.skipped == 0, f"{job.skipped} followers skipped: feeds missing"
             ours.append(seconds)
@@ -228,7 +235,18 @@ def measure_full(author_id: int, follower_ids: list[int], args, with_floor: bool
     finally:
         worker.stop()
     per_entry = check_full_feeds(follower_ids, args.cap, job.activity_id)
+    calls = " ".join(f"{name}_us={median(v):.2f}" for name, v in per_call.items())
+    print(
+        f"redis_us_per_delivery={median(redis_us):.2f} {calls} "
+        "(INFO commandstats of our runs: script usec per delivery, usec per call)"
+    )
     return ours, floors, job, per_entry
+
+
+def usec(stats: dict, command: str) -> int:
+    """Redis CPU spent in ``command`` since the last CONFIG RESETSTAT (reset before each of our
+    runs: the floor runs between them are not counted)."""
+    return int(stats.get(f"cmdstat_{command}", {}).get("usec", 0))
 
 
 def cluster_bytes_per_entry(args) -> float | None:

@@ -32,7 +32,7 @@ def run_cell(redis_url: str, broker: str, workers: int, args) -> float | None:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("seconds="):
-            return float(line.split("deliveries_per_s=")[1])
+            return float(line.split("deliveries_per_s=")[1].split()[0])
     print(
         f"cell failed ({workers} workers, {redis_url}):\n{out.stdout[-1500:]}\n{out.stderr[-1500:]}"
     )
