@@ -228,3 +228,47 @@ def verify_feeds_clean(*args: str) -> str:
     call_command("verify_feeds", *args, stdout=out)
     assert "wrong=0" in out.getvalue(), out.getvalue()
     return out.getvalue()
+
+
+@pytest.fixture
+def wsgi_get():
+    """GET through feedsite.wsgi.application, as granian calls it (the lean lane for
+    /api/feed/, the Django stack otherwise), in process, from ``address``: (status, headers,
+    body). The test's database connection is kept across requests as Django's test client
+    keeps it."""
+    import io
+
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    from feedsite.wsgi import application
+
+    def get(path: str, authorization: str, address: str = "127.0.0.1"):
+        # (Django's test client connects these again after each of its requests.)
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        seen: dict = {}
+
+        def start_response(status: str, headers: list) -> None:
+            seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "REMOTE_ADDR": address,
+            "HTTP_HOST": "testserver",
+            "HTTP_AUTHORIZATION": authorization,
+            "HTTP_ACCEPT": "application/json",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.url_scheme": "http",
+        }
+        response = application(environ, start_response)
+        body = b"".join(response)
+        response.close()
+        return seen["status"], seen["headers"], body
+
+    yield get
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)

@@ -7,7 +7,6 @@ Django's HTML. Real PostgreSQL and Redis; the lane as feedsite.wsgi serves it.""
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
@@ -27,42 +26,9 @@ STAR = {"verb": "starred", "object_type": "project", "object_id": "p-1"}
 
 
 @pytest.fixture
-def wsgi():
-    """GET through feedsite.wsgi.application in process (the lean lane for /api/feed/), from
-    ``address``; the test's database connection kept as Django's test client keeps it."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
-    from feedsite.wsgi import application
-
-    def get(path: str, token: str, address: str = "127.0.0.1"):
-        request_started.disconnect(close_old_connections)
-        request_finished.disconnect(close_old_connections)
-        seen: dict = {}
-
-        def start_response(status: str, headers: list) -> None:
-            seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
-
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "SERVER_NAME": "testserver",
-            "SERVER_PORT": "80",
-            "REMOTE_ADDR": address,
-            "HTTP_HOST": "testserver",
-            "HTTP_AUTHORIZATION": f"Token {token}",
-            "HTTP_ACCEPT": "application/json",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.url_scheme": "http",
-        }
-        response = application(environ, start_response)
-        body = b"".join(response)
-        response.close()
-        return seen["status"], seen["headers"], body
-
-    yield get
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
+def wsgi(wsgi_get):
+    """GET through feedsite.wsgi.application with a token, from ``address`` (conftest)."""
+    return lambda path, token, address="127.0.0.1": wsgi_get(path, f"Token {token}", address)
 
 
 def drf(path: str, token: str, address: str = "127.0.0.1"):

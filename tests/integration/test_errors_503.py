@@ -5,7 +5,6 @@ feed lane alike. Real Redis and PostgreSQL; "unreachable" is a port nobody liste
 
 from __future__ import annotations
 
-import io
 import logging
 
 import pytest
@@ -65,44 +64,9 @@ def test_connection_errors_and_timeouts_are_unavailable():
 
 
 @pytest.fixture
-def lane():
-    """The lean feed lane as feedsite.wsgi serves it (in process, the test's database
-    connection kept across requests as Django's test client keeps it)."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
-    from feeds.views import lean_feed_read
-    from feedsite.wsgi import FEED_PATH, lane_application
-
-    app = lane_application({FEED_PATH: lean_feed_read})
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-
-    def get(token: str) -> tuple[int, dict[str, str], bytes]:
-        seen: dict = {}
-
-        def start_response(status: str, headers: list) -> None:
-            seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
-
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": FEED_PATH,
-            "SERVER_NAME": "testserver",
-            "SERVER_PORT": "80",
-            "HTTP_HOST": "testserver",
-            "HTTP_AUTHORIZATION": f"Token {token}",
-            "HTTP_ACCEPT": "application/json",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.url_scheme": "http",
-        }
-        response = app(environ, start_response)
-        body = b"".join(response)
-        response.close()
-        return seen["status"], seen["headers"], body
-
-    yield get
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
+def lane(wsgi_get):
+    """GET /api/feed/ through the lean lane as feedsite.wsgi serves it (conftest)."""
+    return lambda token: wsgi_get("/api/feed/", f"Token {token}")
 
 
 def _reader_with_a_broken_feed():

@@ -7,7 +7,6 @@ Redis; the races run against the production layout (Caddy, two granian workers).
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from datetime import timedelta
@@ -30,44 +29,9 @@ SPELLINGS = ["Token {}", "token {}", "TOKEN {}", "Token\t{}", "tOkEn  {}"]
 
 
 @pytest.fixture
-def wsgi():
-    """GET through feedsite.wsgi.application, as granian calls it (the lean lane for
-    /api/feed/, the Django stack otherwise), in process: the test's database connection kept
-    across requests as Django's test client keeps it."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
-    from feedsite.wsgi import application
-
-    def get(path: str, authorization: str) -> tuple[int, dict[str, str], bytes]:
-        # (Django's test client connects these again after each of its requests.)
-        request_started.disconnect(close_old_connections)
-        request_finished.disconnect(close_old_connections)
-        seen: dict = {}
-
-        def start_response(status: str, headers: list) -> None:
-            seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
-
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "SERVER_NAME": "testserver",
-            "SERVER_PORT": "80",
-            "REMOTE_ADDR": "127.0.0.1",
-            "HTTP_HOST": "testserver",
-            "HTTP_AUTHORIZATION": authorization,
-            "HTTP_ACCEPT": "application/json",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.url_scheme": "http",
-        }
-        response = application(environ, start_response)
-        body = b"".join(response)
-        response.close()
-        return seen["status"], seen["headers"], body
-
-    yield get
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
+def wsgi(wsgi_get):
+    """GET through feedsite.wsgi.application with an Authorization header (conftest)."""
+    return lambda path, authorization: wsgi_get(path, authorization)
 
 
 def statuses(api, wsgi, user, authorization: str) -> list[int]:
