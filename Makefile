@@ -71,8 +71,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Fan-out on full feeds against Redis' own floor, on the machine's PostgreSQL and Redis (as the
+# README's figures), unless DATABASE_URL / REDIS_URL say otherwise.
 bench-fanout: $(STAMP)
-	$(PY) -m feedsite.embedded -- $(PY) bench/fanout.py
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
+		$(PY) bench/fanout.py $(BENCH_ARGS)
 
 # The read bench measures what users run: PostgreSQL and a Redis server (this machine's, unless
 # DATABASE_URL / REDIS_URL say otherwise), and wrk for the load (`apt-get install wrk`).

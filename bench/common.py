@@ -136,17 +136,39 @@ def tokens_for(user_ids: list[int]) -> list[str]:
     return [tokens[u] for u in user_ids]
 
 
+_REDIS_CONF_BEFORE: dict[str, str] = {}
+
+
 def apply_redis_conf() -> dict[str, str]:
-    """Apply config/redis.conf's sorted-set settings to the server the bench uses (CONFIG SET)."""
+    """Apply config/redis.conf's sorted-set settings to the server the bench uses (CONFIG SET);
+    the server's own values come back when the bench exits (it may be shared)."""
+    import atexit
+
     from feeds import store
 
     applied = {}
     for line in (ROOT / "config" / "redis.conf").read_text().splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0].startswith("zset-"):
+            if not _REDIS_CONF_BEFORE.get(parts[0]):
+                before = store.client().config_get(parts[0]).get(parts[0])
+                if not _REDIS_CONF_BEFORE:
+                    atexit.register(_restore_redis_conf)
+                _REDIS_CONF_BEFORE[parts[0]] = before
             store.client().config_set(parts[0], parts[1])
             applied[parts[0]] = parts[1]
     return applied
+
+
+def _restore_redis_conf() -> None:
+    from feeds import store
+
+    for name, value in _REDIS_CONF_BEFORE.items():
+        if value is not None:
+            try:
+                store.client().config_set(name, value)
+            except Exception as exc:  # noqa: BLE001 - the bench's result stands
+                print(f"could not restore {name}={value}: {exc}")
 
 
 def delete_prefixed() -> None:

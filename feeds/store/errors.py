@@ -45,8 +45,18 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Connection errors that never pass with time: a wrong password or a user without the right to
+# a command is a misconfiguration, a logged 500 an operator sees, not an endless "retry shortly".
+MISCONFIGURED: tuple[type[BaseException], ...] = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+)
+
+
 def store_unavailable(exc: BaseException) -> bool:
     """True when ``exc`` means the store cannot serve now (retry shortly); False for a bug."""
+    if isinstance(exc, MISCONFIGURED):
+        return False
     if isinstance(exc, UNAVAILABLE_CLASSES):
         return True
     if isinstance(exc, redis.exceptions.ResponseError):

@@ -19,7 +19,9 @@ feed it does not find is rebuilt from PostgreSQL on its owner's next read. Movin
 warm (no burst of rebuilds after an upgrade) and frees the memory the old keys hold. A key is
 deleted only after its new copy is written, and a marker key stands while a move is under way,
 so a move that stopped half-way is run again and continues; a run with nothing of an old
-layout left does nothing.
+layout left does nothing. Where a user has keys of both earlier layouts (a deployment that went
+from the first to the second without moving), the second's are the current ones: the first's
+are stale (deliveries since went only to the second) and are dropped, never merged.
 """
 
 from __future__ import annotations
@@ -158,10 +160,12 @@ def migrate_keys(
     report = MoveReport()
     if not dry_run and not drop:
         r.set(marker, "1")
+    newer = {(kind, uid) for _, kind, layout, uid in old_keys if layout == "lex2"}
     for key, kind, layout, uid in old_keys:
         if on_key:
             on_key()
-        if drop or kind in ("parked", "rebuild"):
+        superseded = layout == "score" and (kind, uid) in newer
+        if drop or kind in ("parked", "rebuild") or superseded:
             report.dropped += 1
             if not dry_run:
                 r.delete(key)

@@ -61,6 +61,8 @@ def test_connection_errors_and_timeouts_are_unavailable():
         assert store.store_unavailable(exc), exc
     assert not store.store_unavailable(redis.exceptions.RedisClusterException("Invalid args"))
     assert not store.store_unavailable(ValueError("not Redis"))
+    # A wrong password never passes with time: a logged 500, not an endless 503.
+    assert not store.store_unavailable(redis.exceptions.AuthenticationError("invalid password"))
 
 
 @pytest.fixture

@@ -146,3 +146,16 @@ def test_a_late_move_is_refused_drop_deletes_old_keys_and_a_stopped_move_continu
     call_command("migrate_feed_keys", stdout=(out := io.StringIO()))
     assert "moved feed=1; dropped=0" in out.getvalue()
     assert store.feed_ids(43) == [3000] and not r.exists(f"{p}:migrating:{{g}}")
+
+
+@pytest.mark.django_db
+def test_where_both_earlier_layouts_hold_a_feed_the_second_wins_and_the_first_is_dropped():
+    r, p = store.client(), store.prefix()
+    uid = 51
+    tag = f"{{s{vshard(uid)}}}"
+    r.zadd(f"{p}:feed:{uid}", {"0": 0, "1000": 1000, "1500": 1500})  # stale: 1500 was deleted since
+    r.zadd(f"{p}:feed:{tag}:{uid}", {b"0": 0, lex2(1000): 0, lex2(2000): 0})  # the current one
+    call_command("migrate_feed_keys", stdout=(out := io.StringIO()))
+    assert "moved feed=1; dropped=1" in out.getvalue(), out.getvalue()
+    assert store.feed_ids(uid) == [2000, 1000]  # nothing of the stale copy came back
+    assert not r.exists(f"{p}:feed:{uid}", f"{p}:feed:{tag}:{uid}")
