@@ -13,7 +13,7 @@ COPY requirements-runtime.lock ./
 RUN pip install --require-hashes -r requirements-runtime.lock
 
 COPY . .
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
     && useradd --create-home --uid 10001 feedsite \
     && mkdir -p /app/var/run \
     && DEBUG=1 FEEDSITE_VAR_DIR=/app/var python manage.py collectstatic --noinput -v 0 \

@@ -17,13 +17,14 @@ TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom |
 .PHONY: install lock run test test-cluster lint format bench bench-fanout bench-read bench-scale bench-streams soak fuzz screenshots
 
 # Two pip runs: with --require-hashes pip refuses any requirement without a hash, and the project
-# itself (editable, --no-deps: its dependencies are the lock's) has none. The venv's own pip does
-# it; an unpinned `pip install --upgrade pip` would be the one thing not locked.
+# itself (editable, --no-deps: its dependencies are the lock's) has none; it is built with the
+# lock's setuptools (--no-build-isolation), not an unpinned one fetched for the build. The venv's
+# own pip does it; an unpinned `pip install --upgrade pip` would be the one thing not locked.
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "feedsite needs Python 3.11+ (set PYTHON=python3.11)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(LOCK)
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)

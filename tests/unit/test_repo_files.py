@@ -195,11 +195,13 @@ def test_every_dependency_is_pinned_with_hashes_in_the_lock_and_installed_from_i
     recipe = makefile.split("$(STAMP): ", 1)[1].split("\n\n", 1)[0]
     assert recipe.startswith("pyproject.toml $(LOCK)\n")  # a changed lock reinstalls
     assert "pip install -q --disable-pip-version-check --require-hashes -r $(LOCK)" in recipe
-    assert "--no-deps -e ." in recipe and "[dev]" not in recipe
+    assert "--no-deps --no-build-isolation -e ." in recipe and "[dev]" not in recipe
+    assert "setuptools" in lock  # what builds the project, locked too (no isolated fetch)
     assert "--generate-hashes" in makefile.split("\nlock:", 1)[0]  # `make lock` refreshes both
     assert "make test" in (ROOT / ".ci" / "run").read_text()  # CI installs through the stamp
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install --require-hashes -r requirements-runtime.lock" in dockerfile
+    assert "pip install --no-deps --no-build-isolation ." in dockerfile
 
 
 def test_the_environment_the_tests_run_in_is_the_lock():
