@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
-from .connection import client
+from django.conf import settings
+
+from .connection import LOST, client, is_cluster, scatter
+from .errors import UNAVAILABLE_CLASSES
 from .keys import throttle_key
 
 
@@ -29,7 +32,21 @@ def _queue_hit(
 
 def hit_window(name: str, ident: str, window_seconds: int, amount: int = 1) -> tuple[int, int]:
     """Count ``amount`` hits in the current fixed window: (hits so far, seconds the window has
-    left)."""
+    left). On Redis Cluster the counter's node gets the read deadline (FEEDSITE_READ_DEADLINE_MS)
+    and a node that does not answer in time counts nothing (0 hits: the throttle fails open, as
+    when Redis is down), so a hung node holding a user's counter never holds up their requests
+    for the client's timeouts and retries (seconds); a real error reply is raised."""
+    window_no, left = window_of(window_seconds, time.time())
+    key = throttle_key(name, ident, window_no)
+    commands = [(key, ("INCRBY", key, amount)), (key, ("EXPIRE", key, window_seconds * 2))]
+    if is_cluster():
+        replies, _ = scatter(commands, settings.FEEDSITE_READ_DEADLINE_MS / 1000)
+        hits = replies[0]
+        if hits is LOST or isinstance(hits, UNAVAILABLE_CLASSES):
+            return 0, left
+        if isinstance(hits, BaseException):
+            raise hits
+        return int(hits), left
     pipe = client().pipeline(transaction=False)
     left = _queue_hit(pipe, name, ident, window_seconds, time.time(), amount)
     hits, _ = pipe.execute()
