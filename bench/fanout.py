@@ -4,7 +4,8 @@ every add pays a trim), against Redis' own floor for the same job timed in the s
 per 5,000 keys doing ZADD + trim inside Redis in the previous (oldest-first) layout, no
 database, no Celery. Runs alternate (ours, floor, ours, ...) and medians are compared.
 
-    make bench-fanout                      (embedded Redis, SQLite unless DATABASE_URL is set)
+    make bench-fanout                      (the machine's PostgreSQL and Redis unless DATABASE_URL /
+                                            REDIS_URL say otherwise)
     DATABASE_URL=postgres://... REDIS_URL=redis://... python bench/fanout.py --followers 100000
 
 Prints ``full_feeds=1 seconds= floor_seconds= ratio_vs_floor=`` (floor seconds / ours: above 1 is
