@@ -146,10 +146,10 @@ def test_the_lane_answers_a_store_outage_with_the_apis_json_503(wsgi, id_prefix,
 def _stream_connect(token: str, address: str) -> tuple[int, dict, dict]:
     """A connect to the SSE stream (feeds.stream.application, in process) from ``address``
     that is answered at once (refused): (status, headers, body)."""
-    import asyncio
     import json
 
     from feeds import stream
+    from tests.unit.test_stream_gateway import _call
 
     scope = {
         "type": "http",
@@ -159,16 +159,7 @@ def _stream_connect(token: str, address: str) -> tuple[int, dict, dict]:
         "query_string": b"",
         "client": (address, 40000),
     }
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    async def receive() -> dict:
-        return {"type": "http.disconnect"}
-
-    asyncio.run(stream.application(scope, receive, send))
-    start, body = sent[0], sent[1]
+    start, body = _call(scope)[:2]
     return start["status"], dict(start["headers"]), json.loads(body["body"])
 
 
