@@ -59,7 +59,6 @@ from feedsite.api.auth import (
     entry_fields,
     header_user,
     token_digest,
-    token_from_header,
     token_still_valid,
 )
 from feedsite.middleware import apply_proxy_headers
@@ -548,10 +547,9 @@ async def _caller(headers: dict[bytes, bytes], address: str) -> tuple[Any, tuple
     the scheme; a failure counts against ``address``, and past its limit Throttled is raised
     before any query), else its session cookie; (None, None) when neither authenticates."""
     meta = {"HTTP_AUTHORIZATION": headers.get(b"authorization", b"").decode("latin-1")}
-    has_token, user = await _with_db_returned(header_user)(meta, address)
-    if has_token:
-        key = token_from_header(meta) if user is not None else None
-        return user, (("token", key) if key else None)
+    key, user = await _with_db_returned(header_user)(meta, address)
+    if key is not None:  # a Token header (authenticating or not): no session is looked at
+        return user, (("token", key) if user is not None else None)
     cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
     morsel = cookie.get(settings.SESSION_COOKIE_NAME)
     if morsel is not None and morsel.value:

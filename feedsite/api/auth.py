@@ -134,6 +134,17 @@ def _count_failure(address: str | None) -> None:
     count_window(AUTH_FAIL_SCOPE, f"ip:{address_bucket(address)}", _auth_fail_rate()[1])
 
 
+def _key_from_header(meta: dict, address: str | None) -> str | None:
+    """token_from_header, a malformed Token header counted as a failed authentication of
+    ``address`` (past its limit: Throttled before anything else)."""
+    try:
+        return token_from_header(meta)
+    except exceptions.AuthenticationFailed:
+        _refuse_if_failing(address)
+        _count_failure(address)
+        raise
+
+
 def token_lookup(key: str, digest: str, address: str | None, fill: bool = True):
     """A token the cache does not confirm, from the database: at most one query, after the
     failure throttle of ``address`` (None: not throttled, e.g. a stream's re-check). Returns
@@ -185,12 +196,7 @@ class CachedTokenAuthentication(TokenAuthentication):
     Failed authentications are throttled per client address (FEEDSITE_THROTTLE_AUTH_FAIL)."""
 
     def authenticate(self, request):
-        try:
-            key = token_from_header(request.META)
-        except exceptions.AuthenticationFailed:
-            _refuse_if_failing(client_ip(request))
-            _count_failure(client_ip(request))
-            raise
+        key = _key_from_header(request.META, client_ip(request))
         if key is None:
             return None
         return authenticate_key(key, client_ip(request))
@@ -273,13 +279,8 @@ def token_claim(request: HttpRequest) -> TokenClaim | None:
     be, without a round trip when the token carries its user id or this process has seen it
     (confirm with token_confirm). None: no Token header. A token that resolves to no active
     user raises AuthenticationFailed (Throttled past the address's failure limit)."""
-    address = request.META.get("REMOTE_ADDR") or ""
-    try:
-        key = token_from_header(request.META)
-    except exceptions.AuthenticationFailed:
-        _refuse_if_failing(address)
-        _count_failure(address)
-        raise
+    address = client_ip(request)
+    key = _key_from_header(request.META, address)
     if key is None:
         return None
     digest = token_digest(key)
@@ -385,25 +386,23 @@ def token_user(key: str):
     return user
 
 
-def header_user(meta: dict, address: str) -> tuple[bool, object | None]:
-    """For endpoints outside DRF (the SSE stream's connect): (whether ``meta`` carries a Token
-    header, its active user or None), with the failed-authentication throttle of ``address`` as
-    CachedTokenAuthentication applies it: a malformed header or a token that does not
-    authenticate counts against the address, and past the limit a token the cache does not
-    confirm raises Throttled before any query."""
+def header_user(meta: dict, address: str) -> tuple[str | None, object | None]:
+    """For endpoints outside DRF (the SSE stream's connect): (the token of ``meta``'s Token
+    header: None without one, "" when malformed; its active user or None), with the
+    failed-authentication throttle of ``address`` as CachedTokenAuthentication applies it: a
+    malformed header or a token that does not authenticate counts against the address, and
+    past the limit a token the cache does not confirm raises Throttled before any query."""
     try:
-        key = token_from_header(meta)
+        key = _key_from_header(meta, address)
     except exceptions.AuthenticationFailed:
-        _refuse_if_failing(address)
-        _count_failure(address)
-        return True, None
+        return "", None
     if key is None:
-        return False, None
+        return None, None
     try:
         user, _ = authenticate_key(key, address)
     except exceptions.AuthenticationFailed:
-        return True, None
-    return True, user
+        return key, None
+    return key, user
 
 
 def token_still_valid(key: str, user_id: int) -> bool:
