@@ -34,11 +34,6 @@ class FeedReadThrottle(BaseThrottle):
         """The bucket of a user: every token of theirs, the lane and the DRF view alike."""
         return f"u:{user_id}"
 
-    @staticmethod
-    def token_ident(digest: str) -> str:
-        """A bucket per token (earlier callers: bench/wsgi_sql.py); the API counts per user."""
-        return f"t:{digest}"
-
     def allow_request(self, request, view) -> bool:
         limit, window = parse_rate(self.rate)
         if request.user.is_authenticated:

@@ -140,7 +140,7 @@ from .stats import (
     read_histogram,
     read_stat,
 )
-from .throttle import hit_window, window_of
+from .throttle import hit_window, window_hits, window_of
 from .tokens import (
     TOMBSTONE,
     token_delete,
@@ -148,7 +148,6 @@ from .tokens import (
     token_get,
     token_set,
     token_tombstone,
-    window_hits,
 )
 
 __all__ = [

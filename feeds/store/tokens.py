@@ -3,12 +3,10 @@ changed token's entry is a tombstone for a while, which a refill cannot overwrit
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from .connection import client
-from .keys import throttle_key, token_key
-from .throttle import window_of
+from .keys import token_key
 
 # The entry of a token whose cache must not be trusted nor filled (revoked, its user changed):
 # not JSON, so neither the warm read's script nor the auth code takes it for a user.
@@ -45,11 +43,3 @@ def token_tombstone(digests: Sequence[str], ttl: int) -> None:
 def token_delete(digests: Sequence[str]) -> None:
     if digests:
         client().delete(*(token_key(d) for d in digests))
-
-
-def window_hits(name: str, ident: str, window_seconds: int) -> tuple[int, int]:
-    """The hits counted so far in the current fixed window of (name, ident), without counting
-    one (store.hit_window counts): (hits, seconds the window has left). One GET."""
-    window_no, left = window_of(window_seconds, time.time())
-    raw = client().get(throttle_key(name, ident, window_no))
-    return int(raw or 0), left
