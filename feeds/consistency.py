@@ -188,7 +188,7 @@ def timeline_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
     in what is missing (capped)."""
     conf = conf or get_conf()
     if report.extra:
-        store.timeline_remove(report.user_id, report.extra)
+        store.remove_from_timeline(report.user_id, report.extra)
     if report.missing:
         store.write_timeline(report.user_id, report.missing, conf.feed_max_length)
 

@@ -73,7 +73,7 @@ def _cache_and_timeline(activity: Activity, cap: int) -> None:
 
 
 def _uncache_and_untimeline(actor_id: int, activity_id: int) -> None:
-    store.remove_from_timeline(actor_id, activity_id)
+    store.remove_from_timeline(actor_id, [activity_id])
     store.remove_from_feeds([actor_id], [activity_id])
     store.delete_body(activity_id)
 

@@ -34,7 +34,7 @@ from .connection import (
     scatter,
     with_script,
 )
-from .consistency import feed_exists, timeline_exists, timeline_remove
+from .consistency import feed_exists, timeline_exists
 from .errors import STORE_ERRORS, UNAVAILABLE_CLASSES, store_unavailable
 from .feeds import (
     add_to_feed,
@@ -273,5 +273,4 @@ __all__ = [
     "settings_snapshot_set",
     "store_unavailable",
     "timeline_exists",
-    "timeline_remove",
 ]

@@ -1,13 +1,11 @@
 """What the checker (feeds.consistency, `manage.py verify_feeds`) asks of Redis besides the
 feeds' own reads: whether a feed or a timeline exists (a missing one is rebuilt on the next read
-that needs it, so there is nothing to check), and taking several ids out of a timeline."""
+that needs it, so there is nothing to check)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from .connection import client
-from .keys import encode_id, feed_key, timeline_key
+from .keys import feed_key, timeline_key
 
 
 def feed_exists(user_id: int) -> bool:
@@ -18,9 +16,3 @@ def feed_exists(user_id: int) -> bool:
 def timeline_exists(author_id: int) -> bool:
     """True when the author's timeline is built (an empty built one holds its marker)."""
     return bool(client().exists(timeline_key(author_id)))
-
-
-def timeline_remove(author_id: int, activity_ids: Sequence[int]) -> None:
-    """Take ``activity_ids`` out of the author's timeline: one ZREM (one key)."""
-    if activity_ids:
-        client().zrem(timeline_key(author_id), *(encode_id(i) for i in activity_ids))

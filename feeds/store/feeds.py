@@ -202,8 +202,10 @@ def rebuild_locked(user_id: int) -> bool:
     return bool(client().exists(rebuild_lock_key(user_id)))
 
 
-def remove_from_timeline(author_id: int, activity_id: int) -> None:
-    client().zrem(timeline_key(author_id), encode_id(activity_id))
+def remove_from_timeline(author_id: int, activity_ids: Sequence[int]) -> None:
+    """Take ``activity_ids`` out of the author's timeline: one ZREM (one key)."""
+    if activity_ids:
+        client().zrem(timeline_key(author_id), *(encode_id(i) for i in activity_ids))
 
 
 def feed_oldest_id(user_id: int) -> int | None:

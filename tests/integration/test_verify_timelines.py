@@ -51,7 +51,7 @@ def test_verify_feeds_finds_a_lost_entry_and_a_ghost_in_a_pull_authors_timeline_
     assert code == 0 and "timelines=" in text and "wrong=0" in text, text
 
     # Corrupt it: a live entry lost, the deleted activity back in.
-    store.timeline_remove(author.pk, [posts[3]])
+    store.remove_from_timeline(author.pk, [posts[3]])
     store.write_timeline(author.pk, [ghost], 4)
     assert store.timeline_ids(author.pk) == [posts[4], ghost, posts[1]]
     code, text = verify("--user", str(author.pk))
