@@ -103,6 +103,7 @@ from .live import (
     announce,
     announce_follow,
     announce_notification,
+    announce_update,
     stream_register,
     stream_unregister,
 )
@@ -185,6 +186,7 @@ __all__ = [
     "author_mode_key",
     "author_mode_swap",
     "announce",
+    "announce_update",
     "announce_follow",
     "body_get_async",
     "follows_channel",

@@ -17,6 +17,12 @@ def announce(author_id: int, activity_id: int) -> None:
     client().publish(live_channel(author_id), str(activity_id))
 
 
+def announce_update(author_id: int, activity_id: int) -> None:
+    """Tell open streams of the author's followers (and the author) that an activity's body
+    changed (an edit): the gateway sends them ``event: update``."""
+    client().publish(live_channel(author_id), f"u{activity_id}")
+
+
 async def stream_register(r, user_id: int, stream_id: str, now: float, stale_after: float) -> int:
     """Register (or refresh) an open stream; returns how many of the user's streams are live."""
     key = streams_key(user_id)
@@ -102,7 +108,8 @@ class LiveSubscription:
             await (self._pubsub.subscribe if on else self._pubsub.unsubscribe)(*channels)
 
     async def next_message(self, timeout: float) -> tuple[str, int, int] | None:
-        """("activity", author id, activity id), ("follows", user id, +author id to follow or
+        """("activity", author id, activity id), ("update", author id, activity id),
+        ("follows", user id, +author id to follow or
         -author id to unfollow), ("notification", user id, activity id), ("pong", 0, token),
         or None after ``timeout`` seconds of silence."""
         msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
@@ -119,7 +126,10 @@ class LiveSubscription:
         tail = channel[len(self._live) :]
         if not channel.startswith(self._live) or not tail.isdigit():
             return None
-        return "activity", int(tail), int(msg["data"])
+        data = msg["data"]
+        if data.startswith(b"u"):
+            return "update", int(tail), int(data[1:])
+        return "activity", int(tail), int(data)
 
     async def close(self) -> None:
         await self._pubsub.aclose()
