@@ -32,6 +32,10 @@ class Activity(models.Model):
     # NULL, not "": the unique (actor, foreign_id) constraint must ignore activities without one.
     foreign_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the body (object_title, target_title, metadata) last changed: NULL until edited.
+    # Strictly increasing per activity (activities.services.activity_edit), at microsecond
+    # precision: the body cache keeps whichever copy carries the newest (feeds.store.bodies).
+    edited_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Users the activity names for their notification feeds (the publisher's `notify`, checked
     # and filtered by the feeds when it is saved), and whether it goes to followers' home
     # feeds at all (a follow's notification does not).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .models import Activity
@@ -26,6 +26,16 @@ def format_time(activity: Activity) -> str:
     return activity.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def format_edited_at(moment: datetime | None) -> str | None:
+    """``edited_at`` as the body carries it: UTC with microseconds and a Z
+    ("2026-12-02T17:30:00.123456Z"; PostgreSQL's to_char 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+    makes the same text), or None. One fixed width, so two of them compare as strings in the
+    order of time (the body cache's compare-and-set relies on it). Pure."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def activity_to_dict(activity: Activity) -> dict[str, Any]:
     """The public JSON of an activity (needs ``actor`` loaded: use select_related)."""
     body: dict[str, Any] = {
@@ -35,6 +45,8 @@ def activity_to_dict(activity: Activity) -> dict[str, Any]:
     for field in BODY_FIELDS:
         body[field] = getattr(activity, field)
     body["time"] = format_time(activity)
+    # Not in BODY_FIELDS: feeds.selectors builds the same JSON in SQL from those plain columns.
+    body["edited_at"] = format_edited_at(activity.edited_at)
     return body
 
 

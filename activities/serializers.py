@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +34,32 @@ def unsafe_number(value: Any, path: str = "metadata") -> str | None:
             if node.is_integer() and abs(node) > MAX_SAFE_INTEGER:  # (orjson: past 2^64)
                 return f"{where}: integers must lie within +-2^53"
     return None
+
+
+def metadata_problem(value: Any) -> str | None:
+    """What is wrong with an activity's metadata (a publish's, an edit's, the admin's), or
+    None: an object, within the nesting depth, numbers a JavaScript client reads exactly, at
+    most MAX_METADATA_BYTES as JSON. Pure."""
+    if not isinstance(value, dict):
+        return "metadata must be a JSON object"
+    problem = json_problem(value, settings.FEEDSITE_JSON_MAX_DEPTH) or unsafe_number(value)
+    if problem:
+        return problem
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+    except ValueError:
+        return "metadata: numbers must be finite"
+    if size > MAX_METADATA_BYTES:
+        return f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON (got {size})"
+    return None
+
+
+def checked_metadata(value: Any) -> dict:
+    """``value`` when it is valid metadata (metadata_problem), else a ValidationError."""
+    problem = metadata_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem)
+    return value
 
 
 MAX_NOTIFY = 100
@@ -76,18 +103,7 @@ class ActivityInSerializer(serializers.Serializer):
     )
 
     def validate_metadata(self, value: dict) -> dict:
-        problem = json_problem(value, settings.FEEDSITE_JSON_MAX_DEPTH) or unsafe_number(value)
-        if problem:
-            raise serializers.ValidationError(problem)
-        try:
-            size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
-        except ValueError:
-            raise serializers.ValidationError("metadata: numbers must be finite") from None
-        if size > MAX_METADATA_BYTES:
-            raise serializers.ValidationError(
-                f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON (got {size})"
-            )
-        return value
+        return checked_metadata(value)
 
     def validate(self, attrs: dict) -> dict:
         if bool(attrs.get("target_type")) != bool(attrs.get("target_id")):
@@ -95,6 +111,43 @@ class ActivityInSerializer(serializers.Serializer):
                 {"target_id": "target_type and target_id go together: give both or neither"}
             )
         return attrs
+
+
+# Fields an edit may not touch: present at all in a PATCH, even unchanged, is a 400 naming them.
+IMMUTABLE_FIELDS = (
+    "verb",
+    "object_type",
+    "object_id",
+    "target_type",
+    "target_id",
+    "foreign_id",
+    "time",
+    "notify",
+    "id",
+    "actor",
+    "edited_at",
+)
+
+
+class ActivityEditSerializer(serializers.Serializer):
+    """What an edit (PATCH) may change, validated as at publish (metadata replaced whole). The
+    fields of IMMUTABLE_FIELDS may not be present; other unknown keys are ignored."""
+
+    object_title = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    target_title = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    metadata = serializers.DictField(required=False)
+
+    def to_internal_value(self, data: Any) -> dict:
+        if isinstance(data, Mapping):
+            fixed = [name for name in IMMUTABLE_FIELDS if name in data]
+            if fixed:
+                raise serializers.ValidationError(
+                    {name: [f"{name} cannot be changed by an edit"] for name in fixed}
+                )
+        return super().to_internal_value(data)
+
+    def validate_metadata(self, value: dict) -> dict:
+        return checked_metadata(value)
 
 
 class ActorSerializer(serializers.Serializer):
@@ -117,6 +170,10 @@ class ActivityOutSerializer(serializers.Serializer):
     target_title = serializers.CharField()
     metadata = serializers.DictField()
     time = serializers.CharField()
+    edited_at = serializers.CharField(
+        allow_null=True,
+        help_text="when the activity was last edited (UTC, microseconds), null until then",
+    )
     foreign_id = serializers.CharField(allow_null=True)
 
 

@@ -4,14 +4,14 @@ visible pending job that the sweeper re-enqueues)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from feedsite.errors import InvalidInput
+from feedsite.errors import InvalidInput, NotFound
 
 from .ids import make_id, time_to_ms, truncate_to_ms
 from .models import Activity
@@ -61,6 +61,42 @@ def activity_publish(*, actor_id: int, data: dict[str, Any]) -> tuple[Activity, 
             continue  # id collision in the same millisecond: draw another tiebreak
         return activity, True
     raise InvalidInput("could not allocate an activity id; retry the request")
+
+
+EDITABLE_FIELDS = ("object_title", "target_title", "metadata")
+EDIT_STEP = timedelta(microseconds=1)
+
+
+def next_edited_at(*, now: datetime, previous: datetime | None) -> datetime:
+    """An edit's edited_at: now, but always after the previous edit's (clocks of two servers
+    may disagree), so the body cache can keep the newest copy by it. Pure."""
+    if previous is not None and now <= previous:
+        return previous + EDIT_STEP
+    return now
+
+
+def activity_edit(*, activity_id: int, changes: dict[str, Any]) -> Activity:
+    """Change an activity's editable fields (``changes``: validated, a subset of
+    EDITABLE_FIELDS; metadata is replaced whole) under a lock on its row, and stamp edited_at.
+    No change asked: the activity as it is. A concurrent delete wins: NotFound, never a
+    resurrection (its row is gone, and the feeds' body cache keeps the delete's tombstone).
+
+    The save announces itself (post_save): once this commits, the feeds replace the cached
+    body and tell open streams; feeds hold ids, so nothing is fanned out again."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidInput(f"not editable: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        activity = Activity.objects.select_for_update().filter(id=activity_id).first()
+        if activity is None:
+            raise NotFound("activity not found")
+        if not changes:
+            return activity
+        for name, value in changes.items():
+            setattr(activity, name, value)
+        activity.edited_at = next_edited_at(now=timezone.now(), previous=activity.edited_at)
+        activity.save(update_fields=[*changes, "edited_at"])
+    return activity
 
 
 def activity_delete(*, activity: Activity) -> None:

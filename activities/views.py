@@ -13,20 +13,21 @@ from follows.access import access_user_for_read
 from .access import access_activity_for_owner, access_activity_for_read, access_author_for_read
 from .selectors import activity_page, activity_to_dict
 from .serializers import (
+    ActivityEditSerializer,
     ActivityInSerializer,
     ActivityOutSerializer,
     ActivityPageSerializer,
 )
-from .services import activity_delete, activity_publish
+from .services import activity_delete, activity_edit, activity_publish
 
 
 class ActivityViewSetBase(viewsets.GenericViewSet):
-    """Activities: publish (optionally notifying up to 100 users), read, delete (the actor or
-    staff)."""
+    """Activities: publish (optionally notifying up to 100 users), read, edit and delete (the
+    actor or staff)."""
 
     lookup_url_kwarg = "activity_id"
     lookup_value_regex = r"[^/]+"
-    throttle_classes = [WriteThrottle]  # publish and delete (reads pass through)
+    throttle_classes = [WriteThrottle]  # publish, edit and delete (reads pass through)
 
     @extend_schema(
         request=ActivityInSerializer,
@@ -47,6 +48,17 @@ class ActivityViewSetBase(viewsets.GenericViewSet):
     def retrieve(self, request: Request, activity_id: str) -> Response:
         activity = access_activity_for_read(user=request.user, activity_id=activity_id)
         return Response(activity_to_dict(activity))
+
+    @extend_schema(request=ActivityEditSerializer, responses=ActivityOutSerializer)
+    def partial_update(self, request: Request, activity_id: str) -> Response:
+        """Edit (the actor or staff): object_title, target_title, metadata (replaced whole);
+        the answer carries edited_at. No PUT: an activity is never replaced whole."""
+        activity = access_activity_for_owner(user=request.user, activity_id=activity_id)
+        data = ActivityEditSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        edited = activity_edit(activity_id=activity.id, changes=dict(data.validated_data))
+        edited.actor = activity.actor
+        return Response(activity_to_dict(edited))
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Request, activity_id: str) -> Response:

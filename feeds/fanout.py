@@ -75,7 +75,7 @@ def _cache_and_timeline(activity: Activity, cap: int) -> None:
 def _uncache_and_untimeline(actor_id: int, activity_id: int) -> None:
     store.remove_from_timeline(actor_id, [activity_id])
     store.remove_from_feeds([actor_id], [activity_id])
-    store.delete_body(activity_id)
+    store.bury_body(activity_id)  # (the delete's commit did already, unless Redis failed it)
 
 
 def _plan(job: FanoutJob) -> None:
@@ -214,10 +214,15 @@ def fanout_apply_batch(
             followers, [aid], get_conf().feed_max_length, actor_id
         )
         # Check after write: a delete or unfollow that committed while we wrote has already run
-        # (or skipped) its own purge, so take back what it could not see. A delete drops the
-        # body before its removal batches run, so a body still cached after our writes means
-        # those batches are still to come; only without it do we ask PostgreSQL.
-        if not body_cached and not Activity.objects.filter(id=aid).exists():
+        # (or skipped) its own purge, so take back what it could not see. A delete buries the
+        # body (its tombstone) when it commits and again before its removal batches run, so a
+        # live body still cached after our writes means those batches are still to come; a
+        # tombstone means deleted; only without either do we ask PostgreSQL. (push_to_feeds'
+        # EXISTS counts a tombstone too: one byte of the body tells them apart.)
+        state = store.body_states([aid])[aid] if body_cached else "absent"
+        if state == "deleted" or (
+            state == "absent" and not Activity.objects.filter(id=aid).exists()
+        ):
             store.remove_from_feeds(followers, [aid])
         elif unfollows_after != unfollows:
             still = set(follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi))

@@ -1,4 +1,5 @@
-"""Bulk hydration of activity ids: the Redis body cache first, PostgreSQL for the rest."""
+"""Bulk hydration of activity ids: the Redis body cache first, PostgreSQL for the rest; and the
+cache's side of an edit or a delete once it committed (feeds.receivers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from activities.models import Activity
 from activities.selectors import activities_by_ids, activity_to_dict, encode_body
 
 from . import store
@@ -16,8 +18,10 @@ def hydrate(
     ids: Sequence[int], cached: Mapping[int, bytes | None] | None = None
 ) -> dict[int, dict[str, Any]]:
     """Bodies by id; a deleted activity is absent. ``cached`` holds raw bodies already read
-    (None: read, not cached); the other ids cost one Redis round trip. A body missing from the
-    cache is loaded from the database (one query) and cached again."""
+    (None: read, not cached; a tombstone: deleted); the other ids cost one Redis round trip. A
+    body missing from the cache is loaded from the database (one query) and cached again; a
+    deleted activity's tombstone is neither (it is not in the database, and nothing replaces
+    the tombstone)."""
     if not ids:
         return {}
     raw: dict[int, bytes | None] = {}
@@ -28,11 +32,38 @@ def hydrate(
         else:
             unknown.append(aid)
     if unknown:
-        raw.update(store.get_bodies(unknown))
-    bodies = {aid: orjson.loads(body) for aid in ids if (body := raw.get(aid))}
-    missing = [aid for aid in ids if aid not in bodies]
+        raw.update(store.get_bodies(unknown, tombstones=True))
+    bodies: dict[int, dict[str, Any]] = {}
+    missing = []
+    for aid in ids:
+        body = raw.get(aid)
+        if store.is_tombstone(body):
+            continue  # deleted (its delete committed): absent, whatever PostgreSQL said before
+        if body:
+            bodies[aid] = orjson.loads(body)
+        else:
+            missing.append(aid)
     if missing:
         loaded = {aid: activity_to_dict(a) for aid, a in activities_by_ids(missing).items()}
+        # Compare-and-set (store.set_bodies): a copy loaded before an edit or a delete
+        # committed never replaces what that edit or delete wrote meanwhile.
         store.set_bodies({aid: encode_body(b) for aid, b in loaded.items()}, best_effort=True)
         bodies.update(loaded)
     return bodies
+
+
+def body_edited(*, activity: Activity) -> None:
+    """After an edit of ``activity`` committed: its new body replaces the cached one (an older
+    copy, never a newer edit nor a delete's tombstone), before the edit answers, so every later
+    read on any process sees it; then open streams hear of it (``event: update``). Not fanned
+    out again: feeds hold ids, the body is stored once. A Redis error raises (the edit answers
+    503; it is committed, and the next edit or read of PostgreSQL is current)."""
+    if store.replace_body(activity.id, encode_body(activity_to_dict(activity))):
+        store.announce_update(activity.actor_id, activity.id)
+
+
+def body_deleted(*, activity_ids: Sequence[int]) -> None:
+    """After a delete committed: the activities' tombstones, so that no read shows them from
+    now on, whether or not a worker ever runs their remove jobs (which clean the feeds). A
+    Redis error raises (the remove job buries them again before it cleans the feeds)."""
+    store.bury_bodies(activity_ids)

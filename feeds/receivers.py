@@ -18,18 +18,31 @@ from django.dispatch import receiver
 from activities.models import Activity
 from follows.models import Block, Follow, Mute
 
-from . import services
+from . import hydrate, services
 
 
 @receiver(post_save, sender=Activity, dispatch_uid="feeds.activity_saved")
 def activity_saved(sender, instance: Activity, created: bool, raw: bool = False, **kwargs) -> None:
-    if created and not raw:
+    if raw:
+        return
+    if created:
         services.activity_published(activity=instance)
+    else:
+        # An edit (activities.services.activity_edit; the admin's goes through it too): the
+        # cached body is replaced on commit, before the edit answers. Not robust: an edit
+        # whose body could not be written answers 503, not a 200 that later reads contradict.
+        transaction.on_commit(lambda: hydrate.body_edited(activity=instance))
 
 
 @receiver(post_delete, sender=Activity, dispatch_uid="feeds.activity_deleted")
 def activity_deleted(sender, instance: Activity, **kwargs) -> None:
     services.activity_removed(activity=instance)
+    # The tombstone on commit, synchronously: from the 204 on (or the admin's or the ORM's
+    # commit) no read shows it, with every worker stopped too. After the remove job's enqueue
+    # (registered above); not robust, as an edit: a 503 when Redis cannot take it, and the
+    # remove job buries it again before it cleans the feeds.
+    activity_id = instance.pk
+    transaction.on_commit(lambda: hydrate.body_deleted(activity_ids=[activity_id]))
 
 
 @receiver(post_save, sender=Follow, dispatch_uid="feeds.follow_saved")

@@ -5,7 +5,7 @@ Redis command is sent from here; nothing else in the project talks to Redis.
   connection  the clients, a raw round trip (hot path), the Lua script runner
   feeds       feeds and timelines, fan-out bookkeeping, pull-author cache, rebuild lock
   page        the warm read: prelude and page (one round trip on one Redis)
-  bodies      activity bodies
+  bodies      activity bodies (one compare-and-set for every write; a delete's tombstone)
   live        pub/sub channels and the open-stream registry
   stats       counters and latency histograms
   throttle    fixed throttle windows
@@ -23,7 +23,18 @@ bodies in one call on one Redis; on Redis Cluster it becomes two scatter-gather 
 partial page). Callers use the package (``from feeds import store; store.feed_key(...)``).
 """
 
-from .bodies import body_get_async, delete_body, get_bodies, set_bodies
+from .bodies import (
+    BODY_TOMBSTONE,
+    body_get_async,
+    body_states,
+    bury_bodies,
+    bury_body,
+    delete_body,
+    get_bodies,
+    is_tombstone,
+    replace_body,
+    set_bodies,
+)
 from .connection import (
     TRANSIENT_ERRORS,
     async_client,
@@ -189,6 +200,12 @@ __all__ = [
     "announce_update",
     "announce_follow",
     "body_get_async",
+    "BODY_TOMBSTONE",
+    "body_states",
+    "bury_bodies",
+    "bury_body",
+    "is_tombstone",
+    "replace_body",
     "follows_channel",
     "async_client",
     "is_cluster",
