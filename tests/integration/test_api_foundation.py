@@ -28,6 +28,7 @@ ACTIVITY_KEYS = {
     "target_title",
     "metadata",
     "time",
+    "edited_at",  # null until edited (issue 25)
     "foreign_id",
 }
 STAR = {
@@ -196,7 +197,7 @@ def test_publish_returns_the_activity_with_the_caller_as_actor():
     res = auth_client(ana).post("/api/activities/", body, format="json")
     assert res.status_code == 201, res.json()
     data = res.json()
-    assert set(data) == ACTIVITY_KEYS
+    assert set(data) == ACTIVITY_KEYS and data["edited_at"] is None
     assert data["actor"] == {"id": ana.pk, "username": ana.username}
     assert data["id"] != "1" and data["metadata"] == {"stars": 3}
     activity = Activity.objects.get(id=int(data["id"]))
