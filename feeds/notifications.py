@@ -7,6 +7,10 @@ user's first read, written by `notify` fan-out jobs afterwards (the fan-out mach
 batches, retries, dead letters). Items group exactly as home-feed items do, under
 ``notification_window_seconds``. A recipient with an open stream hears it live; one without gets
 it by email (the outbox, NotificationEmail), instantly or in a digest, as they chose.
+
+The Redis feed holds a user's newest ``notification_max_length`` notifications; a page that
+reads past its oldest entry goes on in the Notification rows (NotificationSource), so the
+history never ends at the cap.
 """
 
 from __future__ import annotations
@@ -14,17 +18,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import reduce
+from operator import or_
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
+from activities.ids import LOW_BITS, MAX_ID
 from activities.models import Activity
+from activities.selectors import activity_to_dict, encode_body
 from activities.services import activity_publish
 from feedsite.api.cursor import FeedCursor
 from feedsite.errors import InvalidInput
@@ -36,6 +45,7 @@ from .conf import get_conf
 from .hydrate import hydrate
 from .models import Notification, NotificationEmail, NotificationSettings
 from .read import RedisSource, feed_page, hidden_authors
+from .store.notifications import notification_ids_in
 
 log = logging.getLogger("feeds.notifications")
 User = get_user_model()
@@ -225,23 +235,200 @@ def item_state(activity_ids: Sequence[int], unread: set[int], seen_upto: int) ->
     }
 
 
+# The cursor's bucket below the cache is read back from the rows up to this many notifications
+# (their groups were shown on earlier pages: see feeds.read.first_read's "shown").
+DEEP_SHOWN_MAX = 1_000
+
+
+@dataclass(frozen=True)
+class NotificationRows:
+    """Notification rows of one user read for a page (notification_rows)."""
+
+    ids: list[int]  # below the bound, newest first
+    shown: list[int]  # in the "shown" range, newest first
+    bodies: dict[int, bytes]  # every row's activity body (activities.selectors.encode_body)
+    read: dict[int, bool]  # every row's read flag
+    floor: int | None  # the limit was reached: complete down to this id, older rows may follow
+
+
+def _rows_part(*, below: bool, limit: int, hidden: frozenset[int]) -> str:
+    """One part of notification_rows_sql: a range of the user's rows by (recipient,
+    activity_id), each with its activity (NULL once deleted) and its actor's name."""
+    note, activity = Notification._meta.db_table, Activity._meta.db_table
+    user = User._meta.db_table
+    bound = "n.activity_id <= %s" if below else "n.activity_id >= %s AND n.activity_id <= %s"
+    hide = f"AND n.actor_id NOT IN ({', '.join(['%s'] * len(hidden))})" if hidden else ""
+    order = "DESC" if below else "ASC"
+    return f"""SELECT * FROM (
+    SELECT n.activity_id AS note_id, n.read AS note_read, u.username AS note_username, a.*
+    FROM {note} n
+    LEFT JOIN {activity} a ON a.id = n.activity_id
+    LEFT JOIN {user} u ON u.id = a.actor_id
+    WHERE n.recipient_id = %s AND {bound} {hide}
+    ORDER BY n.activity_id {order}
+    LIMIT {int(limit)}
+) AS {"below" if below else "shown"}"""  # noqa: S608 - names from model meta, values bound
+
+
+def notification_rows_sql(
+    *,
+    user_id: int,
+    hidden: frozenset[int],
+    max_id: int,
+    limit: int,
+    shown: tuple[int, int] | None = None,
+) -> tuple[str, list[int]] | None:
+    """notification_rows' one query and its parameters (None: nothing to read): the user's
+    newest ``limit`` rows at or below ``max_id`` and up to DEEP_SHOWN_MAX of those in
+    ``shown`` = (hi, lo), each with its activity and actor (a LEFT JOIN: a deleted activity's
+    row still counts against the limit, so the next read starts below it). Index range scans
+    of the rows' (recipient, activity_id), each joined to its activity and actor by primary
+    key (a nested loop that stops at the limit). Plain SQL: PostgreSQL and SQLite alike."""
+    parts: list[str] = []
+    params: list[int] = []
+    if limit > 0 and max_id > 0:
+        parts.append(_rows_part(below=True, limit=limit, hidden=hidden))
+        params += [user_id, max_id, *sorted(hidden)]
+    if shown is not None and shown[0] >= shown[1]:
+        parts.append(_rows_part(below=False, limit=DEEP_SHOWN_MAX, hidden=hidden))
+        params += [user_id, shown[1], shown[0], *sorted(hidden)]
+    return ("\nUNION ALL\n".join(parts), params) if parts else None
+
+
+def notification_rows(
+    *,
+    user_id: int,
+    hidden: frozenset[int],
+    max_id: int,
+    limit: int,
+    shown: tuple[int, int] | None = None,
+) -> NotificationRows:
+    """The user's notifications from PostgreSQL, one query (notification_rows_sql): the newest
+    ``limit`` rows at or below ``max_id`` and (``shown`` = (hi, lo)) those in [lo, hi], each
+    with its activity's body and its read flag; activities deleted and actors in ``hidden``
+    left out."""
+    query = notification_rows_sql(
+        user_id=user_id, hidden=hidden, max_id=max_id, limit=limit, shown=shown
+    )
+    rows: list[tuple[int, bool, Activity | None]] = []  # (row's activity id, read, activity)
+    for activity in Activity.objects.raw(*query) if query else []:
+        extra: Any = activity  # the query's own columns: note_id, note_read, note_username
+        if activity.id is None:  # deleted: never shown, but read (the limit counts it)
+            rows.append((extra.note_id, bool(extra.note_read), None))
+            continue
+        activity.actor = User(pk=activity.actor_id, username=extra.note_username)  # no query
+        rows.append((extra.note_id, bool(extra.note_read), activity))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    below = [aid for aid, _, _ in rows if aid <= max_id]
+    live = [(a, read) for _, read, a in rows if a is not None]
+    return NotificationRows(
+        ids=[a.id for a, _ in live if a.id <= max_id],
+        shown=[a.id for a, _ in live if a.id > max_id],
+        bodies={a.id: encode_body(activity_to_dict(a)) for a, _ in live},
+        read={a.id: read for a, read in live},
+        floor=below[-1] if limit > 0 and len(below) >= limit else None,
+    )
+
+
+def rows_boundary(
+    redis_ids: Sequence[int], redis_shown: Sequence[int], max_id: int, shown_hi: int | None
+) -> int:
+    """Below which id a page's entries come from the rows, given what a read of the Redis
+    feed that reached its end found (at or below ``max_id``, and in the shown range up to
+    ``shown_hi``): its oldest entry, or, when it holds nothing read, just above what was
+    asked. Pure."""
+    asked = max_id if shown_hi is None else max(max_id, shown_hi)
+    return min([*redis_ids, *redis_shown, asked + 1])
+
+
+def bucket_last_id(activity_id: int, window_ms: int) -> int:
+    """The largest id in the aggregation bucket of ``activity_id``. Pure."""
+    return bucket_floor_id(activity_id, window_ms) + (window_ms << LOW_BITS) - 1
+
+
+@dataclass
+class NotificationSource:
+    """Where a notification page's ids come from (feeds.read.IdSource): the Redis notification
+    feed down to its oldest entry, then the user's Notification rows below it (the boundary,
+    found on the read that reaches the end of the Redis feed; every id from one side only).
+    To feed_page it is one source holding the whole history: a group spanning the boundary
+    is cut as one, and next_cursor is None only once the rows are exhausted too.
+    ``read_flags`` holds the read flag of every entry taken from the rows."""
+
+    user_id: int
+    hidden: frozenset[int]
+    window_ms: int
+    redis: RedisSource
+    boundary: int | None = None
+    read_flags: dict[int, bool] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return self.redis.partial
+
+    def read(
+        self, *, max_id: int | None, count: int, nbodies: int, shown: tuple[int, int] | None
+    ) -> store.PageRead:
+        upper = MAX_ID if max_id is None else max_id
+        ids: list[int] = []
+        shown_ids: list[int] = []
+        bodies: dict[int, bytes | None] = {}
+        if self.boundary is None:
+            page = self.redis.read(max_id=max_id, count=count, nbodies=nbodies, shown=shown)
+            ids, shown_ids, bodies = list(page.ids), list(page.shown), dict(page.bodies)
+            if page.floor is not None or self.redis.partial:
+                # The Redis feed goes on below (or a cluster node did not answer: what it
+                # holds is unknown, and feed_page starts the next page where this one began).
+                return store.PageRead(ids=ids, floor=page.floor, shown=shown_ids, bodies=bodies)
+            self.boundary = rows_boundary(ids, shown_ids, upper, shown[0] if shown else None)
+        deep_shown = None
+        if shown is not None and shown[1] < self.boundary:
+            lo = shown[1]
+            deep_shown = (min(shown[0], self.boundary - 1, bucket_last_id(lo, self.window_ms)), lo)
+        rows = notification_rows(
+            user_id=self.user_id,
+            hidden=self.hidden,
+            max_id=min(upper, self.boundary - 1),
+            limit=count,
+            shown=deep_shown,
+        )
+        self.read_flags.update(rows.read)
+        bodies.update(rows.bodies)
+        return store.PageRead(
+            ids=ids + rows.ids,
+            floor=rows.floor,
+            shown=sorted({*shown_ids, *rows.shown}, reverse=True),
+            bodies=bodies,
+        )
+
+
 def notification_page(
     *, user_id: int, limit: int, cursor: FeedCursor | None
 ) -> tuple[list[dict[str, Any]], FeedCursor | None, dict[str, int]]:
-    """A page of the notification feed (grouped and paged as the home feed is), each item with
-    its seen and read state, and the counts."""
+    """A page of the notification feed (grouped and paged as the home feed is; past the Redis
+    feed's oldest entry from the Notification rows: NotificationSource), each item with its
+    seen and read state, and the counts."""
     notifications_ensure(user_id=user_id)
     conf = get_conf()
+    hidden = hidden_authors(user_id)
+    source = NotificationSource(
+        user_id=user_id,
+        hidden=hidden,
+        window_ms=conf.notification_window_seconds * 1000,
+        redis=RedisSource([store.notif_key(user_id)]),
+    )
     items, nxt = feed_page(
         user_id=user_id,
         limit=limit,
         cursor=cursor,
-        source=RedisSource([store.notif_key(user_id)]),
-        hidden=hidden_authors(user_id),
+        source=source,
+        hidden=hidden,
         window_seconds=conf.notification_window_seconds,
     )
     ids = [int(a) for item in items for a in item["activity_ids"]]
-    counts, seen_upto, unread = store.notification_state(user_id, ids)
+    deep = source.read_flags  # entries from the rows carry their own read flag
+    counts, seen_upto, unread = store.notification_state(user_id, [i for i in ids if i not in deep])
+    unread |= {i for i in ids if deep.get(i) is False}
     for item in items:
         item.update(item_state([int(a) for a in item["activity_ids"]], unread, seen_upto))
     unseen, unread_count = counts or (0, 0)
@@ -262,29 +449,50 @@ def notifications_mark_seen(*, user_id: int) -> dict[str, int]:
     return notification_counts(user_id=user_id)
 
 
+def item_ranges(item_ids: Iterable[int], window_ms: int) -> list[tuple[int, int]]:
+    """The id ranges (lo, hi) that hold the members of items named by their ids (an item's id
+    is its newest member's): from its bucket's first id up to it, one range per bucket.
+    Pure."""
+    highest: dict[int, int] = {}
+    for item_id in item_ids:
+        lo = bucket_floor_id(item_id, window_ms)
+        highest[lo] = max(highest.get(lo, 0), item_id)
+    return sorted(highest.items())
+
+
 def _members(user_id: int, item_ids: Iterable[int], window_seconds: int) -> list[int]:
     """The activities of the user's notification items named by their ids (an item's id is its
-    newest member's): every id of the feed in the item's time bucket with the same verb and
-    object. Unknown ids give nothing."""
+    newest member's): every notification in the item's time bucket, up to it, with the same
+    verb and object; from the Redis feed, and below its oldest entry from the rows (a deep
+    item, or a group spanning the boundary). Unknown ids give nothing."""
     window_ms = window_seconds * 1000
-    buckets: dict[int, list[int]] = {}  # item id -> the feed's ids in its bucket, up to it
-    for item_id in set(item_ids):
-        ids = store.notification_ids_between(user_id, bucket_floor_id(item_id, window_ms), item_id)
-        if item_id in ids:
-            buckets[item_id] = ids
-    bodies = hydrate(sorted({i for ids in buckets.values() for i in ids}))  # one bulk read
-    members: set[int] = set()
-    for item_id, ids in buckets.items():
-        head = bodies.get(item_id)
-        if head is None:
-            continue
-        key = group_key(head["verb"], head["object_type"], head["object_id"], item_id, window_ms)
-        members.update(
-            i
-            for i in ids
-            if (b := bodies.get(i)) is not None
-            and group_key(b["verb"], b["object_type"], b["object_id"], i, window_ms) == key
+    item_ids = set(item_ids)
+    ranges = item_ranges(item_ids, window_ms)
+    if not ranges:
+        return []
+    found, oldest = notification_ids_in(user_id, ranges)  # one round trip
+    candidates = {i for ids in found for i in ids}
+    keys: dict[int, tuple] = {}  # id -> group key
+    deep = [(lo, min(hi, oldest - 1) if oldest else hi) for lo, hi in ranges]
+    deep = [(lo, hi) for lo, hi in deep if lo <= hi]
+    if deep:  # the rows below the Redis feed's oldest entry: one query
+        rows = Notification.objects.filter(recipient_id=user_id).filter(
+            reduce(or_, (Q(activity_id__range=r) for r in deep))
         )
+        for aid, verb, object_type, object_id in Activity.objects.filter(
+            pk__in=rows.values("activity_id")
+        ).values_list("id", "verb", "object_type", "object_id"):
+            keys[aid] = group_key(verb, object_type, object_id, aid, window_ms)
+    bodies = hydrate(sorted(candidates - set(keys)))  # one bulk read
+    for aid, b in bodies.items():
+        keys[aid] = group_key(b["verb"], b["object_type"], b["object_id"], aid, window_ms)
+    members: set[int] = set()
+    for item_id in item_ids:
+        head = keys.get(item_id)
+        if head is None:
+            continue  # not a notification of theirs (or deleted)
+        floor = bucket_floor_id(item_id, window_ms)
+        members.update(i for i, key in keys.items() if key == head and floor <= i <= item_id)
     return sorted(members)
 
 
@@ -341,8 +549,8 @@ def notification_settings_update(*, user_id: int, changes: dict[str, Any]) -> No
     row = notification_settings(user_id=user_id)
     if not changes:
         return row
-    for field, value in changes.items():
-        setattr(row, field, value)
+    for name, value in changes.items():
+        setattr(row, name, value)
     row.save(update_fields=list(changes))
     return row
 

@@ -158,6 +158,19 @@ def notification_ids_between(user_id: int, lo: int, hi: int) -> list[int]:
     return [decode_id(m) for m in round_trip(("ZRANGEBYLEX", key, lex_start(hi), lex_stop(lo)))[0]]
 
 
+def notification_ids_in(
+    user_id: int, ranges: Sequence[tuple[int, int]]
+) -> tuple[list[list[int]], int | None]:
+    """The ids of the user's notification feed in each ``(lo, hi)`` range (inclusive), newest
+    first, and the oldest id the feed holds (None: it holds nothing): one round trip. Below
+    that oldest id the feed's notifications are the Notification rows'."""
+    key = notification_keys(user_id)[0]
+    commands: list[tuple] = [("ZRANGEBYLEX", key, lex_start(hi), lex_stop(lo)) for lo, hi in ranges]
+    commands.append(("ZRANGE", key, -1, -1))  # the tail: members sort newest first
+    *found, tail = round_trip(*commands)
+    return [[decode_id(m) for m in ids] for ids in found], decode_id(tail[0]) if tail else None
+
+
 def online(user_ids: Sequence[int], now: float, stale_after: float) -> set[int]:
     """The users with an open stream refreshed within ``stale_after`` seconds."""
     if not user_ids:
