@@ -41,6 +41,11 @@ def bucket_floor_id(activity_id: int, window_ms: int) -> int:
     return (bucket_of(activity_id, window_ms) * window_ms) << LOW_BITS
 
 
+def bucket_ceiling_id(activity_id: int, window_ms: int) -> int:
+    """The largest id in the bucket of ``activity_id``."""
+    return ((bucket_of(activity_id, window_ms) + 1) * window_ms << LOW_BITS) - 1
+
+
 def cut_page(
     entries: Sequence[Entry],
     *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from django.conf import settings
 
 from activities.ids import MAX_ID
@@ -12,11 +13,12 @@ from feedsite.api.cursor import FeedCursor
 from follows.selectors import followee_ids_with_min_followers, hidden_author_ids
 
 from . import store
-from .aggregation import Entry, PageCut, bucket_floor_id, cut_page, group_key
+from .aggregation import Entry, PageCut, bucket_ceiling_id, cut_page, group_key
 from .conf import FeedConf, get_conf
 from .hydrate import hydrate
 from .merge import merge_streams
 from .rebuild import feed_ensure, feed_ttl, timelines_rebuild
+from .selectors import HomeRow, home_activities_page
 
 MAX_ACTORS = 5
 
@@ -157,7 +159,7 @@ def first_read(*, limit: int, cursor: FeedCursor | None, window_ms: int) -> dict
         "count": count,
         "nbodies": count * 2,
         "shown": (
-            (cursor.top, max(cursor.last, bucket_floor_id(cursor.last, window_ms)))
+            (min(cursor.top, bucket_ceiling_id(cursor.last, window_ms)), cursor.last)
             if cursor
             else None
         ),
@@ -204,6 +206,19 @@ class RedisSource:
         return page
 
 
+# The cursor's bucket below the edge is read back from PostgreSQL up to this many activities
+# (its groups were shown on earlier pages; see first_read).
+DEEP_SHOWN_MAX = 1_000
+
+
+def deep_bodies(rows: list[HomeRow], bodies: dict[int, dict[str, Any]]) -> list[int]:
+    """The ids of rows read from PostgreSQL, newest first; their bodies go into ``bodies``."""
+    for row in rows:
+        if row.id not in bodies:
+            bodies[row.id] = orjson.loads(row.body)
+    return [row.id for row in rows]
+
+
 def feed_page(
     *,
     user_id: int,
@@ -215,7 +230,14 @@ def feed_page(
 ) -> tuple[list[dict], FeedCursor | None]:
     """One page of aggregated items, newest first, and the cursor of the next page (or None).
     On a warm feed one round trip (store.read_page) decides most pages: the ids of every source
-    and the bodies of the first ones. A page that needs more (large groups) reads on."""
+    and the bodies of the first ones. A page that needs more (large groups) reads on.
+
+    The whole history: once a read reaches the end of what the Redis sources hold (the edge,
+    store.stream_edge: the oldest entry of the reader's feed, or of a pull author's timeline
+    that was trimmed), everything below the edge comes from PostgreSQL
+    (selectors.home_activities_page: the reader's and their followees' live home activities,
+    whenever the follow began), in the same entries: a group spanning the edge is one item,
+    and every id is read from exactly one side. The next cursor carries the edge."""
     conf = get_conf()
     window_ms = (window_seconds or conf.aggregation_window_seconds) * 1000
     if source is None:
@@ -224,16 +246,28 @@ def feed_page(
         hidden = hidden_authors(user_id)
     raw: dict[int, bytes | None] = {}
     bodies: dict[int, dict[str, Any]] = {}
-    exclude: frozenset = frozenset()
     top = cursor.top if cursor else None
+    edge = cursor.edge if cursor else None
     plan = first_read(limit=limit, cursor=cursor, window_ms=window_ms)
     shown_range, upper = plan["shown"], plan["max_id"]
     count, nbodies = plan["count"], plan["nbodies"]
+    exclude: frozenset = frozenset()
+    if shown_range is not None and edge is not None and shown_range[1] < edge:
+        # The cursor's bucket reaches below the edge: that part was shown from PostgreSQL.
+        hi, lo = shown_range
+        rows = home_activities_page(
+            user_id=user_id, limit=DEEP_SHOWN_MAX, before_id=min(hi + 1, edge), min_id=lo
+        )
+        shown = deep_bodies(rows, bodies)
+        exclude = frozenset(e.key for e in _entries(shown, bodies, window_ms, hidden))
+        shown_range = (hi, edge) if hi >= edge else None
     step = limit + 5  # entries aggregated at a time: most pages are decided by the first ones
     entries: list[Entry] = []
     cut: PageCut | None = None
     timelines_rebuilt = False
-    while cut is None:
+    # A page wholly below the edge reads Redis only for the cursor's bucket above the edge.
+    redis_done = edge is not None and upper is not None and upper < edge and shown_range is None
+    while cut is None and not redis_done:
         page = source.read(max_id=upper, count=count, nbodies=nbodies, shown=shown_range)
         if page.feed_missing:  # never built, expired or evicted: rebuild (once), read again
             feed_ensure(user_id=user_id, conf=conf)
@@ -247,11 +281,19 @@ def feed_page(
         raw.update(page.bodies)
         if shown_range is not None:
             bodies.update(hydrate(page.shown, raw))
-            exclude = frozenset(e.key for e in _entries(page.shown, bodies, window_ms, hidden))
+            shown_keys = (e.key for e in _entries(page.shown, bodies, window_ms, hidden))
+            exclude = exclude.union(shown_keys)
             shown_range = None
         ids, floor = page.ids, page.floor  # below the floor, a capped read may have missed ids
         if top is None:
-            top = ids[0] if ids else 0
+            top = ids[0] if ids else None
+        if page.edge is not None:
+            edge = page.edge if edge is None else max(edge, page.edge)
+        if edge is not None:
+            ids = [i for i in ids if i >= edge]  # below the edge: PostgreSQL's
+            if floor is not None and floor <= edge:
+                floor = None
+        redis_done = floor is None
         for start in range(0, max(len(ids), 1), step):
             part = ids[start : start + step]
             bodies.update(hydrate([i for i in part if i not in bodies], raw))
@@ -262,16 +304,39 @@ def feed_page(
                 limit=limit,
                 window_ms=window_ms,
                 exclude_keys=exclude,
-                exhausted=last_slice and floor is None,
+                exhausted=last_slice and floor is None and edge is None,
             )
             if cut is not None:
                 break
         if floor is not None:
             upper = floor - 1
             count = limit * 3 + 20  # large groups: read on in bigger steps
+    if cut is None and edge is not None:  # past the edge: PostgreSQL
+        before = edge if upper is None else min(upper + 1, edge)
+        want = limit + 10
+        while cut is None:
+            rows = home_activities_page(user_id=user_id, limit=want, before_id=before)
+            ids = deep_bodies(rows, bodies)
+            if top is None and ids:
+                top = ids[0]
+            entries += _entries(ids, bodies, window_ms, hidden)
+            cut = cut_page(
+                entries,
+                limit=limit,
+                window_ms=window_ms,
+                exclude_keys=exclude,
+                exhausted=len(rows) < want,
+            )
+            if rows:
+                before = rows[-1].id
+            want = limit * 3 + 20
+    if cut is None:  # (not reached: the Redis loop ends with a cut or an edge)
+        cut = PageCut()
     items = [_item(g, bodies) for g in cut.groups]
     next_cursor = (
-        FeedCursor(top=top or 0, last=cut.groups[-1][0].id) if cut.has_more and cut.groups else None
+        FeedCursor(top=top or 0, last=cut.groups[-1][0].id, edge=edge)
+        if cut.has_more and cut.groups
+        else None
     )
     if getattr(source, "partial", False):
         # Some sources did not answer: what they hold is unknown, so the next page must not

@@ -78,9 +78,14 @@ def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
     # pull author (their recorded mode can lag concurrent follows), and a delete of one must
     # then visit the followers' feeds (store.went_push_since).
     store.mark_went_push(followee_id, make_id(timezone.now()))
-    ids = recent_activity_ids(actor_id=followee_id, limit=conf.follow_backfill_count)
-    if ids:
-        store.add_to_feed(follower_id, ids, conf.feed_max_length)
+    wanted = conf.follow_backfill_count
+    ids = recent_activity_ids(actor_id=followee_id, limit=wanted + 1)
+    if ids[:wanted]:
+        store.add_to_feed(follower_id, ids[:wanted], conf.feed_max_length)
+    if len(ids) > wanted:
+        # Older activities of theirs are left out: the feed no longer holds its whole history
+        # (pages past its oldest entry come from PostgreSQL, feeds.read.feed_page).
+        store.feed_mark_partial(follower_id)
 
 
 def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:

@@ -184,6 +184,13 @@ def add_to_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> bo
     return bool(written)
 
 
+def feed_mark_partial(user_id: int) -> None:
+    """The feed no longer holds its whole history (a follow's backfill left older activities
+    out): its built marker goes, so a read past its oldest entry turns to PostgreSQL. A feed
+    that held nothing else is gone with it, and its next read rebuilds it whole."""
+    client().zrem(feed_key(user_id), SENTINEL)
+
+
 def touch_feed(user_id: int, ttl: int) -> bool:
     """Mark a read (the feed lives ``ttl`` more seconds); False when the feed does not exist."""
     key = feed_key(user_id)

@@ -20,6 +20,8 @@ from .connection import LOST, client, is_cluster, round_trip, scatter, with_scri
 from .feeds import read_streams
 from .keys import (
     DECODE_ID_LUA,
+    MAX_ID,
+    SENTINEL,
     body_prefix,
     decode_id,
     feed_key,
@@ -172,7 +174,7 @@ local function read_page(keys, a)
     else
       live = redis.call('EXISTS', keys[1])
     end
-    if live == 0 then return {{}, '', {}, {}, {}, 0, {}} end
+    if live == 0 then return {{}, '', {}, {}, {}, 0, {}, ''} end
   end
   local streams, floor, missing = {}, nil, {}
   for i, key in ipairs(keys) do
@@ -182,6 +184,25 @@ local function read_page(keys, a)
     if #ids == count then
       local last = num(ids[#ids])
       if floor == nil or last > floor then floor = last end
+    end
+  end
+  -- The edge: below it the streams do not hold everything (PostgreSQL serves it, see
+  -- store.page.stream_edge, the same rule in Python). A stream read to its end shows its tail,
+  -- unless it still holds the built marker: never trimmed (and, for a feed, no follow's
+  -- backfill left older activities out), it holds its whole history. A reader's feed
+  -- (keys[1]) that is gone holds nothing: the edge is above every id.
+  local edge = nil
+  for i, key in ipairs(keys) do
+    if #streams[i] < count then
+      local t, tail = redis.call('ZRANGE', key, -1, -1), nil
+      if t[1] == '@SENTINEL@' then
+        tail = nil
+      elseif t[1] then
+        tail = num(t[1])
+      elseif i == 1 then
+        tail = 9007199254740992
+      end
+      if tail and (edge == nil or tail > edge) then edge = tail end
     end
   end
   local merged = merge(streams, floor)
@@ -208,10 +229,12 @@ local function read_page(keys, a)
     local part = redis.call('MGET', unpack(bkeys, i, math.min(i + 999, #bkeys)))
     for j = 1, #part do bodies[#bodies + 1] = part[j] end
   end
-  return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing}
+  return {merged, floor and string.format('%d', floor) or '', shown, wanted, bodies, 1, missing,
+          edge and string.format('%d', edge) or ''}
 end
 """
 )
+_PAGE_LUA = _PAGE_LUA.replace("@SENTINEL@", SENTINEL)
 _READ_PAGE_LUA = _PAGE_LUA + "return read_page(KEYS, ARGV)\n"
 
 
@@ -224,6 +247,9 @@ class PageRead:
     feed_missing: bool = False  # the read mark found no feed: nothing else was read
     sources_missing: list[str] = field(default_factory=list)  # timelines that do not exist
     partial: bool = False  # some sources' nodes did not answer in time: left out
+    # Below this id the sources do not hold everything (stream_edge): PostgreSQL serves it.
+    # None: no source was read to its end.
+    edge: int | None = None
 
 
 def read_page(
@@ -261,7 +287,7 @@ def _page_args(
 
 
 def _page_from_reply(reply: list) -> PageRead:
-    merged, floor, shown_ids, wanted, raws, live, missing = reply
+    merged, floor, shown_ids, wanted, raws, live, missing, edge = reply
     return PageRead(
         ids=merged,
         floor=int(floor) if floor else None,
@@ -269,7 +295,34 @@ def _page_from_reply(reply: list) -> PageRead:
         bodies=dict(zip(wanted, raws, strict=True)),
         feed_missing=not live,
         sources_missing=[k.decode() for k in missing],
+        edge=int(edge) if edge else None,
     )
+
+
+# The edge of a feed whose own sorted set holds nothing: above every id.
+EDGE_ALL = MAX_ID + 1
+
+
+def stream_edge(tails: Sequence[Sequence[bytes] | None], exhausted: Sequence[bool]) -> int | None:
+    """Where a read's sources stop holding everything (the Lua page script's rule): the highest
+    tail of a stream read to its end. ``tails``: each stream's last member by rank, as a list
+    (None: not read). A stream whose last member is the built marker (SENTINEL) was never
+    trimmed (and a feed's, never left without a followee's older activities by a follow's
+    backfill: feeds.services.feed_follow_backfill): it holds its whole history, no edge. The
+    first stream is the reader's feed: gone, it holds nothing (EDGE_ALL). Pure."""
+    edge: int | None = None
+    sentinel = SENTINEL.encode()
+    for i, (tail, done) in enumerate(zip(tails, exhausted, strict=True)):
+        if not done or tail is None:
+            continue
+        at: int | None = None
+        if tail and tail[-1] != sentinel:
+            at = decode_id(tail[-1])
+        elif not tail and i == 0:
+            at = EDGE_ALL
+        if at is not None and (edge is None or at > edge):
+            edge = at
+    return edge
 
 
 # A warm read in one round trip (one Redis; a cluster keeps the two rounds): the prelude of
@@ -386,13 +439,28 @@ def read_page_pipelined(
     found = get_bodies(wanted)
     empty = [key for key, stream in zip(keys[1:], streams[1:], strict=True) if not stream]
     missing = [key for key, n in zip(empty, existing(empty), strict=True) if not n]
+    exhausted = [len(stream) < count for stream in streams]
     return PageRead(
         ids=ids,
         floor=floor,
         shown=shown_ids,
         bodies={i: found.get(i) for i in wanted},
         sources_missing=missing,
+        edge=stream_edge(tails(keys, exhausted), exhausted),
     )
+
+
+def tails(keys: Sequence[str], wanted: Sequence[bool]) -> list[list[bytes] | None]:
+    """The last member by rank of the wanted keys, as a list (None for the others): one
+    pipelined round trip, none when nothing is wanted."""
+    asked = [k for k, w in zip(keys, wanted, strict=True) if w]
+    if not asked:
+        return [None] * len(keys)
+    pipe = client().pipeline(transaction=False)
+    for key in asked:
+        pipe.zrange(key, -1, -1)
+    got = iter(pipe.execute())
+    return [next(got) if w else None for w in wanted]
 
 
 def existing(keys: Sequence[str]) -> list[bool]:
@@ -451,6 +519,7 @@ def read_page_gathered(
         bounds = (lex_start(shown[0]), lex_stop(shown[1]))
         commands += [(k, ("ZRANGEBYLEX", k, *bounds)) for k in keys]
     commands += [(k, ("EXISTS", k)) for k in keys[1:]]
+    commands += [(k, ("ZRANGE", k, -1, -1)) for k in keys]  # the tails (stream_edge)
     replies, _ = scatter(commands, deadline)
     _raise_errors(replies)
     if mark_ttl is not None and replies[0] == 0:
@@ -458,7 +527,8 @@ def read_page_gathered(
     n = len(keys)
     streams = replies[at : at + n]
     shown_lists = replies[at + n : at + 2 * n] if shown is not None else []
-    exists = replies[at + n * (2 if shown is not None else 1) :]
+    exists = replies[at + n * (2 if shown is not None else 1) : -n]
+    tail_replies = replies[-n:]
     partial = any(_lost(r) for r in streams) or any(_lost(r) for r in shown_lists)
     if mark_ttl is not None and _lost(replies[0]):
         partial = True
@@ -472,6 +542,10 @@ def read_page_gathered(
         for k, stream, there in zip(keys[1:], streams[1:], exists, strict=True)
         if stream == [] and there == 0
     ]
+    # A stream's tail counts once its stream was read to its end; a lost reply says nothing.
+    exhausted = [not _lost(r) and len(r) < count for r in streams]
+    edge = stream_edge([None if _lost(t) else t for t in tail_replies], exhausted)
+    partial |= any(e and _lost(t) for e, t in zip(exhausted, tail_replies, strict=True))
     return PageRead(
         ids=ids,
         floor=floor,
@@ -479,4 +553,5 @@ def read_page_gathered(
         bodies={i: found.get(i) for i in wanted},
         sources_missing=missing,
         partial=partial,
+        edge=edge,
     )

@@ -8,9 +8,11 @@ Two shapes:
   keyset   ``{"before": id}``: lists paged on a descending id (an author's activities,
            followers, following, blocks, mutes); kinds "acts", "followers", "following", "blocks",
            "mutes".
-  feed     ``{"t": top, "c": last}`` (FeedCursor): the home feed, where items are groups of
-           activities (feeds.aggregation); ``top`` is the newest id when paging began (newer
-           arrivals wait for a fresh read), ``last`` the newest member of the last group shown.
+  feed     ``{"t": top, "c": last}`` and, once known, ``"e": edge`` (FeedCursor): the home
+           feed, where items are groups of activities (feeds.aggregation); ``top`` is the newest
+           id when paging began (newer arrivals wait for a fresh read), ``last`` the newest
+           member of the last group shown, ``edge`` the id below which the pages come from
+           PostgreSQL (past what the Redis feed holds, feeds.read.feed_page).
 """
 
 from __future__ import annotations
@@ -83,10 +85,14 @@ def keyset_page(
 class FeedCursor:
     top: int  # the newest id when paging began: newer arrivals wait for the next fresh read
     last: int  # the newest member of the last group shown
+    edge: int | None = None  # below this id, the page is read from PostgreSQL (None: not yet)
 
 
 def feed_cursor_encode(cursor: FeedCursor, kind: str = FEED) -> str:
-    return encode(kind, {"t": cursor.top, "c": cursor.last})
+    payload = {"t": cursor.top, "c": cursor.last}
+    if cursor.edge is not None:
+        payload["e"] = cursor.edge
+    return encode(kind, payload)
 
 
 def feed_cursor_decode(raw: str | None, kind: str = FEED) -> FeedCursor | None:
@@ -95,4 +101,5 @@ def feed_cursor_decode(raw: str | None, kind: str = FEED) -> FeedCursor | None:
     payload = decode(kind, raw)
     if payload is None:
         return None
-    return FeedCursor(top=_field(payload, "t"), last=_field(payload, "c"))
+    edge = _field(payload, "e") if "e" in payload else None
+    return FeedCursor(top=_field(payload, "t"), last=_field(payload, "c"), edge=edge)
