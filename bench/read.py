@@ -2,7 +2,8 @@
 granian's WSGI workers, feedsite.serve), at concurrency 16 from wrk (the Python generator when
 wrk is not installed), 10,000 readers, server-side latency from the Server-Timing header and
 what the client waited (wrk's own latency: queueing and proxy included) at c=16 and at a light
-load (c=2); then, in the same run and through the same layout, fan-out on read in PostgreSQL
+load (c=2), and a page deep past what the Redis feeds hold (from PostgreSQL); then, in the same
+run and through the same layout, fan-out on read in PostgreSQL
 (bench/wsgi_sql.py: the same prelude round trip, then one query with the bodies, then the same
 aggregation and JSON code; both lanes answer the same JSON, checked first), and the server
 floor (a trivial Django view).
@@ -341,6 +342,19 @@ def same_json(base: str, tokens: list[str], n: int = 20) -> int:
     return same
 
 
+def deep_cursor() -> str:
+    """A feed cursor deep in every reader's history: below the oldest quarter of all
+    activities, far past the 500 entries their Redis feeds hold (each reader's push authors
+    posted 2,000), with the edge just above it, as a reader who paged there holds. A cursor
+    names ids only, so one serves every reader."""
+    from activities.ids import MAX_ID
+    from feedsite.api.cursor import FeedCursor, feed_cursor_encode
+
+    ids = Activity.objects.filter(home=True).order_by("id").values_list("id", flat=True)
+    last = ids[ids.count() // 4]
+    return feed_cursor_encode(FeedCursor(top=MAX_ID, last=last, edge=last + 1))
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -384,6 +398,7 @@ def main() -> None:
         f"in {time.perf_counter() - t0:.0f}s; generator {generator}",
         flush=True,
     )
+    deep = deep_cursor()
     tokens_file = Path(settings.VAR_DIR) / "bench-read-tokens.txt"
     tokens_file.write_text("\n".join(tokens) + "\n")
     env = dict(
@@ -432,15 +447,20 @@ def main() -> None:
                     *(measure(path, min(step, 5)) for path in NOTIFICATION_PATHS),
                     # A light load: what one request waits when little queues before it.
                     measure("/api/feed/?limit=20", min(step, 5), concurrency=LIGHT),
+                    # A page past what Redis holds (PostgreSQL: feeds.read.feed_page).
+                    measure(f"/api/feed/?limit=20&cursor={deep}", min(step, 5)),
                 )
             )
-    floor, feed, sql, notes, counts, light = (Run.combine([r[i] for r in rounds]) for i in range(6))
+    floor, feed, sql, notes, counts, light, past = (
+        Run.combine([r[i] for r in rounds]) for i in range(7)
+    )
     ratio = feed.rps / sql.rps
     print(floor.line("server floor (static JSON view, whole Django stack)"))
     print(feed.line("/api/feed/ (Redis, merged + aggregated)"))
     print(sql.line("SQL fan-out on read (one LATERAL query, bodies in it), same prelude"))
     print(notes.line("/api/notifications/ (40 each, grouped, seen/read)"))
     print(counts.line("/api/notifications/counts/ (one Redis round trip)"))
+    print(past.line("/api/feed/ past the Redis feed (PostgreSQL, same aggregation)"))
     for i, (fl, f, s, *_) in enumerate(rounds, 1):
         print(f"round {i}: floor {fl.rps:.0f} req/s, feed {f.rps:.0f}, sql {s.rps:.0f}")
     per_round = [f.rps / s.rps for _, f, s, *_ in rounds]
@@ -456,7 +476,8 @@ def main() -> None:
         f"ratio={ratio:.2f} floor_rps={floor.rps:.0f} "
         f"notifications_p50_ms={pct(notes.server_ms, 0.5):.2f} notifications_rps={notes.rps:.0f} "
         f"counts_p50_ms={pct(counts.server_ms, 0.5):.2f} counts_rps={counts.rps:.0f} "
-        f"generator={generator}"
+        f"deep_p50_ms={pct(past.server_ms, 0.5):.2f} deep_p99_ms={pct(past.server_ms, 0.99):.2f} "
+        f"deep_rps={past.rps:.0f} generator={generator}"
     )
     c = args.concurrency
     print(
