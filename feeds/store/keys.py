@@ -46,6 +46,9 @@ PostgreSQL on its owner's next read).
   {p}:live:{author}          pub/sub channel: ids the author just published (SSE streams)
   {p}:follows-live:{user}    pub/sub channel: "+id"/"-id", the user followed/unfollowed id
   {p}:streams:{user}         sorted set: the user's open SSE streams, scored by last beat
+  {p}:sent:{user}            sorted set: what the user's SSE streams sent (the catch-up ledger,
+                             feeds.replay): "<stream>:<activity id>" scored by the event id
+                             that carried it, "<stream>:f" its floor, "<stream>:r" retired
   {p}:notes:{{user}}         sorted set (lex): the user's notification feed (ids), capped
   {p}:notes-unread:{{user}}  sorted set: the ids of that feed not read yet (member = score = id)
   {p}:notes-seen:{{user}}    string: every notification at or below this id is seen; its
@@ -188,6 +191,10 @@ def follows_channel(user_id: int | str) -> str:
 
 def streams_key(user_id: int) -> str:
     return f"{prefix()}:streams:{user_id}"
+
+
+def stream_ledger_key(user_id: int) -> str:
+    return f"{prefix()}:sent:{user_id}"
 
 
 def pull_authors_key(user_id: int) -> str:
