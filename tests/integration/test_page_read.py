@@ -51,6 +51,7 @@ def test_script_and_pipelined_reads_agree(seed):
     assert not getattr(script, "partial", False)
     assert script.ids == pipelined.ids
     assert script.floor == pipelined.floor
+    assert script.edge == pipelined.edge  # where the history turns to PostgreSQL
     assert script.shown == pipelined.shown
     assert 0 not in script.ids and script.ids == sorted(set(script.ids), reverse=True)
     assert {i: b for i, b in script.bodies.items() if b} == {
