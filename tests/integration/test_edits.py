@@ -84,6 +84,10 @@ def feed_items(user) -> list[dict]:
     return res.json()["items"]
 
 
+def jobs_done() -> None:
+    wait_until(lambda: not FanoutJob.objects.exclude(state="done").exists(), timeout=30)
+
+
 def cached(aid: str | int) -> dict | None:
     raw = store.get_bodies([int(aid)]).get(int(aid))
     return None if raw is None else json.loads(raw)
@@ -106,8 +110,9 @@ def listen(channel, expected: int) -> list[bytes]:
 # --- the contract -------------------------------------------------------------------------------
 
 
+@pytest.mark.worker
 def test_an_edit_changes_the_titles_and_replaces_the_metadata_and_stamps_edited_at(
-    transactional_db,
+    live_worker,
 ):
     author = UserFactory()
     before = publish(author)
@@ -325,11 +330,13 @@ def test_an_edit_shows_in_notifications_and_on_the_authors_page(live_worker):
 # --- races of the body cache ---------------------------------------------------------------------
 
 
-def test_a_read_that_caches_an_old_body_late_never_replaces_the_edit(transactional_db):
+@pytest.mark.worker
+def test_a_read_that_caches_an_old_body_late_never_replaces_the_edit(live_worker):
     author = UserFactory()
     activate(author)
     body = publish(author)
     aid = int(body["id"])
+    jobs_done()  # (fan-out cached the body too)
     # A reader loads the body from PostgreSQL (a cache miss) ... and is slow to cache it.
     store.delete_body(aid)
     old = encode_body(activity_to_dict(Activity.objects.select_related("actor").get(id=aid)))
@@ -347,7 +354,8 @@ def test_a_read_that_caches_an_old_body_late_never_replaces_the_edit(transaction
     assert cached(aid) == newer
 
 
-def test_concurrent_refills_never_leave_a_body_older_than_an_answered_edit(transactional_db):
+@pytest.mark.worker
+def test_concurrent_refills_never_leave_a_body_older_than_an_answered_edit(live_worker):
     """A reader thread evicts and refills the body from PostgreSQL as fast as it can while
     edits commit: after each edit's answer, every read shows that edit or a later one."""
     author = UserFactory()
@@ -412,14 +420,15 @@ def _race_edit_and_delete(author, aid: str) -> tuple[int, int]:
     return out["patch"], out["delete"]
 
 
-def test_an_edit_racing_a_delete_never_brings_it_back(transactional_db):
+@pytest.mark.worker
+def test_an_edit_racing_a_delete_never_brings_it_back(live_worker):
     author, reader = UserFactory(), UserFactory()
     activate(author, reader)
     follow_create(follower_id=reader.pk, followee_id=author.pk)
     for i in range(8):
         body = publish(author, foreign_id=f"race-{i}")
         aid = int(body["id"])
-        store.add_to_feed(reader.pk, [aid], 100)  # as fan-out would (no worker here)
+        store.add_to_feed(reader.pk, [aid], 100)  # in the feed now, whatever fan-out is at
         assert detail(reader, body["id"])["id"] == body["id"]  # body cached
         edit_status, delete_status = _race_edit_and_delete(author, body["id"])
         assert delete_status == 204 and edit_status in (200, 404), (edit_status, delete_status)
@@ -436,7 +445,8 @@ def test_an_edit_racing_a_delete_never_brings_it_back(transactional_db):
         assert all(item["id"] != body["id"] for item in feed_items(reader))
 
 
-def test_an_edit_of_a_deleted_activity_is_404(transactional_db):
+@pytest.mark.worker
+def test_an_edit_of_a_deleted_activity_is_404(live_worker):
     author = UserFactory()
     body = publish(author)
     assert auth_client(author).delete(f"/api/activities/{body['id']}/").status_code == 204
@@ -449,13 +459,14 @@ def test_an_edit_of_a_deleted_activity_is_404(transactional_db):
 
 
 @pytest.fixture
-def admin_browser(transactional_db) -> Client:
+def admin_browser(live_worker) -> Client:
     admin = get_user_model().objects.create_superuser("root", password="pw-for-tests-only")
     browser = Client()
     browser.force_login(admin)
     return browser
 
 
+@pytest.mark.worker
 def test_an_admin_edit_is_an_edit_and_other_fields_are_read_only(admin_browser):
     author = UserFactory()
     body = publish(author)
