@@ -45,7 +45,7 @@ from .conf import get_conf
 from .hydrate import hydrate
 from .models import Notification, NotificationEmail, NotificationSettings
 from .read import RedisSource, feed_page, hidden_authors
-from .store.notifications import notification_ids_in
+from .store.notifications import notification_ids_in, notifications_complete
 
 log = logging.getLogger("feeds.notifications")
 User = get_user_model()
@@ -209,7 +209,11 @@ def notifications_ensure(*, user_id: int) -> None:
         .values_list("activity_id", "read")[:cap]
     )
     ids = [a for a, _ in rows]
-    store.notifications_build(user_id, ids, [a for a, read in rows if not read])
+    # Fewer rows than the cap: the feed holds every notification (its marker stays), and a
+    # page that reads it to its end asks PostgreSQL for nothing older.
+    store.notifications_build(
+        user_id, ids, [a for a, read in rows if not read], cap=cap, complete=len(rows) < cap
+    )
     # Check after write: an activity deleted meanwhile may have been withdrawn from this feed
     # before the rows above were written back (its delete committed before its remove job ran).
     gone = set(ids) - set(Activity.objects.filter(id__in=ids).values_list("id", flat=True))
@@ -380,7 +384,14 @@ class NotificationSource:
                 # The Redis feed goes on below (or a cluster node did not answer: what it
                 # holds is unknown, and feed_page starts the next page where this one began).
                 return store.PageRead(ids=ids, floor=page.floor, shown=shown_ids, bodies=bodies)
+            if notifications_complete(self.user_id):
+                # It holds every notification (checked after the read: a feed that holds
+                # everything now held everything then), so nothing older exists.
+                self.boundary = 0
+                return store.PageRead(ids=ids, floor=None, shown=shown_ids, bodies=bodies)
             self.boundary = rows_boundary(ids, shown_ids, upper, shown[0] if shown else None)
+        elif self.boundary == 0:
+            return store.PageRead(ids=[], floor=None, shown=[], bodies={})
         deep_shown = None
         if shown is not None and shown[1] < self.boundary:
             lo = shown[1]
@@ -470,10 +481,10 @@ def _members(user_id: int, item_ids: Iterable[int], window_seconds: int) -> list
     ranges = item_ranges(item_ids, window_ms)
     if not ranges:
         return []
-    found, oldest = notification_ids_in(user_id, ranges)  # one round trip
+    found, boundary = notification_ids_in(user_id, ranges)  # one round trip
     candidates = {i for ids in found for i in ids}
     keys: dict[int, tuple] = {}  # id -> group key
-    deep = [(lo, min(hi, oldest - 1) if oldest else hi) for lo, hi in ranges]
+    deep = [] if boundary is None else [(lo, min(hi, boundary - 1)) for lo, hi in ranges]
     deep = [(lo, hi) for lo, hi in deep if lo <= hi]
     if deep:  # the rows below the Redis feed's oldest entry: one query
         rows = Notification.objects.filter(recipient_id=user_id).filter(

@@ -1,7 +1,13 @@
 """Notification feeds: per user a capped sorted set of activity ids (lex encoding, as home
 feeds: keys.encode_id; bodies are the shared activity bodies), the set of those not read yet
 (member = score = id), and the seen mark. The three keys share a hash
-tag, so every command and script below stays in one slot."""
+tag, so every command and script below stays in one slot.
+
+A feed that holds every notification of its user (built from fewer rows than the cap, never
+trimmed since) also holds the marker SENTINEL (it sorts last, and no read of ids returns it):
+a page that reads such a feed to its end has nothing older to read from PostgreSQL. The first
+trim takes the marker away with the oldest ids; from then on the pages below the feed's oldest
+entry come from the Notification rows (feeds.notifications.NotificationSource)."""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from .connection import client, round_trip, with_script
 from .keys import (
     DECODE_ID_LUA,
+    MAX_ID,
+    SENTINEL,
     decode_id,
     encode_id,
     lex_start,
@@ -18,9 +26,11 @@ from .keys import (
     streams_key,
 )
 
-# KEYS: notif, unread, seen. ARGV: cap, id, "1" to count it unread, the id's feed member. Nothing when the feed was
-# never built (its first read builds it from PostgreSQL). An id already there keeps its state
-# (a redelivered batch must not make a read notification unread again).
+# KEYS: notif, unread, seen. ARGV: cap, id, "1" to count it unread, the id's feed member.
+# Nothing when the feed was never built (its first read builds it from PostgreSQL). An id
+# already there keeps its state (a redelivered batch must not make a read notification unread
+# again). Over the cap (the marker not counted), the oldest ids go, and the marker with them:
+# the feed no longer holds every notification.
 _ADD_LUA = (
     DECODE_ID_LUA
     + """
@@ -29,15 +39,41 @@ if redis.call('ZADD', KEYS[1], 0, ARGV[4]) == 1 and ARGV[3] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[2])
 end
 local cap = tonumber(ARGV[1])
-if redis.call('ZCARD', KEYS[1]) > cap then  -- the oldest are the tail (keys.encode_id)
-  local old = redis.call('ZRANGE', KEYS[1], cap, -1)
+local n = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], '@SENTINEL@') then n = n - 1 end
+if n > cap then  -- the oldest are the tail (keys.encode_id), the marker after them
+  local old = redis.call('ZRANGE', KEYS[1], cap, n - 1)
   redis.call('ZREMRANGEBYRANK', KEYS[1], cap, -1)
   for i, m in ipairs(old) do old[i] = string.format('%d', num(m)) end
   redis.call('ZREM', KEYS[2], unpack(old))
 end
 return 1
 """
-)
+).replace("@SENTINEL@", SENTINEL)
+
+# KEYS: notif. ARGV: cap, "1" when the ids are every notification row of the user, then the
+# ids' members. Merges them in; the marker (the feed holds everything) when the rows were all
+# and the feed holds no more than the cap: a delivery that trimmed the feed since the rows were
+# read left it at the cap, and the older rows merged in take it over the cap. Otherwise no
+# marker.
+_BUILD_LUA = """
+for i = 3, #ARGV, 2000 do
+  local batch = {}
+  for j = i, math.min(i + 1999, #ARGV) do
+    batch[#batch + 1] = 0
+    batch[#batch + 1] = ARGV[j]
+  end
+  redis.call('ZADD', KEYS[1], unpack(batch))
+end
+local n = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], '@SENTINEL@') then n = n - 1 end
+if ARGV[2] == '1' and n <= tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 0, '@SENTINEL@')
+else
+  redis.call('ZREM', KEYS[1], '@SENTINEL@')
+end
+return 1
+""".replace("@SENTINEL@", SENTINEL)
 
 # KEYS: notif, unread, seen. Returns {unseen, unread}, or {-1, -1} when not built. Unseen:
 # unread ids above the seen mark (a read notification is seen).
@@ -94,16 +130,29 @@ def notifications_mark_built(user_id: int, seen_upto: int) -> None:
     client().set(notification_keys(user_id)[2], seen_upto, nx=True)
 
 
-def notifications_build(user_id: int, ids: Sequence[int], unread: Sequence[int]) -> None:
+def notifications_build(
+    user_id: int,
+    ids: Sequence[int],
+    unread: Sequence[int],
+    *,
+    cap: int = 0,
+    complete: bool = False,
+) -> None:
     """Merge what PostgreSQL holds into a user's notification feed (after
-    notifications_mark_built: deliveries since then are already here)."""
+    notifications_mark_built: deliveries since then are already here). ``complete``: ``ids``
+    are every row of the user (fewer than ``cap``): the feed then holds everything and keeps
+    the marker, unless a delivery trimmed it meanwhile (see _BUILD_LUA)."""
     notif, unread_key, _ = notification_keys(user_id)
-    pipe = client().pipeline(transaction=False)
-    if ids:
-        pipe.zadd(notif, {encode_id(i): 0 for i in ids})
+    args = [cap, "1" if complete else "0", *(encode_id(i) for i in ids)]
+    with_script(_BUILD_LUA, lambda sha: round_trip(("EVALSHA", sha, 1, notif, *args))[0])
     if unread:
-        pipe.zadd(unread_key, {str(i): i for i in unread})
-    pipe.execute()
+        client().zadd(unread_key, {str(i): i for i in unread})
+
+
+def notifications_complete(user_id: int) -> bool:
+    """Whether the user's notification feed holds every notification of theirs (the marker):
+    one round trip. Once false it stays false until the feed is built again."""
+    return client().zscore(notification_keys(user_id)[0], SENTINEL) is not None
 
 
 def notification_counts(user_id: int) -> tuple[int, int] | None:
@@ -162,13 +211,16 @@ def notification_ids_in(
     user_id: int, ranges: Sequence[tuple[int, int]]
 ) -> tuple[list[list[int]], int | None]:
     """The ids of the user's notification feed in each ``(lo, hi)`` range (inclusive), newest
-    first, and the oldest id the feed holds (None: it holds nothing): one round trip. Below
-    that oldest id the feed's notifications are the Notification rows'."""
+    first, and the id below which the user's notifications are only in PostgreSQL (the feed's
+    oldest id; None when the feed holds everything, the marker): one round trip."""
     key = notification_keys(user_id)[0]
     commands: list[tuple] = [("ZRANGEBYLEX", key, lex_start(hi), lex_stop(lo)) for lo, hi in ranges]
-    commands.append(("ZRANGE", key, -1, -1))  # the tail: members sort newest first
+    commands.append(("ZRANGE", key, -2, -1))  # the tail: members sort newest first, marker last
     *found, tail = round_trip(*commands)
-    return [[decode_id(m) for m in ids] for ids in found], decode_id(tail[0]) if tail else None
+    ids = [[decode_id(m) for m in part] for part in found]
+    if tail and tail[-1] == SENTINEL.encode():
+        return ids, None
+    return ids, decode_id(tail[-1]) if tail else MAX_ID + 1
 
 
 def online(user_ids: Sequence[int], now: float, stale_after: float) -> set[int]:

@@ -280,6 +280,22 @@ def test_a_deep_page_is_one_query(deep, django_assert_num_queries):
     with django_assert_num_queries(1):
         items, nxt, _ = notifications.notification_page(user_id=me.pk, limit=3, cursor=cursor)
     assert members(items) == newest_first[CAP + 1 : CAP + 4] and nxt is not None
+    # A feed that holds every notification of its user (never trimmed) asks PostgreSQL for
+    # nothing, to its end.
+    few, author = UserFactory(), Notifier(UserFactory())
+    notifications.notification_page(user_id=few.pk, limit=3, cursor=None)  # built
+    ids = [author.notify(few, object_id=f"x{i}") for i in range(CAP - 1)]
+    jobs_done()
+    with django_assert_num_queries(0):
+        first, nxt, counts = notifications.notification_page(user_id=few.pk, limit=2, cursor=None)
+        rest, end, _ = notifications.notification_page(user_id=few.pk, limit=5, cursor=nxt)
+    assert members(first + rest) == ids[::-1] and end is None
+    assert counts == {"unseen": CAP - 1, "unread": CAP - 1}
+    store.notifications_forget(few.pk)  # rebuilt from fewer rows than the cap: the same
+    notifications.notifications_ensure(user_id=few.pk)
+    with django_assert_num_queries(0):
+        items, end, _ = notifications.notification_page(user_id=few.pk, limit=CAP, cursor=None)
+    assert members(items) == ids[::-1] and end is None
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plan")
