@@ -7,8 +7,18 @@ back at once. Every stream of the process is served by one gateway: one Redis pu
 subscribed once to each author channel some stream needs and to each streaming user's control
 channel (follows and unfollows made while a stream is open); a message is hydrated once and
 handed, in memory, to the queues of the streams that want it. A client too slow to read fills its
-bounded queue and is dropped with a final `dropped` event. On reconnect, `Last-Event-ID` replays
-from the feed what came after it (any process: the feed is in Redis).
+bounded queue and is dropped with a final `dropped` event.
+
+Event ids. Activities reach a stream out of id order (concurrent publishers; a fan-out job
+delayed), so an event's `id:` is the stream's high-water activity id: the largest id it sent,
+never lowered by an older arrival (which carries the current one). Before it sends feed
+activities, a stream writes them into its user's ledger in Redis (feeds.replay). A reconnect
+with `Last-Event-ID` (any process) finds there what the stream had sent, and replays from the
+feed (Redis, then PostgreSQL past what Redis holds) every activity of the last LAG minutes
+below that id and every one above it that it did not send, oldest first, with current bodies;
+more than 1,000 give `event: reset` whose id is the feed's newest (the client reloads the
+feed). `event: notification` and `event: update` (an activity edited: the feed item with its
+new body, to every stream hearing its author) carry the high-water id too, and do not move it.
 
 When the gateway's subscription is lost (Redis restarted, the connection dropped), whatever was
 published meanwhile never reaches it, and an open stream has no reason to reconnect. So once the
@@ -40,7 +50,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from importlib import import_module
@@ -67,21 +77,35 @@ from follows.selectors import followee_ids
 from . import store
 from .hydrate import hydrate
 from .notifications import notifications_ensure
-from .read import feed_items_after, hidden_authors, single_item
-from .store.live import token_entries
+from .read import hidden_authors, single_item
+from .replay import (
+    LAG_IDS,
+    LAG_SECONDS,
+    LEDGER_TTL_SECONDS,
+    Replay,
+    feed_replay,
+    floor_member,
+    plan_catch_up,
+    retired_member,
+    sent_member,
+)
+from .store.live import ledger_note, ledger_read, token_entries
 
 log = logging.getLogger("feeds.stream")
 PATH = "/api/feed/stream/"
 # A replay after a lost subscription covers activities made up to 5 minutes before the loss:
 # an announcement is made when the fan-out job starts, which a paused broker or a killed
 # worker (re-enqueued by the sweeper) can delay by minutes after the activity's id was made.
-REPLAY_MARGIN_SECONDS = 300
+REPLAY_MARGIN_SECONDS = LAG_SECONDS  # 300: the lag the reconnect's catch-up assumes too
 REPLAY_MAX = 100  # per author and per user: more in one gap ends the stream (queue full)
 # A pong not back within 5 s: the connection is presumed dead and the resync starts again.
 PONG_TIMEOUT_SECONDS = 5.0
 TOO_SLOW = b"too slow: reconnect"
 INTERRUPTED = b"live updates interrupted: reconnect"
 REVOKED = b"credentials revoked or expired, or the user deactivated: sign in again"
+RESET = "more activities were missed than a reconnect replays: reload the feed"
+# Events taken from a stream's queue and written at once (one ledger write, one send).
+WRITE_BATCH = 100
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -115,7 +139,8 @@ def _followees(user_id: int) -> set[int]:
 
 
 def event(item: dict[str, Any], kind: bytes = b"activity") -> bytes:
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (item["id"].encode(), kind, orjson.dumps(item))
+    """An event without its id line: each stream puts its own high-water id in front."""
+    return b"event: %s\ndata: %s\n\n" % (kind, orjson.dumps(item))
 
 
 def _id_at(moment: float) -> int:
@@ -125,11 +150,24 @@ def _id_at(moment: float) -> int:
 
 class Stream:
     """One open stream: what it follows, what it was sent, and a bounded queue of events.
-    ``floor``: it is owed activities above this id only (its Last-Event-ID, or when it opened).
-    ``credential``: what authenticated it, ("token", key) or ("session", key), re-checked by
-    the gateway."""
+    ``floor``: it is owed activities above this id only (when it opened, or inherited by a
+    reconnect: feeds.replay). ``credential``: what authenticated it, ("token", key) or
+    ("session", key), re-checked by the gateway. ``tag``: its name in the registry of open
+    streams and in the ledger; ``high``: the largest activity id it sent (every event's id)."""
 
-    __slots__ = ("user_id", "authors", "queue", "sent", "dropped", "ending", "floor", "credential")
+    __slots__ = (
+        "user_id",
+        "authors",
+        "queue",
+        "sent",
+        "dropped",
+        "ending",
+        "floor",
+        "credential",
+        "tag",
+        "high",
+        "noted",
+    )
 
     def __init__(
         self,
@@ -138,27 +176,54 @@ class Stream:
         maxsize: int,
         floor: int = 0,
         credential: tuple[str, str] | None = None,
+        tag: str = "",
     ) -> None:
         self.user_id = user_id
         self.authors = authors
-        self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize)
+        # (the feed activity the event sends, None for another kind; the event without its id)
+        self.queue: asyncio.Queue[tuple[int | None, bytes] | None] = asyncio.Queue(maxsize)
         self.sent: set[int] = set()
         self.dropped: bytes | None = None  # why, once dropped
         self.ending = b"dropped"  # the final event's name
         self.floor = floor
         self.credential = credential
+        self.tag = tag or uuid.uuid4().hex[:16]
+        self.high: int | None = None
+        self.noted = False  # its floor is in the ledger
 
-    def offer(self, activity_id: int, data: bytes) -> None:
-        """Queue an event, once per activity; a full queue drops the stream (see Gateway)."""
-        if self.dropped or activity_id in self.sent:
+    def offer(self, key: int, data: bytes) -> None:
+        """Queue an event once per key (an activity id; a notification's, negated); a full
+        queue drops the stream (see Gateway). A feed activity's event raises the stream's id."""
+        if self.dropped or key in self.sent:
             return
-        self.sent.add(activity_id)
+        self.sent.add(key)
         if len(self.sent) > 10_000:  # bounded memory: old ids cannot arrive again anyway
             self.sent = set(sorted(self.sent)[-1_000:])
+        self._put((key if key > 0 else None, data))
+
+    def push(self, data: bytes) -> None:
+        """Queue an event that may come more than once and moves no id (an edit's update)."""
+        if not self.dropped:
+            self._put((None, data))
+
+    def _put(self, queued: tuple[int | None, bytes]) -> None:
         try:
-            self.queue.put_nowait((activity_id, data))
+            self.queue.put_nowait(queued)
         except asyncio.QueueFull:
             self.drop(TOO_SLOW)
+
+    def stamp(self, batch: Iterable[tuple[int | None, bytes]]) -> tuple[bytes, dict[str, int]]:
+        """The events of ``batch`` with their id lines, and the ledger entries of the feed
+        activities among them (member: the id its event carries). Each feed activity raises
+        the stream's id to itself, never lowers it; an event before the first one has no id
+        (the client keeps the one it had)."""
+        out, notes = [], {}
+        for activity_id, data in batch:
+            if activity_id is not None:
+                self.high = activity_id if self.high is None else max(self.high, activity_id)
+                notes[sent_member(self.tag, activity_id)] = self.high
+            out.append((b"id: %d\n" % self.high if self.high is not None else b"") + data)
+        return b"".join(out), notes
 
     def drop(self, why: bytes, ending: bytes = b"dropped") -> None:
         """End the stream with a final `dropped` event (its client reconnects with
@@ -288,6 +353,8 @@ class Gateway:
                         await self._replay()
                 elif kind == "activity":
                     await self._deliver(author_id=key, activity_id=value)
+                elif kind == "update":
+                    await self._update(author_id=key, activity_id=value)
                 elif kind == "notification":
                     await self._notify(user_id=key, activity_id=value)
                 else:
@@ -413,6 +480,21 @@ class Gateway:
         data = event(single_item(body))
         for stream in list(streams):
             stream.offer(activity_id, data)
+
+    async def _update(self, *, author_id: int, activity_id: int) -> None:
+        """``event: update`` (an edit): the activity as a feed item with its current body, to
+        every stream that hears its author (followers not hiding them, the author), which
+        received it or would have; once per edit. Not replayed: a reconnect's catch-up sends
+        current bodies."""
+        streams = self.by_author.get(author_id)
+        if not streams:
+            return
+        body = await self._body(activity_id)
+        if body is None:  # deleted meanwhile: nothing to show
+            return
+        data = event(single_item(body), b"update")
+        for stream in list(streams):
+            stream.push(data)
 
     async def _notify(
         self, *, user_id: int, activity_id: int, hidden: Iterable[int] | None = None
@@ -602,7 +684,7 @@ async def _serve(
     except ValueError:
         await _answer(send, 400, {"Last-Event-ID": ["must be an activity id"]})
         return
-    stream_id = uuid.uuid4().hex
+    stream_id = uuid.uuid4().hex[:16]  # its registry entry and its name in the ledger
     try:
         live = await store.stream_register(gw.redis, user.pk, stream_id, time.time(), 3 * heartbeat)
     except store.STORE_ERRORS as exc:
@@ -621,7 +703,7 @@ async def _serve(
         )
         return
     floor = last_event_id if last_event_id is not None else _id_at(time.time())
-    stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE, floor, credential)
+    stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE, floor, credential, stream_id)
     try:
         stream.authors = await _with_db_returned(_followees)(user.pk)
         await gw.add(stream)
@@ -679,6 +761,77 @@ def _abort(send: Send) -> None:
         transport.abort()
 
 
+async def _note(stream: Stream, notes: dict[str, int]) -> None:
+    """Write ``notes`` (and, the first time, the stream's floor) into the user's ledger before
+    the events they describe are sent. Fails open: a stream whose sends cannot be written
+    down goes on (a reconnect then replays them again or, knowing none, takes its id at its
+    word); ending it would send its client into the same outage."""
+    if not stream.noted:
+        notes = {floor_member(stream.tag): stream.floor, **notes}
+    top = stream.high if stream.high is not None else stream.floor
+    try:
+        await ledger_note(
+            gateway().redis, stream.user_id, notes, top - 2 * LAG_IDS, LEDGER_TTL_SECONDS
+        )
+        stream.noted = True
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise
+        log.warning("stream ledger not written: Redis unavailable (%s)", exc)
+
+
+async def _send(
+    stream: Stream,
+    batch: Sequence[tuple[int | None, bytes]],
+    chunk: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """Write a batch of events: into the ledger first (what it sends), then to the client."""
+    data, notes = stream.stamp(batch)
+    if notes or not stream.noted:
+        await _note(stream, notes)
+    await chunk(data)
+
+
+async def _catch_up(
+    stream: Stream, last_id: int, chunk: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """A reconnect's catch-up (feeds.replay): what the stream that sent ``last_id`` had sent,
+    from the ledger; the plan; the replay from the feed; the stream takes the place of the one
+    it replaces in the ledger (its floor, what that one sent), then sends the replay, oldest
+    first, or `event: reset`."""
+    ledger, open_tags = await ledger_read(gateway().redis, stream.user_id, last_id - LAG_IDS)
+    plan = plan_catch_up(last_id=last_id, ledger=ledger, open_tags=open_tags)
+    replay: Replay = await _with_db_returned(feed_replay)(
+        user_id=stream.user_id, floor=plan.floor, skip=plan.skip
+    )
+    stream.floor, stream.high = plan.floor, last_id
+    stream.sent |= plan.skip
+    # What the predecessor sent counts as sent by this stream, each with the client's id (at
+    # most it); so does that id itself: a reconnect with it finds this stream.
+    notes = {sent_member(stream.tag, a): last_id for a in (*plan.skip, last_id)}
+    if plan.retire is not None:
+        notes[retired_member(plan.retire)] = _id_at(time.time())
+    if replay.reset_to is not None:
+        newest = replay.reset_to
+        stream.floor = stream.high = newest  # the reloaded feed holds everything up to it
+        notes = {sent_member(stream.tag, newest): newest}
+        if plan.retire is not None:
+            notes[retired_member(plan.retire)] = _id_at(time.time())
+        await _note(stream, notes)
+        detail = orjson.dumps({"id": str(newest), "detail": RESET})
+        await chunk(b"id: %d\nevent: reset\ndata: %s\n\n" % (newest, detail))
+        return
+    await _note(stream, notes)
+    missed = []
+    for item in replay.items:
+        aid = int(item["id"])
+        if aid not in stream.sent:  # arrived live meanwhile: queued already
+            stream.sent.add(aid)
+            missed.append((aid, event(item)))
+    for start in range(0, len(missed), WRITE_BATCH):
+        await _send(stream, missed[start : start + WRITE_BATCH], chunk)
+
+
 async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
     """The response: headers, the replay after Last-Event-ID, then events and heartbeats until
     the stream is dropped (a final `dropped` or `revoked` event) or the client stalls."""
@@ -714,20 +867,17 @@ async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
         )
         await chunk(b"retry: 3000\n\n")
         if last_event_id is not None:
-            replay = await _with_db_returned(feed_items_after)(
-                user_id=stream.user_id, after_id=last_event_id
-            )
-            for item in replay:
-                aid = int(item["id"])
-                if aid not in stream.sent:
-                    stream.sent.add(aid)
-                    await chunk(event(item))
+            await _catch_up(stream, last_event_id, chunk)
         while True:
             try:
                 queued = await asyncio.wait_for(stream.queue.get(), timeout=heartbeat)
             except TimeoutError:
                 await chunk(b": heartbeat\n\n")
                 continue
+            batch = [queued]
+            while queued is not None and len(batch) < WRITE_BATCH and not stream.queue.empty():
+                queued = stream.queue.get_nowait()
+                batch.append(queued)
             # None: the reader fell too far behind, the gateway could not replay, or the
             # credentials were revoked (dropped: whatever is still queued is not sent).
             if queued is None or stream.dropped:
@@ -735,7 +885,7 @@ async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
                 await chunk(b"event: %s\ndata: %s\n\n" % (stream.ending, why))
                 await out({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            await chunk(queued[1])
+            await _send(stream, [q for q in batch if q is not None], chunk)
     except _Stalled:
         log.info("stream dropped: its client took nothing for %d s", stall)
         stream.drop(TOO_SLOW)  # no more offers to it

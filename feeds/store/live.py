@@ -1,11 +1,12 @@
-"""Live streams: the pub/sub channel of each author and the registry of open SSE streams."""
+"""Live streams: the pub/sub channel of each author, the registry of open SSE streams and the
+ledger of what they sent (stream catch-up, feeds.replay)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .connection import async_pubsub_client, client, is_cluster
-from .keys import follows_channel, live_channel, streams_key, token_key
+from .keys import follows_channel, live_channel, stream_ledger_key, streams_key, token_key
 
 # GETs per pipeline in token_entries: 1,000 keys of ~300 bytes each is one ~300 KB reply,
 # parsed without holding the event loop for long.
@@ -36,6 +37,33 @@ async def stream_register(r, user_id: int, stream_id: str, now: float, stale_aft
 
 async def stream_unregister(r, user_id: int, stream_id: str) -> None:
     await r.zrem(streams_key(user_id), stream_id)
+
+
+async def ledger_note(
+    r, user_id: int, members: Mapping[str, int], trim_below: int, ttl: int
+) -> None:
+    """Write ``members`` (member: score) into the user's stream ledger, drop what scores below
+    ``trim_below`` and keep the ledger ``ttl`` seconds more: one pipelined round trip on one key
+    (the async client ``r``)."""
+    key = stream_ledger_key(user_id)
+    pipe = r.pipeline(transaction=False)
+    pipe.zadd(key, dict(members))
+    pipe.zremrangebyscore(key, "-inf", f"({trim_below}")
+    pipe.expire(key, ttl)
+    await pipe.execute()
+
+
+async def ledger_read(r, user_id: int, min_score: int) -> tuple[list[tuple[str, int]], set[str]]:
+    """The user's stream ledger from ``min_score`` up, as (member, score), and the ids of the
+    user's streams registered open: one pipelined round trip (two keys, one command each)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zrangebyscore(stream_ledger_key(user_id), min_score, "+inf", withscores=True)
+    pipe.zrange(streams_key(user_id), 0, -1)
+    entries, open_ids = await pipe.execute()
+    return (
+        [(m.decode(), int(score)) for m, score in entries],
+        {m.decode() for m in open_ids},
+    )
 
 
 async def token_entries(r, digests: Sequence[str]) -> list[bytes | None]:

@@ -55,8 +55,10 @@ class Storm:
 
 
 def _events(stream: Stream, until: float) -> list[tuple[str, str]]:
-    """(kind, id) of every event read before ``until`` (monotonic)."""
-    events, kind, eid = [], "message", ""
+    """(kind, activity id) of every event read before ``until`` (monotonic). Every event's
+    ``id:`` is the stream's high-water activity id: at least its activity's when it is a feed
+    activity, and never lower than the one before."""
+    events, kind, eid, high = [], "message", "", 0
     while time.monotonic() < until:
         try:
             line = stream.lines.get(timeout=0.1)
@@ -67,8 +69,11 @@ def _events(stream: Stream, until: float) -> list[tuple[str, str]]:
         elif line.startswith("event:"):
             kind = line[6:].strip()
         elif line.startswith("data:") and eid:
-            assert json.loads(line[5:])["id"] == eid
-            events.append((kind, eid))
+            aid = json.loads(line[5:])["id"]
+            assert int(eid) >= high
+            assert kind != "activity" or int(eid) >= int(aid)
+            high = int(eid)
+            events.append((kind, aid))
             kind, eid = "message", ""
     return events
 

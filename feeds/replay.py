@@ -1,0 +1,207 @@
+"""Stream catch-up: what a stream reconnecting with ``Last-Event-ID`` owes its client, each
+activity once, oldest first, with its current body (feeds.stream sends it).
+
+Why the id alone cannot say it. Activities reach a stream out of id order: an id is made when
+the activity is written, the announcement goes out when its fan-out job starts, and concurrent
+publishers (or a job held up by a busy worker or a paused broker) swap the two orders. Every
+event's ``id:`` is the stream's high-water activity id (the largest it sent; an older arrival
+carries it unchanged, never lowering it). A client's Last-Event-ID ``h`` thus says "I took
+``h`` and every event sent before it"; it cannot say which older activities were still on
+their way when it dropped. "Everything above ``h``" loses those; "everything above ``h`` less
+a margin" sends again the ones that had arrived.
+
+The ledger. So a stream writes down, before sending them, the feed activities it sends: one
+sorted set per user (store.live.ledger_note), member ``<stream>:<activity id>`` scored by the
+id its event carried; ``<stream>:f`` scored by the stream's floor (it is owed activities above
+it only: the id of the moment it first opened, inherited by its reconnects); ``<stream>:r``
+once a reconnect took its place. A reconnect with ``h`` looks for the streams of the user that
+sent an event carrying ``h`` (the candidates) and counts as delivered what each sent up to it
+(score <= h: the client that took ``h`` took every event before it, TCP keeps their order).
+
+The window. How far below ``h`` can an owed activity be? An activity is announced within
+LAG_SECONDS (5 minutes) of its id's moment: the bound the gateway's replay after a lost
+subscription assumes (feeds.stream.REPLAY_MARGIN_SECONDS), covering a paused broker or a job
+re-enqueued by the sweeper. ``h`` was made before it was sent, so an activity still on its
+way when the client dropped has an id above ``h - LAG``. The replay reads the feed above
+``max(h - LAG, floor)`` and leaves out what the candidates sent: exactly what was not
+delivered, and the ledger only needs the last 2 x LAG of ids (older entries are trimmed).
+
+What it does not promise, and why:
+- An activity announced more than LAG after its id's moment (a post backdated by more than 5
+  minutes through ``time``, a fan-out stalled that long) is sent live if the stream is open,
+  and is not replayed if it arrived while the client was away (the feed shows it in place).
+- A late event (one that did not raise the id) carries the same id as the event before it,
+  so a client that dropped after its ``h`` but before taking a late event sent after it
+  cannot be told from one that took it; the ledger counts it delivered (the stream skips only
+  what it sent). Exact for every client that took what was sent with its id.
+- Several streams of one user (tabs) share ids. A reconnect then prefers the candidates no
+  longer open; when more than one is left, an activity counts as delivered only if every one
+  of them sent it (or was not owed it): nothing is lost, an activity may come twice.
+- An id the ledger does not know (a day without a stream of the user, an id from elsewhere)
+  is taken at its word: everything above it, as before the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from activities.ids import LOW_BITS, MAX_ID
+
+from . import store
+from .conf import get_conf
+from .hydrate import hydrate
+from .merge import merge_streams
+from .read import feed_read_open, hidden_authors, single_item
+from .selectors import home_activities_page
+
+# Announcements come within this many seconds of their activity's id (see the docstring).
+LAG_SECONDS = 300
+LAG_IDS = (LAG_SECONDS * 1000) << LOW_BITS  # the same span in ids (milliseconds << 10)
+# More missed than this: `event: reset` (the client reloads the feed) instead of a replay.
+REPLAY_BOUND = 1_000
+# A ledger untouched for a day goes: a reconnect after that takes its id at its word.
+LEDGER_TTL_SECONDS = 86_400
+EVERYTHING = MAX_ID + 1  # an edge above every id: nothing held in Redis counts
+
+
+# --- the ledger's members (pure) -----------------------------------------------------------
+
+
+def sent_member(tag: str, activity_id: int) -> str:
+    """The ledger member for "stream ``tag`` sent ``activity_id``" (scored by its event's id)."""
+    return f"{tag}:{activity_id}"
+
+
+def floor_member(tag: str) -> str:
+    """The ledger member scored by stream ``tag``'s floor."""
+    return f"{tag}:f"
+
+
+def retired_member(tag: str) -> str:
+    """The ledger member saying a reconnect took stream ``tag``'s place."""
+    return f"{tag}:r"
+
+
+@dataclass(frozen=True)
+class CatchUpPlan:
+    """What a reconnect owes: the feed's activities above ``floor`` but those in ``skip`` (sent
+    before); ``retire``: the stream it replaces, to be marked retired (None: none, or not sure
+    which)."""
+
+    floor: int
+    skip: frozenset[int] = frozenset()
+    retire: str | None = None
+
+
+def plan_catch_up(
+    *,
+    last_id: int,
+    ledger: Iterable[tuple[str, int]],
+    open_tags: Iterable[str] = (),
+    lag_ids: int = LAG_IDS,
+) -> CatchUpPlan:
+    """The catch-up of a client that took ``last_id``, from the ledger entries scored from
+    ``last_id - lag_ids`` up and the streams of the user still open. Pure.
+
+    Candidates: the streams (not retired) that sent an event carrying ``last_id``; the closed
+    ones if any (an open one is another tab), all of them otherwise. The floor: the window's
+    (``last_id - lag_ids``) or, above it, the lowest candidate floor. An id above the floor is
+    skipped when every candidate sent it with an event id up to ``last_id`` or is not owed it
+    (at or below its own floor). No candidate: everything above ``last_id``."""
+    sent: dict[str, dict[int, int]] = {}
+    floors: dict[str, int] = {}
+    retired: set[str] = set()
+    for member, score in ledger:
+        tag, _, what = member.rpartition(":")
+        if what == "f":
+            floors[tag] = score
+        elif what == "r":
+            retired.add(tag)
+        elif what.isdigit():
+            sent.setdefault(tag, {})[int(what)] = score
+    candidates = {
+        tag for tag, ids in sent.items() if tag not in retired and last_id in ids.values()
+    }
+    if not candidates:
+        return CatchUpPlan(floor=last_id)
+    closed = candidates - set(open_tags)
+    chosen = sorted(closed or candidates)
+    window = last_id - lag_ids
+    own = {tag: floors.get(tag, window) for tag in chosen}  # not read: below the window
+    floor = max(window, min(own.values()))
+    seen = {aid for tag in chosen for aid, carried in sent[tag].items() if carried <= last_id}
+    skip = frozenset(
+        aid
+        for aid in seen
+        if aid > floor
+        and all(aid <= own[t] or sent[t].get(aid, last_id + 1) <= last_id for t in chosen)
+    )
+    retire = chosen[0] if len(chosen) == 1 and closed else None
+    return CatchUpPlan(floor=floor, skip=skip, retire=retire)
+
+
+# --- the replay: the feed above the floor, from Redis then PostgreSQL ----------------------
+
+
+@dataclass
+class Replay:
+    """A catch-up's events: ``items`` oldest first, or, past the bound, ``reset_to``: the
+    feed's newest id (the client reloads the feed instead)."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    reset_to: int | None = None
+
+
+def redis_edge(
+    above: Sequence[Sequence[int]], below: Sequence[Sequence[int]], count: int
+) -> int | None:
+    """Below which id the Redis sources may not hold everything above the floor (None: they do).
+    ``above``: each source's ids above the floor, newest first, read up to ``count``;
+    ``below``: whether each holds an id at or below the floor (its newest such id, or nothing).
+    A source holding an id at or below the floor, read to its end above it, holds everything
+    above the floor (a feed or timeline is its owner's newest ids: trimmed at the tail only).
+    Any other one may miss what is below its oldest id read (the whole range when it is
+    empty). Pure."""
+    edge: int | None = None
+    for ids, under in zip(above, below, strict=True):
+        if under and len(ids) < count:
+            continue
+        tail = ids[-1] if ids else EVERYTHING
+        edge = tail if edge is None else max(edge, tail)
+    return edge
+
+
+def feed_replay(
+    *, user_id: int, floor: int, skip: Iterable[int] = (), bound: int = REPLAY_BOUND
+) -> Replay:
+    """The reader's home-feed activities above ``floor`` but those in ``skip``, oldest first,
+    one feed item each with its current body; ``reset_to`` instead when there are more than
+    ``bound``. The Redis sources (the feed and the pull authors' timelines, as the feed read
+    merges them: feed_read_open) serve what they hold whole (redis_edge), bodies through
+    hydrate (a deleted activity is absent); PostgreSQL serves what lies below their edge
+    (selectors.home_activities_page: the reader's and their followees' live home activities).
+    Authors the reader hides are never replayed. Cost: two pipelined reads of the sources,
+    one of bodies, and one query when the sources do not reach down to the floor."""
+    skip = frozenset(skip)
+    keys = feed_read_open(user_id, get_conf())
+    count = bound + len(skip) + 1  # one more than a replay can hold, whatever is skipped
+    above = store.read_streams(keys, max_id=None, min_id=floor + 1, count=count)
+    below = store.read_streams(keys, max_id=floor, count=1)
+    edge = redis_edge(above, below, count)
+    ids = [i for i in merge_streams(above) if (edge is None or i >= edge) and i not in skip]
+    bodies = hydrate(ids)
+    hidden = hidden_authors(user_id)
+    found = {i: bodies[i] for i in ids if i in bodies and bodies[i]["actor"]["id"] not in hidden}
+    if edge is not None and edge > floor + 1:
+        limit = bound + sum(1 for i in skip if floor < i < edge) + 1
+        rows = home_activities_page(user_id=user_id, limit=limit, before_id=edge, min_id=floor + 1)
+        for row in rows:
+            if row.id not in skip:
+                found[row.id] = orjson.loads(row.body)
+    if len(found) > bound:
+        return Replay(reset_to=max(found))
+    return Replay(items=[single_item(found[i]) for i in sorted(found)])
