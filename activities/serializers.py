@@ -130,8 +130,9 @@ IMMUTABLE_FIELDS = (
 
 
 class ActivityEditSerializer(serializers.Serializer):
-    """What an edit (PATCH) may change, validated as at publish (metadata replaced whole). The
-    fields of IMMUTABLE_FIELDS may not be present; other unknown keys are ignored."""
+    """What an edit (PATCH) may change, validated as at publish (metadata replaced whole).
+    verb, object_type, object_id, target_type, target_id, foreign_id, time, notify, id, actor
+    and edited_at may not be present at all (a 400 naming each); other keys are ignored."""
 
     object_title = serializers.CharField(max_length=255, required=False, allow_blank=True)
     target_title = serializers.CharField(max_length=255, required=False, allow_blank=True)

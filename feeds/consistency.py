@@ -29,6 +29,10 @@ requires an id below ``trim_floor``: the cap-th newest of the live and the delet
 could have been in it. No id at or above it was ever trimmed (a trim keeps the newest cap ids,
 each one of those).
 A built notification feed holds the user's newest Notification rows (notification_check).
+Feeds hold ids, never bodies: an edit changes the one cached body of an activity (and its
+edited_at), not which feeds hold it, so an edited activity is checked as any other; a deleted
+one is a ghost until its remove job has run, whatever its body key holds (the tombstone that
+hides it from reads at once).
 The pure part (`judge`) decides from sets; the `*_check` functions gather them from PostgreSQL
 and Redis, through feeds.store (which alone sends Redis commands).
 """

@@ -30,7 +30,9 @@ PostgreSQL on its owner's next read).
   {p}:home:{s<v>}:{user}     sorted set (lex): the user's home feed (pushed ids, own ids),
                              capped, with an inactivity TTL; a built feed holds SENTINEL
   {p}:line:{s<v>}:{author}   sorted set (lex): the author's own timeline, capped (pull source)
-  {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL
+  {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL; after
+                             its delete the tombstone "-" (bodies.BODY_TOMBSTONE, same TTL),
+                             which no write replaces (bodies: one compare-and-set by edited_at)
   {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
   {p}:hide:{user}            string: cached ids of authors the user does not see (muted,
                              blocked either way), "id,id,..." (TTL; rewritten on a change)
