@@ -313,6 +313,27 @@ def test_an_edit_is_seen_at_once_by_another_web_process_and_announced(live_worke
 
 
 @pytest.mark.worker
+def test_an_open_stream_gets_the_edit_as_event_update(live_worker, served):
+    from tests.integration.test_stream import Stream
+
+    author, reader = UserFactory(), UserFactory()
+    activate(author, reader)
+    follow_create(follower_id=reader.pk, followee_id=author.pk)
+    stream = Stream(served, reader)
+    try:
+        aid = publish(author)["id"]
+        assert stream.next_activity()["id"] == aid
+        edited = patch(author, aid, {"object_title": "On the stream"}).json()
+        stream.wait_for(lambda line: line == "event: update")
+        item = stream.next_activity()
+        assert item["id"] == aid and item["activity_ids"] == [aid]
+        assert item["object_title"] == "On the stream"
+        assert item["edited_at"] == edited["edited_at"]
+    finally:
+        stream.close()
+
+
+@pytest.mark.worker
 def test_an_edit_shows_in_notifications_and_on_the_authors_page(live_worker):
     author, fan = UserFactory(), UserFactory()
     body = publish(author, notify=[fan.pk])
