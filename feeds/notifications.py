@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from activities.ids import LOW_BITS, MAX_ID
+from activities.ids import MAX_ID
 from activities.models import Activity
 from activities.selectors import activity_to_dict, encode_body
 from activities.services import activity_publish
@@ -40,7 +40,7 @@ from feedsite.errors import InvalidInput
 from follows.selectors import blocked_either_way, muters_of
 
 from . import store
-from .aggregation import bucket_floor_id, group_key
+from .aggregation import bucket_ceiling_id, bucket_floor_id, group_key
 from .conf import get_conf
 from .hydrate import hydrate
 from .models import Notification, NotificationEmail, NotificationSettings
@@ -345,19 +345,15 @@ def rows_boundary(
     return min([*redis_ids, *redis_shown, asked + 1])
 
 
-def bucket_last_id(activity_id: int, window_ms: int) -> int:
-    """The largest id in the aggregation bucket of ``activity_id``. Pure."""
-    return bucket_floor_id(activity_id, window_ms) + (window_ms << LOW_BITS) - 1
-
-
 @dataclass
 class NotificationSource:
     """Where a notification page's ids come from (feeds.read.IdSource): the Redis notification
     feed down to its oldest entry, then the user's Notification rows below it (the boundary,
     found on the read that reaches the end of the Redis feed; every id from one side only).
-    To feed_page it is one source holding the whole history: a group spanning the boundary
-    is cut as one, and next_cursor is None only once the rows are exhausted too.
-    ``read_flags`` holds the read flag of every entry taken from the rows."""
+    To feed_page it is one source holding the whole history (no edge): a group spanning the
+    boundary is cut as one, and next_cursor is None only once the rows are exhausted too. A
+    feed that holds every notification (its marker: feeds.store.notifications) costs no
+    query. ``read_flags`` holds the read flag of every entry taken from the rows."""
 
     user_id: int
     hidden: frozenset[int]
@@ -395,7 +391,10 @@ class NotificationSource:
         deep_shown = None
         if shown is not None and shown[1] < self.boundary:
             lo = shown[1]
-            deep_shown = (min(shown[0], self.boundary - 1, bucket_last_id(lo, self.window_ms)), lo)
+            deep_shown = (
+                min(shown[0], self.boundary - 1, bucket_ceiling_id(lo, self.window_ms)),
+                lo,
+            )
         rows = notification_rows(
             user_id=self.user_id,
             hidden=self.hidden,

@@ -252,9 +252,9 @@ def test_a_redis_feed_emptied_by_deletes_or_lost_pages_from_the_rows(deep):
     assert redis_ids(me) == rest[:CAP]
 
 
-def test_a_cap_lowered_after_delivery_and_new_arrivals_keep_paging_exact(deep):
-    """The boundary moves between pages (new notifications trim the Redis feed): a cursor
-    taken above it still pages every older notification once."""
+def test_new_arrivals_and_a_lowered_cap_move_the_boundary_between_pages(deep):
+    """The boundary moves between pages (new notifications trim the Redis feed; an operator
+    lowers the cap): a cursor taken above it still pages every older notification once."""
     me, ana, bo, newest_first = deep
     client = auth_client(me)
     first = client.get("/api/notifications/", {"limit": 2}).json()
@@ -268,7 +268,20 @@ def test_a_cap_lowered_after_delivery_and_new_arrivals_keep_paging_exact(deep):
         seen += members(body["items"])
         cursor = body["next_cursor"]
     assert seen == newest_first
-    assert members(page_through(client, 4)) == sorted([*later, *newest_first], reverse=True)
+    everything = sorted([*later, *newest_first], reverse=True)
+    # Mid-way through the pages, the cap goes down to 2 and one more notification comes.
+    first = client.get("/api/notifications/", {"limit": 3}).json()
+    seen, cursor = members(first["items"]), first["next_cursor"]
+    admin_settings(notification_max_length=2)
+    newest = bo.notify(me, object_id="newest")
+    jobs_done()
+    assert redis_ids(me) == [newest, everything[0]]
+    while cursor:
+        body = client.get("/api/notifications/", {"limit": 4, "cursor": cursor}).json()
+        seen += members(body["items"])
+        cursor = body["next_cursor"]
+    assert seen == everything
+    assert members(page_through(client, 2)) == [newest, *everything]
 
 
 def test_a_deep_page_is_one_query(deep, django_assert_num_queries):
@@ -359,3 +372,22 @@ def test_the_deep_query_reads_indexes_only():
     )
     mine = [a.id for a in acts[: 10_000 - 10_000 % 30 : 30]][::-1]
     assert rows.ids == mine[:13] and rows.floor == mine[12]
+
+
+def test_the_boundary_and_the_item_ranges_pure():
+    from feeds.aggregation import bucket_floor_id
+    from feeds.notifications import item_ranges, rows_boundary
+
+    # Redis read to its end below the cursor: its oldest entry; nothing there: its oldest in
+    # the shown range; nothing at all: above everything asked.
+    assert rows_boundary([90, 80], [120, 110], 99, 130) == 80
+    assert rows_boundary([], [120, 110], 99, 130) == 110
+    assert rows_boundary([], [], 99, 130) == 131
+    assert rows_boundary([], [], 99, None) == 100
+    window_ms = 1000
+    a, b = 5 << 22, (5 << 22) + 100  # one bucket
+    c = 5000 << 22  # another
+    assert item_ranges([a, b, c], window_ms) == [
+        (bucket_floor_id(a, window_ms), b),
+        (bucket_floor_id(c, window_ms), c),
+    ]
