@@ -24,7 +24,11 @@ subscription assumes (feeds.stream.REPLAY_MARGIN_SECONDS), covering a paused bro
 re-enqueued by the sweeper. ``h`` was made before it was sent, so an activity still on its
 way when the client dropped has an id above ``h - LAG``. The replay reads the feed above
 ``max(h - LAG, floor)`` and leaves out what the candidates sent: exactly what was not
-delivered, and the ledger only needs the last 2 x LAG of ids (older entries are trimmed).
+delivered. Each write trims the ledger below its stream's id less 2 x LAG and an hour of
+slack (ledger_trim_below): a stream the server has not yet found dead (TCP gives up after
+some 15 minutes) goes on writing past its client's last id, and the client still needs what
+lies within LAG below it. The ledger records the highest threshold it was trimmed at
+(member ``~``); a reconnect whose id is too old for what is left is taken at its word.
 
 What it does not promise, and why:
 - An activity announced more than LAG after its id's moment (a post backdated by more than 5
@@ -65,6 +69,11 @@ LAG_IDS = (LAG_SECONDS * 1000) << LOW_BITS  # the same span in ids (milliseconds
 REPLAY_BOUND = 1_000
 # A ledger untouched for a day goes: a reconnect after that takes its id at its word.
 LEDGER_TTL_SECONDS = 86_400
+# Kept below a stream's id beyond the 2 x LAG a reconnect reads: how far past its client's last
+# id a stream the server does not yet know dead may go on writing.
+LEDGER_SLACK_SECONDS = 3_600
+SLACK_IDS = (LEDGER_SLACK_SECONDS * 1000) << LOW_BITS
+TRIM_MEMBER = "~"  # scored by the highest threshold the ledger was trimmed at
 EVERYTHING = MAX_ID + 1  # an edge above every id: nothing held in Redis counts
 
 
@@ -84,6 +93,11 @@ def floor_member(tag: str) -> str:
 def retired_member(tag: str) -> str:
     """The ledger member saying a reconnect took stream ``tag``'s place."""
     return f"{tag}:r"
+
+
+def ledger_trim_below(high: int, lag_ids: int = LAG_IDS, slack_ids: int = SLACK_IDS) -> int:
+    """Below which score a stream whose id is ``high`` trims the ledger as it writes. Pure."""
+    return high - 2 * lag_ids - slack_ids
 
 
 @dataclass(frozen=True)
@@ -111,13 +125,17 @@ def plan_catch_up(
     ones if any (an open one is another tab), all of them otherwise. The floor: the window's
     (``last_id - lag_ids``) or, above it, the lowest candidate floor. An id above the floor is
     skipped when every candidate sent it with an event id up to ``last_id`` or is not owed it
-    (at or below its own floor). No candidate: everything above ``last_id``."""
+    (at or below its own floor). No candidate, or a ledger trimmed above the window (it may
+    have lost what the candidates sent there): everything above ``last_id``."""
     sent: dict[str, dict[int, int]] = {}
     floors: dict[str, int] = {}
     retired: set[str] = set()
     for member, score in ledger:
         tag, _, what = member.rpartition(":")
-        if what == "f":
+        if member == TRIM_MEMBER:
+            if score > last_id - lag_ids:
+                return CatchUpPlan(floor=last_id)
+        elif what == "f":
             floors[tag] = score
         elif what == "r":
             retired.add(tag)
@@ -142,6 +160,24 @@ def plan_catch_up(
     )
     retire = chosen[0] if len(chosen) == 1 and closed else None
     return CatchUpPlan(floor=floor, skip=skip, retire=retire)
+
+
+def takeover_notes(
+    tag: str, plan: CatchUpPlan, last_id: int, retired_at: int, reset_to: int | None = None
+) -> dict[str, int]:
+    """The ledger entries of stream ``tag`` taking the place of the one its client reconnected
+    from, before it sends anything: its floor; what the predecessor sent (``plan.skip``)
+    counted as sent by it with an event id of at most ``last_id``, and ``last_id`` itself, so
+    that a reconnect with that id finds it; the predecessor retired (``retired_at``: an id of
+    now). After a reset, the floor and the only entry are the feed's newest id. Pure."""
+    if reset_to is not None:
+        notes = {floor_member(tag): reset_to, sent_member(tag, reset_to): reset_to}
+    else:
+        notes = {sent_member(tag, a): last_id for a in (*plan.skip, last_id)}
+        notes[floor_member(tag)] = plan.floor
+    if plan.retire is not None:
+        notes[retired_member(plan.retire)] = retired_at
+    return notes
 
 
 # --- the replay: the feed above the floor, from Redis then PostgreSQL ----------------------

@@ -82,12 +82,14 @@ from .replay import (
     LAG_IDS,
     LAG_SECONDS,
     LEDGER_TTL_SECONDS,
+    TRIM_MEMBER,
     Replay,
     feed_replay,
     floor_member,
+    ledger_trim_below,
     plan_catch_up,
-    retired_member,
     sent_member,
+    takeover_notes,
 )
 from .store.live import ledger_note, ledger_read, token_entries
 
@@ -771,7 +773,12 @@ async def _note(stream: Stream, notes: dict[str, int]) -> None:
     top = stream.high if stream.high is not None else stream.floor
     try:
         await ledger_note(
-            gateway().redis, stream.user_id, notes, top - 2 * LAG_IDS, LEDGER_TTL_SECONDS
+            gateway().redis,
+            stream.user_id,
+            notes,
+            ledger_trim_below(top),
+            TRIM_MEMBER,
+            LEDGER_TTL_SECONDS,
         )
         stream.noted = True
     except store.STORE_ERRORS as exc:
@@ -804,23 +811,16 @@ async def _catch_up(
     replay: Replay = await _with_db_returned(feed_replay)(
         user_id=stream.user_id, floor=plan.floor, skip=plan.skip
     )
-    stream.floor, stream.high = plan.floor, last_id
-    stream.sent |= plan.skip
-    # What the predecessor sent counts as sent by this stream, each with the client's id (at
-    # most it); so does that id itself: a reconnect with it finds this stream.
-    notes = {sent_member(stream.tag, a): last_id for a in (*plan.skip, last_id)}
-    if plan.retire is not None:
-        notes[retired_member(plan.retire)] = _id_at(time.time())
+    notes = takeover_notes(stream.tag, plan, last_id, _id_at(time.time()), reset_to=replay.reset_to)
     if replay.reset_to is not None:
         newest = replay.reset_to
         stream.floor = stream.high = newest  # the reloaded feed holds everything up to it
-        notes = {sent_member(stream.tag, newest): newest}
-        if plan.retire is not None:
-            notes[retired_member(plan.retire)] = _id_at(time.time())
         await _note(stream, notes)
         detail = orjson.dumps({"id": str(newest), "detail": RESET})
         await chunk(b"id: %d\nevent: reset\ndata: %s\n\n" % (newest, detail))
         return
+    stream.floor, stream.high = plan.floor, last_id
+    stream.sent |= plan.skip
     await _note(stream, notes)
     missed = []
     for item in replay.items:

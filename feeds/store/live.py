@@ -40,15 +40,16 @@ async def stream_unregister(r, user_id: int, stream_id: str) -> None:
 
 
 async def ledger_note(
-    r, user_id: int, members: Mapping[str, int], trim_below: int, ttl: int
+    r, user_id: int, members: Mapping[str, int], trim_below: int, trim_mark: str, ttl: int
 ) -> None:
     """Write ``members`` (member: score) into the user's stream ledger, drop what scores below
-    ``trim_below`` and keep the ledger ``ttl`` seconds more: one pipelined round trip on one key
-    (the async client ``r``)."""
+    ``trim_below`` and record the highest such threshold as the score of ``trim_mark``; keep
+    the ledger ``ttl`` seconds more: one pipelined round trip on one key (async client ``r``)."""
     key = stream_ledger_key(user_id)
     pipe = r.pipeline(transaction=False)
     pipe.zadd(key, dict(members))
     pipe.zremrangebyscore(key, "-inf", f"({trim_below}")
+    pipe.zadd(key, {trim_mark: trim_below}, gt=True)
     pipe.expire(key, ttl)
     await pipe.execute()
 

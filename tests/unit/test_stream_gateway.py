@@ -1,11 +1,25 @@
-"""The stream's pieces that need no server: the per-stream queue and the process limit."""
+"""The stream's pieces that need no server: the per-stream queue, the process limit, event ids
+and the catch-up ledger's arithmetic (feeds.replay)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from feeds import stream
+from feeds.replay import (
+    EVERYTHING,
+    TRIM_MEMBER,
+    CatchUpPlan,
+    floor_member,
+    ledger_trim_below,
+    plan_catch_up,
+    redis_edge,
+    takeover_notes,
+)
 
 
 def test_a_stream_gets_each_activity_once_and_a_slow_one_is_dropped():
@@ -56,3 +70,143 @@ def test_a_full_process_answers_503_with_retry_after(settings):
     retry = str(settings.FEEDSITE_SSE_HEARTBEAT_SECONDS).encode()
     assert (b"retry-after", retry) in start["headers"]
     assert "streams" in json.loads(body["body"])["detail"]
+
+
+# --- event ids and the catch-up ledger (feeds.replay): pure parts ---------------------------
+
+
+def test_every_event_carries_the_high_water_id_never_lowered():
+    s = stream.Stream(user_id=1, authors={1}, maxsize=10)
+    s.offer(-5, b"event: notification\n\n")  # before any feed activity: no id line
+    s.offer(20, b"event: activity\n\n")
+    s.offer(12, b"event: activity\n\n")  # an older arrival: it carries 20
+    s.push(b"event: update\n\n")
+    s.offer(31, b"event: activity\n\n")
+    batch = [s.queue.get_nowait() for _ in range(5)]
+    data, notes = s.stamp(batch)
+    ids = [line for line in data.split(b"\n") if line.startswith(b"id:")]
+    assert data.startswith(b"event: notification")
+    assert ids == [b"id: 20", b"id: 20", b"id: 20", b"id: 31"]
+    assert notes == {f"{s.tag}:20": 20, f"{s.tag}:12": 20, f"{s.tag}:31": 31}
+
+
+LAG = 40  # the lag bound, in ids, of the model below
+SLACK = 40  # the ledger's slack, in ids (an hour in service: shrunk so the model trims)
+
+
+def _note(ledger: dict[str, int], s: stream.Stream, notes: dict[str, int]) -> None:
+    """feeds.stream._note (store.live.ledger_note) on a dict: the floor first, then the
+    entries; trimmed below ledger_trim_below, the highest threshold recorded."""
+    if not s.noted:
+        notes = {floor_member(s.tag): s.floor, **notes}
+        s.noted = True
+    ledger.update(notes)
+    below = ledger_trim_below(s.high if s.high is not None else s.floor, LAG, SLACK)
+    for member in [m for m, score in ledger.items() if score < below]:
+        del ledger[member]
+    ledger[TRIM_MEMBER] = max(below, ledger.get(TRIM_MEMBER, below))
+
+
+@st.composite
+def _lives(draw):
+    """Activities (id, announced at id + delay < id + LAG), the first stream's opening moment,
+    the moments its client drops and comes back, in order, and how long each dropped stream
+    goes on writing (the server has not noticed) before it would send an event its client's
+    id already carries (then it notices: see feeds.replay on late events)."""
+    ids = draw(st.lists(st.integers(0, 300), min_size=1, max_size=40, unique=True))
+    announced = sorted((i + draw(st.integers(0, LAG - 1)), i) for i in ids)
+    opened = draw(st.integers(0, 300))
+    cuts = sorted(draw(st.lists(st.integers(opened, 360), max_size=6)))
+    stale = draw(st.lists(st.integers(0, 30), min_size=3, max_size=3))
+    return announced, opened, cuts[: len(cuts) // 2 * 2], stale
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(_lives())
+def test_reconnects_get_every_owed_activity_once_whatever_the_arrival_order(life):
+    """A client's streams over a life of drops and reconnects (Last-Event-ID the last id it
+    took): activities announced in any order within the lag; whatever was announced while it
+    was away comes in the next reconnect's catch-up. Every activity above the first stream's
+    floor arrives exactly once; nothing at or below it that was announced while away."""
+    announced, opened, cuts, stale = life
+    moments = [opened, *cuts, None]  # open, close, open, close, ..., open (for good)
+    ledger: dict[str, int] = {}
+    received: list[int] = []
+    live_bonus: set[int] = set()
+    last_id: int | None = None
+    for n in range(0, len(moments), 2):
+        start, end = moments[n], moments[n + 1] if n + 1 < len(moments) else None
+        if last_id is None:  # the first stream (or no id taken yet: a new one)
+            if n:
+                return  # the model's claims are about a client that took an id
+            s = stream.Stream(1, {1}, 1_000, floor=opened, tag=f"s{n}")
+        else:
+            entries = [(m, v) for m, v in ledger.items() if v >= last_id - LAG]
+            plan = plan_catch_up(last_id=last_id, ledger=entries, lag_ids=LAG)
+            s = stream.Stream(1, {1}, 1_000, floor=plan.floor, tag=f"s{n}")
+            s.high, s.sent = last_id, set(plan.skip)
+            _note(ledger, s, takeover_notes(s.tag, plan, last_id, start))
+            feed = {a for m, a in announced if m < start}
+            replay = sorted(a for a in feed if a > plan.floor and a not in plan.skip)
+            s.sent |= set(replay)
+            data, notes = s.stamp([(a, b"x\n\n") for a in replay])
+            _note(ledger, s, notes)
+            received += replay
+        high = s.high or 0
+        for moment, aid in announced:
+            if moment >= start and (end is None or moment < end) and aid not in s.sent:
+                s.sent.add(aid)
+                data, notes = s.stamp([(aid, b"x\n\n")])
+                carried = int(data.split(b"\n")[0][4:])
+                assert carried >= max(aid, high)  # never lowered
+                high = carried
+                _note(ledger, s, notes)
+                received.append(aid)
+                live_bonus.add(aid)
+        last_id = s.high if s.high is not None else last_id
+        if end is not None and last_id is not None:  # written after the drop, never taken
+            for moment, aid in announced:
+                if end <= moment < end + stale[n // 2 % 3] and aid not in s.sent:
+                    if aid < last_id:
+                        break  # it would carry the client's id: the drop is noticed first
+                    s.sent.add(aid)
+                    _note(ledger, s, s.stamp([(aid, b"x\n\n")])[1])
+    owed = {a for _, a in announced if a > opened}
+    assert len(received) == len(set(received)), "an activity came twice"
+    assert owed <= set(received), f"never received: {sorted(owed - set(received))}"
+    assert set(received) <= owed | live_bonus
+
+
+def test_a_reconnect_prefers_its_own_closed_stream_and_never_loses_with_several():
+    own, tab = "own", "tab"
+    ledger = [
+        (f"{own}:f", 50),
+        (f"{own}:100", 100),
+        (f"{own}:90", 100),  # arrived late, after 100
+        (f"{tab}:f", 10),
+        (f"{tab}:100", 100),  # the other tab got 100 but not 90 (yet)
+    ]
+    plan = plan_catch_up(last_id=100, ledger=ledger, open_tags={tab}, lag_ids=LAG)
+    assert plan.skip == {90, 100} and plan.floor == 100 - LAG and plan.retire == own
+    # Both closed: which was this client's cannot be told; 90 only one of them sent comes again.
+    both = plan_catch_up(last_id=100, ledger=ledger, open_tags=set(), lag_ids=LAG)
+    assert both.skip == {100} and both.retire is None
+    # A retired stream is no candidate; an id no stream sent is taken at its word.
+    gone = plan_catch_up(last_id=100, ledger=[*ledger, (f"{own}:r", 200)], open_tags={tab})
+    assert gone.retire is None and gone.skip == {100}
+    assert plan_catch_up(last_id=70, ledger=ledger) == CatchUpPlan(floor=70)
+    # Trimmed above the window (a stream that went on writing long past this client's id):
+    # what it sent there is not all known any more; the id is taken at its word.
+    trimmed = [*ledger, (TRIM_MEMBER, 100 - LAG + 1)]
+    assert plan_catch_up(last_id=100, ledger=trimmed, lag_ids=LAG) == CatchUpPlan(floor=100)
+    kept = [*ledger, (TRIM_MEMBER, 100 - LAG)]
+    assert plan_catch_up(last_id=100, ledger=kept, open_tags={tab}, lag_ids=LAG) == plan
+
+
+def test_the_redis_edge_is_where_a_source_may_stop_holding_everything():
+    # Feed reaching below the floor, read to its end: whole. A timeline that does not reach
+    # the floor may miss what is below its oldest id; an empty one, everything.
+    assert redis_edge([[9, 8]], [[3]], count=5) is None
+    assert redis_edge([[9, 8], [7, 6]], [[3], []], count=5) == 6
+    assert redis_edge([[9, 8], []], [[3], []], count=5) == EVERYTHING
+    assert redis_edge([[9, 8, 7]], [[3]], count=3) == 7  # a capped read: more below 7
