@@ -38,6 +38,7 @@ from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_to_dict, encode_body
 from feeds import store
+from feeds.conf import get_conf
 from feeds.models import Notification
 from feeds.services import feed_settings_update
 from feedsite.serve import serving
@@ -185,9 +186,16 @@ def build_notifications(reader_ids, by_actor, push_ids, rng, each: int = 40) -> 
         "recipient_id", "activity_id", "read"
     ):
         by_reader.setdefault(reader, []).append((aid, read))
+    cap = get_conf().notification_max_length
     for reader, rows in by_reader.items():
         store.notifications_mark_built(reader, 0)
-        store.notifications_build(reader, [a for a, _ in rows], [a for a, read in rows if not read])
+        store.notifications_build(
+            reader,
+            [a for a, _ in rows],
+            [a for a, read in rows if not read],
+            cap=cap,
+            complete=len(rows) < cap,  # the feed holds every row: no SQL below it
+        )
 
 
 async def load(

@@ -210,16 +210,15 @@ def fanout_apply_batch(
     followers = follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi)
     written = len(followers)
     if job["kind"] == Job.Kind.PUBLISH:
-        written, unfollows_after, body_cached = store.push_to_feeds(
+        written, unfollows_after, state = store.push_to_feeds(
             followers, [aid], get_conf().feed_max_length, actor_id
         )
         # Check after write: a delete or unfollow that committed while we wrote has already run
         # (or skipped) its own purge, so take back what it could not see. A delete buries the
         # body (its tombstone) when it commits and again before its removal batches run, so a
         # live body still cached after our writes means those batches are still to come; a
-        # tombstone means deleted; only without either do we ask PostgreSQL. (push_to_feeds'
-        # EXISTS counts a tombstone too: one byte of the body tells them apart.)
-        state = store.body_states([aid])[aid] if body_cached else "absent"
+        # tombstone means deleted; only without either do we ask PostgreSQL. (push_to_feeds
+        # reads the body's first byte, which tells them apart, in its round trip.)
         if state == "deleted" or (
             state == "absent" and not Activity.objects.filter(id=aid).exists()
         ):

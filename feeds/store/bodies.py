@@ -166,15 +166,14 @@ def body_states(activity_ids: Sequence[int]) -> dict[int, str]:
     pipe = client().pipeline(transaction=False)
     for aid in activity_ids:
         pipe.getrange(body_key(aid), 0, 0)
-    states = {}
-    for aid, head in zip(activity_ids, pipe.execute(), strict=True):
-        if not head:
-            states[aid] = "absent"
-        elif head == BODY_TOMBSTONE:
-            states[aid] = "deleted"
-        else:
-            states[aid] = "cached"
-    return states
+    return {aid: body_state(head) for aid, head in zip(activity_ids, pipe.execute(), strict=True)}
+
+
+def body_state(head: bytes | None) -> str:
+    """ "cached", "deleted" or "absent", from the first byte of a body key (GETRANGE 0 0). Pure."""
+    if not head:
+        return "absent"
+    return "deleted" if head == BODY_TOMBSTONE else "cached"
 
 
 def delete_body(activity_id: int) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from feedsite.shards import vshard
 
+from .bodies import body_state
 from .connection import best_effort, client, with_script
 from .keys import (
     SENTINEL,
@@ -92,11 +93,11 @@ def _by_shard(user_ids: Iterable[int]) -> dict[int, list[int]]:
 
 def push_to_feeds(
     user_ids: Sequence[int], activity_ids: Sequence[int], cap: int, author_id: int
-) -> tuple[int, int, bool]:
+) -> tuple[int, int, str]:
     """Add activities to many existing feeds: one pipelined round trip of one Lua call per
     virtual shard (see _ADD_CAPPED_LUA). Returns (feeds written, the author's unfollow counter,
-    whether the first activity's body is still cached), the last two read after the writes in
-    the same round trip."""
+    the state of the first activity's body: "cached", "deleted" or "absent", bodies.body_state),
+    the last two read after the writes in the same round trip."""
     members = [encode_id(i) for i in activity_ids]
     fixed = [cap, *_key_prefixes(), *members]
     groups = _by_shard(user_ids)
@@ -106,11 +107,11 @@ def push_to_feeds(
         for uids in groups.values():
             pipe.execute_command("EVALSHA", sha, len(uids), *map(feed_key, uids), *fixed)
         pipe.get(unfollows_key(author_id))
-        pipe.exists(body_key(activity_ids[0]))
+        pipe.getrange(body_key(activity_ids[0]), 0, 0)
         return pipe.execute()
 
-    *written, unfollows, body = with_script(_ADD_CAPPED_LUA, run)
-    return sum(written), int(unfollows or 0), bool(body)
+    *written, unfollows, head = with_script(_ADD_CAPPED_LUA, run)
+    return sum(written), int(unfollows or 0), body_state(head)
 
 
 def remove_from_feeds(user_ids: Sequence[int], activity_ids: Sequence[int]) -> None:

@@ -436,7 +436,7 @@ def read_page_pipelined(
     if shown is not None:
         shown_ids = merge_streams(read_streams(keys, max_id=shown[0], min_id=shown[1]))
     wanted = list(dict.fromkeys([*ids[:nbodies], *shown_ids]))
-    found = get_bodies(wanted)
+    found = get_bodies(wanted, tombstones=True)  # a tombstone: deleted, not to be looked up
     empty = [key for key, stream in zip(keys[1:], streams[1:], strict=True) if not stream]
     missing = [key for key, n in zip(empty, existing(empty), strict=True) if not n]
     exhausted = [len(stream) < count for stream in streams]
@@ -536,7 +536,7 @@ def read_page_gathered(
     ids, floor = merge_to_floor(got, count)
     shown_ids = merge_streams([[decode_id(m) for m in r] for r in shown_lists if not _lost(r)])
     wanted = list(dict.fromkeys([*ids[:nbodies], *shown_ids]))
-    found = get_bodies(wanted)  # on a cluster: one scatter round with the read deadline
+    found = get_bodies(wanted, tombstones=True)  # one scatter round with the read deadline
     missing = [
         k
         for k, stream, there in zip(keys[1:], streams[1:], exists, strict=True)
