@@ -29,7 +29,11 @@ PostgreSQL on its owner's next read).
 
   {p}:home:{s<v>}:{user}     sorted set (lex): the user's home feed (pushed ids, own ids),
                              capped, with an inactivity TTL; a built feed holds SENTINEL
-  {p}:line:{s<v>}:{author}   sorted set (lex): the author's own timeline, capped (pull source)
+                             while it holds its whole history (never trimmed, no follow's
+                             backfill left older activities out): below its oldest entry
+                             otherwise, pages come from PostgreSQL (feeds.read.feed_page)
+  {p}:line:{s<v>}:{author}   sorted set (lex): the author's own timeline, capped (pull source);
+                             SENTINEL while never trimmed (the author's whole history)
   {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL; after
                              its delete the tombstone "-" (bodies.BODY_TOMBSTONE, same TTL),
                              which no write replaces (bodies: one compare-and-set by edited_at)
@@ -51,7 +55,9 @@ PostgreSQL on its owner's next read).
   {p}:sent:{user}            sorted set: what the user's SSE streams sent (the catch-up ledger,
                              feeds.replay): "<stream>:<activity id>" scored by the event id
                              that carried it, "<stream>:f" its floor, "<stream>:r" retired
-  {p}:notes:{{user}}         sorted set (lex): the user's notification feed (ids), capped
+  {p}:notes:{{user}}         sorted set (lex): the user's notification feed (ids), capped;
+                             SENTINEL while it holds every notification of the user (built
+                             from fewer rows than the cap, never trimmed since)
   {p}:notes-unread:{{user}}  sorted set: the ids of that feed not read yet (member = score = id)
   {p}:notes-seen:{{user}}    string: every notification at or below this id is seen; its
                              existence marks the notification feed as built
