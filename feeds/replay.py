@@ -125,16 +125,17 @@ def plan_catch_up(
     ones if any (an open one is another tab), all of them otherwise. The floor: the window's
     (``last_id - lag_ids``) or, above it, the lowest candidate floor. An id above the floor is
     skipped when every candidate sent it with an event id up to ``last_id`` or is not owed it
-    (at or below its own floor). No candidate, or a ledger trimmed above the window (it may
-    have lost what the candidates sent there): everything above ``last_id``."""
+    (at or below its own floor). No candidate: everything above ``last_id``; a ledger trimmed
+    above the window (it may have lost what the candidates sent there): everything above
+    ``last_id`` and the candidates' floor."""
     sent: dict[str, dict[int, int]] = {}
     floors: dict[str, int] = {}
     retired: set[str] = set()
+    trimmed = False
     for member, score in ledger:
         tag, _, what = member.rpartition(":")
         if member == TRIM_MEMBER:
-            if score > last_id - lag_ids:
-                return CatchUpPlan(floor=last_id)
+            trimmed = score > last_id - lag_ids
         elif what == "f":
             floors[tag] = score
         elif what == "r":
@@ -148,6 +149,10 @@ def plan_catch_up(
         return CatchUpPlan(floor=last_id)
     closed = candidates - set(open_tags)
     chosen = sorted(closed or candidates)
+    retire = chosen[0] if len(chosen) == 1 and closed else None
+    if trimmed:  # what they sent within the window may be gone: above the id, and their floor
+        floor = max(last_id, min(floors.get(t, last_id) for t in chosen))
+        return CatchUpPlan(floor=floor, retire=retire)
     window = last_id - lag_ids
     own = {tag: floors.get(tag, window) for tag in chosen}  # not read: below the window
     floor = max(window, min(own.values()))
@@ -158,7 +163,6 @@ def plan_catch_up(
         if aid > floor
         and all(aid <= own[t] or sent[t].get(aid, last_id + 1) <= last_id for t in chosen)
     )
-    retire = chosen[0] if len(chosen) == 1 and closed else None
     return CatchUpPlan(floor=floor, skip=skip, retire=retire)
 
 
