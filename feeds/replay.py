@@ -12,9 +12,11 @@ a margin" sends again the ones that had arrived.
 
 The ledger. So a stream writes down, before sending them, the feed activities it sends: one
 sorted set per user (store.live.ledger_note), member ``<stream>:<activity id>`` scored by the
-id its event carried; ``<stream>:f`` scored by the stream's floor (it is owed activities above
-it only: the id of the moment it first opened, inherited by its reconnects); ``<stream>:r``
-once a reconnect took its place. A reconnect with ``h`` looks for the streams of the user that
+id its event carried; ``<stream>:f`` scored by the stream's floor; ``<stream>:k<id>`` scored
+by the id, an activity the feed held when the stream opened; ``<stream>:r`` once a reconnect
+took its place. A stream is owed every feed activity that was not in the reader's feed when it
+first opened: its floor is LAG before that moment, and what the feed held above it then
+(opening_snapshot) is written down as known; its reconnects inherit both. A reconnect with ``h`` looks for the streams of the user that
 sent an event carrying ``h`` (the candidates) and counts as delivered what each sent up to it
 (score <= h: the client that took ``h`` took every event before it, TCP keeps their order).
 
@@ -85,6 +87,12 @@ def sent_member(tag: str, activity_id: int) -> str:
     return f"{tag}:{activity_id}"
 
 
+def known_member(tag: str, activity_id: int) -> str:
+    """The ledger member for "the feed held ``activity_id`` when stream ``tag`` opened" (scored
+    by the id: read whenever it lies in a reconnect's window)."""
+    return f"{tag}:k{activity_id}"
+
+
 def floor_member(tag: str) -> str:
     """The ledger member scored by stream ``tag``'s floor."""
     return f"{tag}:f"
@@ -125,10 +133,11 @@ def plan_catch_up(
     ones if any (an open one is another tab), all of them otherwise. The floor: the window's
     (``last_id - lag_ids``) or, above it, the lowest candidate floor. An id above the floor is
     skipped when every candidate sent it with an event id up to ``last_id`` or is not owed it
-    (at or below its own floor). No candidate: everything above ``last_id``; a ledger trimmed
+    (at or below its own floor, or in the feed when it opened). No candidate: everything above ``last_id``; a ledger trimmed
     above the window (it may have lost what the candidates sent there): everything above
     ``last_id`` and the candidates' floor."""
     sent: dict[str, dict[int, int]] = {}
+    known: dict[str, set[int]] = {}
     floors: dict[str, int] = {}
     retired: set[str] = set()
     trimmed = False
@@ -142,6 +151,8 @@ def plan_catch_up(
             retired.add(tag)
         elif what.isdigit():
             sent.setdefault(tag, {})[int(what)] = score
+        elif what[:1] == "k" and what[1:].isdigit():
+            known.setdefault(tag, set()).add(int(what[1:]))
     candidates = {
         tag for tag, ids in sent.items() if tag not in retired and last_id in ids.values()
     }
@@ -156,13 +167,16 @@ def plan_catch_up(
     window = last_id - lag_ids
     own = {tag: floors.get(tag, window) for tag in chosen}  # not read: below the window
     floor = max(window, min(own.values()))
-    seen = {aid for tag in chosen for aid, carried in sent[tag].items() if carried <= last_id}
-    skip = frozenset(
-        aid
-        for aid in seen
-        if aid > floor
-        and all(aid <= own[t] or sent[t].get(aid, last_id + 1) <= last_id for t in chosen)
-    )
+
+    def done(tag: str, aid: int) -> bool:  # sent by its client's id, or never owed
+        return (
+            aid <= own[tag]
+            or sent[tag].get(aid, last_id + 1) <= last_id
+            or aid in known.get(tag, ())
+        )
+
+    seen = {a for t in chosen for a in (*sent[t], *known.get(t, ()))}
+    skip = frozenset(a for a in seen if a > floor and all(done(t, a) for t in chosen))
     return CatchUpPlan(floor=floor, skip=skip, retire=retire)
 
 
@@ -170,18 +184,35 @@ def takeover_notes(
     tag: str, plan: CatchUpPlan, last_id: int, retired_at: int, reset_to: int | None = None
 ) -> dict[str, int]:
     """The ledger entries of stream ``tag`` taking the place of the one its client reconnected
-    from, before it sends anything: its floor; what the predecessor sent (``plan.skip``)
-    counted as sent by it with an event id of at most ``last_id``, and ``last_id`` itself, so
-    that a reconnect with that id finds it; the predecessor retired (``retired_at``: an id of
-    now). After a reset, the floor and the only entry are the feed's newest id. Pure."""
+    from, before it sends anything: its floor; what the client has (``plan.skip``: sent by the
+    predecessor, or in the feed when the first stream opened) as known to it; ``last_id`` as
+    sent by it, so that a reconnect with that id finds it; the predecessor retired
+    (``retired_at``: an id of now). After a reset, the floor and the only entry are the
+    feed's newest id. Pure."""
     if reset_to is not None:
         notes = {floor_member(tag): reset_to, sent_member(tag, reset_to): reset_to}
     else:
-        notes = {sent_member(tag, a): last_id for a in (*plan.skip, last_id)}
+        notes = {known_member(tag, a): a for a in plan.skip}
+        notes[sent_member(tag, last_id)] = last_id
         notes[floor_member(tag)] = plan.floor
     if plan.retire is not None:
         notes[retired_member(plan.retire)] = retired_at
     return notes
+
+
+def opening_snapshot(*, user_id: int, opened: int) -> tuple[int, list[int]]:
+    """A new stream's floor and what it is not owed above it: the reader's feed (its Redis
+    sources, as the read merges them) from LAG before ``opened`` (the id of the moment it
+    opened). An activity made before the stream opened and announced after it (a concurrent
+    publisher, a delayed fan-out) is owed; one the page loaded before is not. At most
+    REPLAY_BOUND ids: a feed holding more than that in LAG starts the floor at its oldest."""
+    floor = opened - LAG_IDS
+    keys = feed_read_open(user_id, get_conf())
+    reads = store.read_streams(keys, max_id=None, min_id=floor + 1, count=REPLAY_BOUND)
+    for ids in reads:
+        if len(ids) == REPLAY_BOUND:
+            floor = max(floor, ids[-1])
+    return floor, [i for i in merge_streams(reads) if i > floor]
 
 
 # --- the replay: the feed above the floor, from Redis then PostgreSQL ----------------------

@@ -86,7 +86,9 @@ from .replay import (
     Replay,
     feed_replay,
     floor_member,
+    known_member,
     ledger_trim_below,
+    opening_snapshot,
     plan_catch_up,
     sent_member,
     takeover_notes,
@@ -155,7 +157,10 @@ class Stream:
     ``floor``: it is owed activities above this id only (when it opened, or inherited by a
     reconnect: feeds.replay). ``credential``: what authenticated it, ("token", key) or
     ("session", key), re-checked by the gateway. ``tag``: its name in the registry of open
-    streams and in the ledger; ``high``: the largest activity id it sent (every event's id)."""
+    streams and in the ledger; ``high``: the largest activity id it sent (every event's id);
+    ``owed``: the floor of what it owes in the ledger's terms, and ``known`` what the feed
+    held above it when the stream opened (feeds.replay.opening_snapshot), written down with
+    its first events."""
 
     __slots__ = (
         "user_id",
@@ -169,6 +174,8 @@ class Stream:
         "tag",
         "high",
         "noted",
+        "owed",
+        "known",
     )
 
     def __init__(
@@ -192,6 +199,8 @@ class Stream:
         self.tag = tag or uuid.uuid4().hex[:16]
         self.high: int | None = None
         self.noted = False  # its floor is in the ledger
+        self.owed = floor
+        self.known: list[int] = []
 
     def offer(self, key: int, data: bytes) -> None:
         """Queue an event once per key (an activity id; a notification's, negated); a full
@@ -769,8 +778,9 @@ async def _note(stream: Stream, notes: dict[str, int]) -> None:
     down goes on (a reconnect then replays them again or, knowing none, takes its id at its
     word); ending it would send its client into the same outage."""
     if not stream.noted:
-        notes = {floor_member(stream.tag): stream.floor, **notes}
-    top = stream.high if stream.high is not None else stream.floor
+        known = {known_member(stream.tag, a): a for a in stream.known}
+        notes = {floor_member(stream.tag): stream.owed, **known, **notes}
+    top = stream.high if stream.high is not None else stream.owed
     try:
         await ledger_note(
             gateway().redis,
@@ -799,6 +809,22 @@ async def _send(
     await chunk(data)
 
 
+async def _opening(stream: Stream) -> None:
+    """A new stream (no Last-Event-ID), subscribed already: what the reader's feed holds from
+    LAG before its opening is not owed, all the rest is (feeds.replay.opening_snapshot).
+    Fails open: unreadable, it is owed what was made after it opened (the gateway's floor)."""
+    try:
+        stream.owed, stream.known = await _with_db_returned(opening_snapshot)(
+            user_id=stream.user_id, opened=stream.floor
+        )
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise
+        log.warning("stream opening snapshot not read: Redis unavailable (%s)", exc)
+    except DatabaseError:  # a feed rebuilt or a pull-author list read on the way
+        log.warning("stream opening snapshot not read: database unavailable", exc_info=True)
+
+
 async def _catch_up(
     stream: Stream, last_id: int, chunk: Callable[[bytes], Awaitable[None]]
 ) -> None:
@@ -814,12 +840,13 @@ async def _catch_up(
     notes = takeover_notes(stream.tag, plan, last_id, _id_at(time.time()), reset_to=replay.reset_to)
     if replay.reset_to is not None:
         newest = replay.reset_to
-        stream.floor = stream.high = newest  # the reloaded feed holds everything up to it
+        stream.floor = stream.owed = stream.high = newest  # the reloaded feed holds them
         await _note(stream, notes)
         detail = orjson.dumps({"id": str(newest), "detail": RESET})
         await chunk(b"id: %d\nevent: reset\ndata: %s\n\n" % (newest, detail))
         return
-    stream.floor, stream.high = plan.floor, last_id
+    stream.floor = stream.owed = plan.floor
+    stream.high = last_id
     stream.sent |= plan.skip
     await _note(stream, notes)
     missed = []
@@ -868,6 +895,8 @@ async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
         await chunk(b"retry: 3000\n\n")
         if last_event_id is not None:
             await _catch_up(stream, last_event_id, chunk)
+        else:
+            await _opening(stream)
         while True:
             try:
                 queued = await asyncio.wait_for(stream.queue.get(), timeout=heartbeat)
