@@ -9,16 +9,18 @@ channel (follows and unfollows made while a stream is open); a message is hydrat
 handed, in memory, to the queues of the streams that want it. A client too slow to read fills its
 bounded queue and is dropped with a final `dropped` event.
 
-Event ids. Activities reach a stream out of id order (concurrent publishers; a fan-out job
-delayed), so an event's `id:` is the stream's high-water activity id: the largest id it sent,
-never lowered by an older arrival (which carries the current one). Before it sends feed
-activities, a stream writes them into its user's ledger in Redis (feeds.replay). A reconnect
-with `Last-Event-ID` (any process) finds there what the stream had sent, and replays from the
-feed (Redis, then PostgreSQL past what Redis holds) every activity of the last LAG minutes
-below that id and every one above it that it did not send, oldest first, with current bodies;
-more than 1,000 give `event: reset` whose id is the feed's newest (the client reloads the
-feed). `event: notification` and `event: update` (an activity edited: the feed item with its
-new body, to every stream hearing its author) carry the high-water id too, and do not move it.
+Event ids and the catch-up. Activities reach a stream out of id order (concurrent publishers, a
+fan-out job delayed), so an event's `id:` is the stream's high-water activity id: the largest
+it sent, never lowered by an older arrival (which carries the current one). A stream is owed
+every feed activity the reader's feed did not hold when it opened; before it sends feed
+activities it writes them into its user's ledger in Redis (feeds.replay says why ids alone
+cannot make a reconnect exact). A reconnect with `Last-Event-ID` (on any process) finds there
+what the stream that sent that id had sent, and replays from the feed (Redis, then PostgreSQL
+for what Redis no longer holds) every owed activity it had not sent, from 5 minutes (the
+publish lag) below that id up: once, oldest first, with current bodies; more than 1,000 give
+`event: reset`, whose id is the feed's newest (the client reloads the feed). `event:
+notification` and `event: update` (an edit: the feed item with its new body, to every stream
+hearing its author) carry the current id (none before the first feed activity) and move none.
 
 When the gateway's subscription is lost (Redis restarted, the connection dropped), whatever was
 published meanwhile never reaches it, and an open stream has no reason to reconnect. So once the
@@ -154,13 +156,13 @@ def _id_at(moment: float) -> int:
 
 class Stream:
     """One open stream: what it follows, what it was sent, and a bounded queue of events.
-    ``floor``: it is owed activities above this id only (when it opened, or inherited by a
-    reconnect: feeds.replay). ``credential``: what authenticated it, ("token", key) or
-    ("session", key), re-checked by the gateway. ``tag``: its name in the registry of open
-    streams and in the ledger; ``high``: the largest activity id it sent (every event's id);
-    ``owed``: the floor of what it owes in the ledger's terms, and ``known`` what the feed
-    held above it when the stream opened (feeds.replay.opening_snapshot), written down with
-    its first events."""
+    ``floor``: the gateway's replay after a lost subscription offers it activities above this
+    id only (when it opened, or where its catch-up began). ``credential``: what authenticated
+    it, ("token", key) or ("session", key), re-checked by the gateway. ``tag``: its name in
+    the registry of open streams and in the ledger; ``high``: the largest activity id it sent
+    (every event's id); ``owed``: its floor in the ledger, and ``known`` what the feed held
+    above it when the stream opened (feeds.replay.opening_snapshot), written down with its
+    first events."""
 
     __slots__ = (
         "user_id",
