@@ -51,7 +51,18 @@ class Activity(models.Model):
                 name="activity_unique_foreign_id_per_actor",
             )
         ]
-        indexes = [models.Index(fields=["actor", "-id"], name="activity_actor_id_desc")]
+        indexes = [
+            models.Index(fields=["actor", "-id"], name="activity_actor_id_desc"),
+            # An object's activities, newest first (GET /api/objects/activities/, and object
+            # timelines): what is about it, and what happened in it (as the target); follows.
+            # selectors.object_activity_page merges the two index scans by id.
+            models.Index(
+                fields=["object_type", "object_id", "-id"], name="activity_object_id_desc"
+            ),
+            models.Index(
+                fields=["target_type", "target_id", "-id"], name="activity_target_id_desc"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.actor_id} {self.verb} {self.object_type}:{self.object_id}"

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from feedsite.api.parsers import json_problem
 
-from .models import verb_validator
+from .models import Activity, verb_validator
 
 MAX_METADATA_BYTES = 4096
 MAX_SAFE_INTEGER = 2**53  # beyond it a JavaScript client silently loses precision
@@ -62,6 +62,26 @@ def checked_metadata(value: Any) -> dict:
     return value
 
 
+# What an activity is about: ``object_type:object_id`` (and ``target_type:target_id``). One set of
+# rules for every place that names an object (a publish, an object follow), from the model's
+# columns: a type of 1-64 characters, an id of 1-255 (ids may hold "/", e.g. "owner/repo"), with
+# DRF's CharField rules (surrounding whitespace trimmed, no NUL or lone surrogate).
+OBJECT_TYPE_MAX_LENGTH: int = Activity._meta.get_field("object_type").max_length  # type: ignore[assignment]
+OBJECT_ID_MAX_LENGTH: int = Activity._meta.get_field("object_id").max_length  # type: ignore[assignment]
+
+
+def object_type_field(**kwargs: Any) -> serializers.CharField:
+    """An object's (or a target's) type, as an activity names it."""
+    kwargs.setdefault("min_length", 1)
+    return serializers.CharField(max_length=OBJECT_TYPE_MAX_LENGTH, **kwargs)
+
+
+def object_id_field(**kwargs: Any) -> serializers.CharField:
+    """An object's (or a target's) id, as an activity names it."""
+    kwargs.setdefault("min_length", 1)
+    return serializers.CharField(max_length=OBJECT_ID_MAX_LENGTH, **kwargs)
+
+
 MAX_NOTIFY = 100
 
 
@@ -78,13 +98,13 @@ class ActivityInSerializer(serializers.Serializer):
     """What a client may set. actor, id and created_at are the server's; unknown keys are ignored."""
 
     verb = serializers.CharField(min_length=1, max_length=32, validators=[verb_validator])
-    object_type = serializers.CharField(min_length=1, max_length=64)
-    object_id = serializers.CharField(min_length=1, max_length=255)
+    object_type = object_type_field()
+    object_id = object_id_field()
     object_title = serializers.CharField(
         max_length=255, required=False, allow_blank=True, default=""
     )
-    target_type = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
-    target_id = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    target_type = object_type_field(min_length=None, required=False, allow_blank=True, default="")
+    target_id = object_id_field(min_length=None, required=False, allow_blank=True, default="")
     target_title = serializers.CharField(
         max_length=255, required=False, allow_blank=True, default=""
     )

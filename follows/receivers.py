@@ -8,7 +8,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from . import services
-from .models import Follow
+from .models import Follow, ObjectFollow
 
 
 @receiver(post_save, sender=Follow, dispatch_uid="follows.counters_on_save")
@@ -23,4 +23,21 @@ def follow_saved(sender, instance: Follow, created: bool, raw: bool = False, **k
 def follow_deleted(sender, instance: Follow, **kwargs) -> None:
     services.follow_counters_bump(
         follower_id=instance.follower_id, followee_id=instance.followee_id, delta=-1
+    )
+
+
+@receiver(post_save, sender=ObjectFollow, dispatch_uid="follows.object_counter_on_save")
+def object_follow_saved(
+    sender, instance: ObjectFollow, created: bool, raw: bool = False, **kwargs
+) -> None:
+    if created and not raw:
+        services.object_stats_bump(
+            object_type=instance.object_type, object_id=instance.object_id, delta=1
+        )
+
+
+@receiver(post_delete, sender=ObjectFollow, dispatch_uid="follows.object_counter_on_delete")
+def object_follow_deleted(sender, instance: ObjectFollow, **kwargs) -> None:
+    services.object_stats_bump(
+        object_type=instance.object_type, object_id=instance.object_id, delta=-1
     )

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import connection
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
 
-from feedsite.shards import SHARD_ORDER_SQL
+from activities.models import Activity
+from feedsite.shards import ORDER_SHIFT, SHARD_ORDER_SQL, VSHARDS
 
-from .models import Block, Follow, Mute, UserStats
+from .models import Block, Follow, Mute, ObjectFollow, ObjectStats, UserStats
 
 # In a query with parameters: '%' doubled.
 _ORDER = SHARD_ORDER_SQL.replace("%", "%%")
+# The same order over an object's followers (ObjectFollow.user_id): the expression of the
+# index objectfollow_object_shard, which PostgreSQL matches to this text.
+_OBJ_ORDER = f"((user_id %% {VSHARDS}) * {ORDER_SHIFT} + user_id)"
 
 
 def follower_id_boundaries(*, followee_id: int, batch_size: int) -> list[int]:
@@ -169,3 +175,250 @@ def muters_of(*, actor_id: int, user_ids: Iterable[int]) -> set[int]:
             "muter_id", flat=True
         )
     )
+
+
+# --- objects (``object_type:object_id``) ------------------------------------------------------
+#
+# An object's followers are read as a followee's are: in shard order (feedsite.shards), by
+# boundaries then (lo, hi] ranges (batch_ranges applies unchanged), so a fan-out batch of an
+# object's followers is a run of whole or partial shards, like an author's.
+
+ObjectKey = tuple[str, str]  # (object_type, object_id)
+
+
+def object_follower_id_boundaries(
+    *, object_type: str, object_id: str, batch_size: int
+) -> list[int]:
+    """Every ``batch_size``-th follower of the object in shard order, as its order key,
+    ascending (as follower_id_boundaries): one pass over the index objectfollow_object_shard."""
+    table = ObjectFollow._meta.db_table
+    sql = (
+        f"SELECT k FROM (SELECT {_OBJ_ORDER} AS k, "  # noqa: S608 - table name from model meta
+        f"ROW_NUMBER() OVER (ORDER BY {_OBJ_ORDER}) AS rn FROM {table} "
+        "WHERE object_type = %s AND object_id = %s) AS numbered WHERE rn %% %s = 0 ORDER BY k"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [object_type, object_id, batch_size])
+        return [row[0] for row in cur.fetchall()]
+
+
+def _range_where(order: str, lo: int | None, hi: int | None) -> tuple[list[str], list[int]]:
+    where, params = [], []
+    if lo is not None:
+        where.append(f"{order} > %s")
+        params.append(lo)
+    if hi is not None:
+        where.append(f"{order} <= %s")
+        params.append(hi)
+    return where, params
+
+
+def object_follower_ids_in_range(
+    *, object_type: str, object_id: str, lo: int | None, hi: int | None
+) -> list[int]:
+    """The object's followers whose shard order lies in (lo, hi] (None: open), in that order
+    (as follower_ids_in_range): a batch of fan-out."""
+    table = ObjectFollow._meta.db_table
+    bounds, params = _range_where(_OBJ_ORDER, lo, hi)
+    where = " AND ".join(["object_type = %s", "object_id = %s", *bounds])
+    sql = f"SELECT user_id FROM {table} WHERE {where} ORDER BY {_OBJ_ORDER}"  # noqa: S608
+    with connection.cursor() as cur:
+        cur.execute(sql, [object_type, object_id, *params])
+        return [row[0] for row in cur.fetchall()]
+
+
+def object_follower_count(*, object_type: str, object_id: str) -> int:
+    """The object's followers (its counter row; 0 for an object nobody follows)."""
+    return (
+        ObjectStats.objects.filter(object_type=object_type, object_id=object_id)
+        .values_list("followers_count", flat=True)
+        .first()
+        or 0
+    )
+
+
+def _audience_branches(
+    author_id: int | None, objects: Iterable[ObjectKey], lo: int | None, hi: int | None
+) -> tuple[list[str], list]:
+    """One SELECT (user id, shard order) per source, each bounded to (lo, hi] on its own index."""
+    branches: list[str] = []
+    params: list = []
+    if author_id is not None:
+        bounds, extra = _range_where(_ORDER, lo, hi)
+        where = " AND ".join(["followee_id = %s", *bounds])
+        branches.append(
+            f"SELECT follower_id AS u, {_ORDER} AS k FROM {Follow._meta.db_table} WHERE {where}"  # noqa: S608
+        )
+        params += [author_id, *extra]
+    for object_type, object_id in dict.fromkeys(objects):  # (distinct, in order)
+        bounds, extra = _range_where(_OBJ_ORDER, lo, hi)
+        where = " AND ".join(["object_type = %s", "object_id = %s", *bounds])
+        branches.append(
+            f"SELECT user_id AS u, {_OBJ_ORDER} AS k FROM {ObjectFollow._meta.db_table} "  # noqa: S608
+            f"WHERE {where}"
+        )
+        params += [object_type, object_id, *extra]
+    return branches, params
+
+
+def audience_id_boundaries(
+    *, author_id: int | None, objects: Iterable[ObjectKey], batch_size: int
+) -> list[int]:
+    """Boundaries (as follower_id_boundaries) over the distinct users who follow the author
+    or any of ``objects``: one fan-out job over every source of an activity, each recipient
+    in exactly one batch (shard order is one-to-one with user ids, so UNION dedupes users)."""
+    branches, params = _audience_branches(author_id, objects, None, None)
+    if not branches:
+        return []
+    union = " UNION ".join(branches)
+    sql = (
+        "SELECT k FROM (SELECT k, ROW_NUMBER() OVER (ORDER BY k) AS rn FROM "  # noqa: S608
+        f"({union}) AS everyone) AS numbered WHERE rn %% %s = 0 ORDER BY k"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [*params, batch_size])
+        return [row[0] for row in cur.fetchall()]
+
+
+def audience_ids_in_range(
+    *, author_id: int | None, objects: Iterable[ObjectKey], lo: int | None, hi: int | None
+) -> list[int]:
+    """The distinct users who follow the author or any of ``objects``, with shard order in
+    (lo, hi], in that order: one batch of a fan-out over every source, each user once."""
+    branches, params = _audience_branches(author_id, objects, lo, hi)
+    if not branches:
+        return []
+    sql = f"SELECT u FROM ({' UNION '.join(branches)}) AS everyone ORDER BY k"  # noqa: S608
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return [row[0] for row in cur.fetchall()]
+
+
+def audience_count(*, author_id: int | None, objects: Iterable[ObjectKey]) -> int:
+    """How many distinct users follow the author or any of ``objects`` (a job's recipients)."""
+    branches, params = _audience_branches(author_id, objects, None, None)
+    if not branches:
+        return 0
+    sql = f"SELECT COUNT(*) FROM ({' UNION '.join(branches)}) AS everyone"  # noqa: S608
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def object_follows(*, user_id: int, object_type: str, object_id: str) -> bool:
+    return ObjectFollow.objects.filter(
+        user_id=user_id, object_type=object_type, object_id=object_id
+    ).exists()
+
+
+def followed_objects(*, user_id: int) -> list[ObjectKey]:
+    """Every object the user follows (by the unique (user, type, id) index)."""
+    return list(
+        ObjectFollow.objects.filter(user_id=user_id).values_list("object_type", "object_id")
+    )
+
+
+def followed_among(*, user_id: int, objects: Iterable[ObjectKey]) -> set[ObjectKey]:
+    """Of ``objects``, those the user follows (an unfollow keeps what another object of the
+    same activity still brings). One query."""
+    wanted = list(dict.fromkeys(objects))
+    if not wanted:
+        return set()
+    match = Q()
+    for object_type, object_id in wanted:
+        match |= Q(object_type=object_type, object_id=object_id)
+    rows = ObjectFollow.objects.filter(match, user_id=user_id)
+    return set(rows.values_list("object_type", "object_id"))
+
+
+def followed_objects_with_min_followers(*, user_id: int, min_followers: int) -> list[ObjectKey]:
+    """Objects the user follows that are at or above the celebrity threshold (pulled at read
+    time, as followee_ids_with_min_followers): the user's follows by the unique index, each
+    object's counter by its unique index."""
+    sql = (
+        f"SELECT f.object_type, f.object_id FROM {ObjectFollow._meta.db_table} f "  # noqa: S608
+        f"JOIN {ObjectStats._meta.db_table} s ON s.object_type = f.object_type "
+        "AND s.object_id = f.object_id WHERE f.user_id = %s AND s.followers_count >= %s"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [user_id, min_followers])
+        return [(row[0], row[1]) for row in cur.fetchall()]
+
+
+def objects_with_followers_in(*, lo: int, hi: int) -> list[ObjectKey]:
+    """Objects with at least ``lo`` and fewer than ``hi`` followers (the threshold moved)."""
+    rows = ObjectStats.objects.filter(followers_count__gte=lo, followers_count__lt=hi)
+    return list(rows.values_list("object_type", "object_id"))
+
+
+def object_follow_page(*, user_id: int, before_id: int | None, limit: int) -> list[ObjectFollow]:
+    """The objects the user follows, newest follow first, keyset on the follow id (index
+    objectfollow_user_id_desc)."""
+    qs = ObjectFollow.objects.filter(user_id=user_id)
+    if before_id is not None:
+        qs = qs.filter(id__lt=before_id)
+    return list(qs.order_by("-id")[:limit])
+
+
+NO_ID_ABOVE = 2**63 - 1  # every activity id lies below it (a bigint)
+
+
+def _object_activities_branch(role: str, hide_blocked: bool) -> str:
+    """The newest ids whose ``role`` ("object" or "target") is the object, below an id: one
+    scan of activity_object_id_desc / activity_target_id_desc that stops after the limit."""
+    where = f"{role}_type = %s AND {role}_id = %s AND home = %s AND id < %s"
+    if hide_blocked:
+        block = Block._meta.db_table
+        where += (
+            f" AND actor_id NOT IN (SELECT blocked_id FROM {block} WHERE blocker_id = %s"  # noqa: S608
+            f" UNION ALL SELECT blocker_id FROM {block} WHERE blocked_id = %s)"
+        )
+    return (
+        f"SELECT id FROM (SELECT id FROM {Activity._meta.db_table} WHERE {where} "  # noqa: S608 - constants
+        f"ORDER BY id DESC LIMIT %s) AS as_{role}"
+    )
+
+
+def _object_activity_ids_sql(
+    object_type: str, object_id: str, before_id: int | None, limit: int, viewer_id: int | None
+) -> tuple[str, list]:
+    before = NO_ID_ABOVE if before_id is None else before_id
+    hide = viewer_id is not None
+    branch: list = [object_type, object_id, True, before]
+    branch += [viewer_id, viewer_id, limit] if hide else [limit]
+    sql = (
+        f"SELECT id FROM ({_object_activities_branch('object', hide)} UNION "  # noqa: S608
+        f"{_object_activities_branch('target', hide)}) AS merged ORDER BY id DESC LIMIT %s"
+    )
+    return sql, [*branch, *branch, limit]
+
+
+def object_activity_ids(
+    *,
+    object_type: str,
+    object_id: str,
+    before_id: int | None,
+    limit: int,
+    viewer_id: int | None = None,
+) -> list[int]:
+    """Ids of the live home activities whose object or target is this object, below
+    ``before_id`` (None: from the newest), newest first, at most ``limit``. With
+    ``viewer_id``, authors the viewer blocked or who blocked the viewer are left out (mutes
+    are the feed's business, not this list's). Two index scans, each stopping after ``limit``
+    rows, merged by id: an activity about the object in both roles counts once. Also the
+    selector of an object's recent activities (timelines, a new follower's backfill)."""
+    sql, params = _object_activity_ids_sql(object_type, object_id, before_id, limit, viewer_id)
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return [row[0] for row in cur.fetchall()]
+
+
+def object_activity_page(
+    *, object_type: str, object_id: str, viewer_id: int, before_id: int | None, limit: int
+) -> list[Activity]:
+    """GET /api/objects/activities/: the rows of object_activity_ids for the viewer, with
+    their actors (activities.selectors.activity_to_dict), newest first. One query."""
+    sql, params = _object_activity_ids_sql(object_type, object_id, before_id, limit, viewer_id)
+    ids = RawSQL(sql, params)  # noqa: S611 - constants and bound parameters only
+    rows = Activity.objects.filter(id__in=ids).select_related("actor")
+    return list(rows.order_by("-id"))

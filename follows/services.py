@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from feedsite.errors import Forbidden, InvalidInput
 
-from .models import Block, Follow, Mute, UserStats
+from .models import Block, Follow, Mute, ObjectFollow, ObjectStats, UserStats
 from .selectors import block_between
 
 log = logging.getLogger("feeds.follows")
@@ -115,6 +115,69 @@ def mute_delete(*, muter_id: int, muted_id: int) -> bool:
         if mute is None:
             return False
         mute.delete()
+    return True
+
+
+# --- objects (``object_type:object_id``, what activities are about) ---------------------------
+#
+# As for people: the ObjectFollow row and the object's counter change in one transaction (the
+# counter by follows.receivers, so the admin, the shell and a deleted user's cascade keep it
+# too). What an object follow or unfollow means for feeds (backfill, purge) is announced by the
+# same model signals: feeds.receivers listens to ObjectFollow's post_save / post_delete and acts
+# on commit, exactly as it does for Follow. This app calls nothing of feeds.
+
+
+def object_stats_bump(*, object_type: str, object_id: str, delta: int) -> None:
+    """The object's followers_count, by ``delta``, in the caller's transaction. A follow
+    upserts (one INSERT ... ON CONFLICT DO UPDATE: two first follows of an object cannot both
+    insert, and the row lock it takes serializes every bump of that object until commit). An
+    unfollow never creates a row. The count cannot go below 0 (a check constraint)."""
+    if delta > 0:
+        table = ObjectStats._meta.db_table
+        sql = (
+            f"INSERT INTO {table} (object_type, object_id, followers_count) "  # noqa: S608 - table name from model meta
+            "VALUES (%s, %s, %s) ON CONFLICT (object_type, object_id) "
+            f"DO UPDATE SET followers_count = {table}.followers_count + EXCLUDED.followers_count"
+        )
+        with connection.cursor() as cur:
+            cur.execute(sql, [object_type, object_id, delta])
+        return
+    ObjectStats.objects.filter(object_type=object_type, object_id=object_id).update(
+        followers_count=F("followers_count") + delta
+    )
+
+
+def object_follow_create(
+    *, user_id: int, object_type: str, object_id: str
+) -> tuple[ObjectFollow, bool]:
+    """Follow an object; returns (follow, created). Following twice is not an error (the
+    unique (user, type, id) constraint decides between concurrent twins). ``object_type`` and
+    ``object_id`` are already valid (activities.serializers.object_type_field/object_id_field)."""
+    key = {"user_id": user_id, "object_type": object_type, "object_id": object_id}
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return ObjectFollow.objects.create(**key), True
+        except IntegrityError:
+            existing = ObjectFollow.objects.filter(**key).first()
+            if existing is not None:
+                return existing, False
+            # The twin that won was unfollowed before we looked: try again.
+    raise InvalidInput("the follow kept changing under this request: retry", field="id")
+
+
+def object_follow_delete(*, user_id: int, object_type: str, object_id: str) -> bool:
+    """Unfollow an object; returns whether a follow existed. The row is locked first, so two
+    concurrent unfollows delete (and count) it once."""
+    with transaction.atomic():
+        row = (
+            ObjectFollow.objects.select_for_update()
+            .filter(user_id=user_id, object_type=object_type, object_id=object_id)
+            .first()
+        )
+        if row is None:
+            return False
+        row.delete()  # a model delete: its signals reach the counter (and, later, the feeds)
     return True
 
 
