@@ -32,6 +32,9 @@ router.register("activities", viewsets.ActivityViewSet, basename="activity")
 router.register("feed", feed_views.FeedViewSet, basename="feed")
 router.register("notifications", feed_views.NotificationViewSet, basename="notification")
 router.register("me", viewsets.MeViewSet, basename="me")
+# Objects (type:id) are named by query parameters or body fields, never in the path: their ids
+# may hold "/". /api/objects/, /api/objects/follow/, /api/objects/activities/.
+router.register("objects", viewsets.ObjectViewSet, basename="object")
 
 api = [
     path("", ApiRoot.as_view(), name="api-root"),

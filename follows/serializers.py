@@ -4,6 +4,8 @@ from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from rest_framework import serializers
 
+from activities.serializers import object_id_field, object_type_field
+
 User = get_user_model()
 
 
@@ -88,3 +90,43 @@ class MeSerializer(UserSerializer):
     email = serializers.CharField(
         read_only=True, help_text="where notification emails go; empty when none was given"
     )
+
+
+class ObjectRefSerializer(serializers.Serializer):
+    """An object as activities name it (``object_type:object_id``): the same rules as a
+    publish's object_type and object_id. Given as body fields or query parameters, never in
+    the path: ids may hold "/" ("owner/repo")."""
+
+    type = object_type_field(help_text="the object's type, as activities' object_type")
+    id = object_id_field(help_text="the object's id, as activities' object_id; may contain '/'")
+
+
+class ObjectSerializer(serializers.Serializer):
+    """An object and its followers."""
+
+    type = serializers.CharField()
+    id = serializers.CharField()
+    followers_count = serializers.IntegerField(min_value=0)
+    is_celebrity = serializers.BooleanField(
+        help_text="followers_count is at or above the celebrity threshold: followers pull the "
+        "object's activities at read time"
+    )
+
+
+class ObjectFollowedSerializer(ObjectSerializer):
+    """The answer to following an object: the object and when the follow began."""
+
+    created_at = serializers.DateTimeField()
+
+
+class FollowedObjectSerializer(serializers.Serializer):
+    """An object the caller follows, and since when."""
+
+    type = serializers.CharField()
+    id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class FollowedObjectPageSerializer(serializers.Serializer):
+    items = FollowedObjectSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)

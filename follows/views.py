@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
@@ -10,14 +10,27 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from activities.selectors import activity_to_dict
+from activities.serializers import ActivityPageSerializer
 from feedsite.api.params import PAGE_PARAMS, keyset_list
 from feedsite.api.schema import ObjectPageSchema
 from feedsite.api.throttles import RegisterThrottle, WriteThrottle
 
 from .access import access_user_for_read
-from .selectors import follow_page, relation_page
+from .models import OBJECT_ID_MAX_LENGTH, OBJECT_TYPE_MAX_LENGTH
+from .selectors import (
+    follow_page,
+    object_activity_page,
+    object_follow_page,
+    object_follower_count,
+    relation_page,
+)
 from .serializers import (
+    FollowedObjectPageSerializer,
     MeSerializer,
+    ObjectFollowedSerializer,
+    ObjectRefSerializer,
+    ObjectSerializer,
     RegisteredSerializer,
     RegisterSerializer,
     RelatedUserPageSerializer,
@@ -32,6 +45,8 @@ from .services import (
     follow_delete,
     mute_create,
     mute_delete,
+    object_follow_create,
+    object_follow_delete,
     user_register,
 )
 
@@ -202,3 +217,112 @@ class MeViewSetBase(viewsets.ViewSet):
     def mutes(self, request: Request) -> Response:
         """The users you muted, newest first."""
         return self._relations(request, "mutes")
+
+    @extend_schema(parameters=PAGE_PARAMS, responses=FollowedObjectPageSerializer)
+    @action(detail=False, methods=["get"])
+    def objects(self, request: Request) -> Response:
+        """The objects you follow, newest follow first."""
+        return keyset_list(
+            request,
+            "objects",
+            lambda before, n: object_follow_page(
+                user_id=request.user.pk, before_id=before, limit=n
+            ),
+            lambda rows: [
+                {"type": r.object_type, "id": r.object_id, "created_at": r.created_at} for r in rows
+            ],
+        )
+
+
+# An object is named by query parameters (GET, DELETE) or body fields (POST), never by a path
+# segment: its id may hold "/" ("owner/repo").
+OBJECT_PARAMS = [
+    OpenApiParameter(
+        "type",
+        {"type": "string", "minLength": 1, "maxLength": OBJECT_TYPE_MAX_LENGTH},
+        required=True,
+        description="the object's type, as activities' object_type (1-64 characters)",
+    ),
+    OpenApiParameter(
+        "id",
+        {"type": "string", "minLength": 1, "maxLength": OBJECT_ID_MAX_LENGTH},
+        required=True,
+        description="the object's id, as activities' object_id (1-255 characters, '/' allowed)",
+    ),
+]
+
+
+def object_ref(data) -> tuple[str, str]:
+    """(type, id) from a body or the query parameters: a 400 naming ``type`` or ``id`` when
+    missing or invalid (the rules of an activity's object_type and object_id)."""
+    ref = ObjectRefSerializer(data=data)
+    ref.is_valid(raise_exception=True)
+    return ref.validated_data["type"], ref.validated_data["id"]
+
+
+class ObjectViewSetBase(viewsets.ViewSet):
+    """Objects (``type:id``, what activities are about: a project, a channel, a topic): follow
+    and unfollow one, its followers count, its activities. Whether an object is pulled at read
+    time ("is_celebrity") is the feeds' call: the project layer sets ``pull_author``
+    (feedsite.api.viewsets), as for users."""
+
+    schema = ObjectPageSchema()  # `list` answers one object, not an array
+    throttle_classes = [WriteThrottle]  # follow and unfollow (reads pass through)
+    pull_author: Callable[[int], bool] = staticmethod(lambda followers: False)
+
+    def _object(self, object_type: str, object_id: str) -> dict:
+        count = object_follower_count(object_type=object_type, object_id=object_id)
+        return {
+            "type": object_type,
+            "id": object_id,
+            "followers_count": count,
+            "is_celebrity": self.pull_author(count),
+        }
+
+    @extend_schema(parameters=OBJECT_PARAMS, responses=ObjectSerializer)
+    def list(self, request: Request) -> Response:
+        """An object and its followers count (0 for an object nobody follows)."""
+        return Response(self._object(*object_ref(request.query_params)))
+
+    @extend_schema(
+        request=ObjectRefSerializer,
+        responses={201: ObjectFollowedSerializer, 200: ObjectFollowedSerializer},
+    )
+    @action(detail=False, methods=["post"])
+    def follow(self, request: Request) -> Response:
+        """Follow the object: 201 new, 200 already."""
+        object_type, object_id = object_ref(request.data)
+        row, created = object_follow_create(
+            user_id=request.user.pk, object_type=object_type, object_id=object_id
+        )
+        return Response(
+            {**self._object(object_type, object_id), "created_at": row.created_at},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(parameters=OBJECT_PARAMS, request=None, responses={204: None})
+    @follow.mapping.delete
+    def unfollow(self, request: Request) -> Response:
+        """Unfollow the object: 204, also when you did not follow it."""
+        object_type, object_id = object_ref(request.query_params)
+        object_follow_delete(user_id=request.user.pk, object_type=object_type, object_id=object_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(parameters=[*OBJECT_PARAMS, *PAGE_PARAMS], responses=ActivityPageSerializer)
+    @action(detail=False, methods=["get"])
+    def activities(self, request: Request) -> Response:
+        """The activities about the object (as their object or their target), newest first;
+        those of users you blocked or who blocked you are left out."""
+        object_type, object_id = object_ref(request.query_params)
+        return keyset_list(
+            request,
+            "objacts",
+            lambda before, n: object_activity_page(
+                object_type=object_type,
+                object_id=object_id,
+                viewer_id=request.user.pk,
+                before_id=before,
+                limit=n,
+            ),
+            lambda rows: [activity_to_dict(a) for a in rows],
+        )

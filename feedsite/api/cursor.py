@@ -6,8 +6,8 @@ SECRET_KEY with the old key in SECRET_KEY_FALLBACKS keeps cursors already handed
 
 Two shapes:
   keyset   ``{"before": id}``: lists paged on a descending id (an author's activities,
-           followers, following, blocks, mutes); kinds "acts", "followers", "following", "blocks",
-           "mutes".
+           followers, following, blocks, mutes, an object's activities, followed objects); kinds
+           "acts", "followers", "following", "blocks", "mutes", "objacts", "objects".
   feed     ``{"t": top, "c": last}`` and, once known, ``"e": edge`` (FeedCursor): the home
            feed, where items are groups of activities (feeds.aggregation); ``top`` is the newest
            id when paging began (newer arrivals wait for a fresh read), ``last`` the newest

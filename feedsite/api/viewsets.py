@@ -8,7 +8,7 @@ from __future__ import annotations
 from activities.views import ActivityViewSetBase, AuthorActivitiesMixin
 from feeds.conf import is_pull_author
 from feeds.views import FanoutActionMixin, NotificationSettingsMixin
-from follows.views import MeViewSetBase, UserViewSetBase
+from follows.views import MeViewSetBase, ObjectViewSetBase, UserViewSetBase
 
 
 class UserViewSet(AuthorActivitiesMixin, UserViewSetBase):
@@ -20,4 +20,8 @@ class ActivityViewSet(FanoutActionMixin, ActivityViewSetBase):
 
 
 class MeViewSet(NotificationSettingsMixin, MeViewSetBase):
+    pull_author = staticmethod(is_pull_author)
+
+
+class ObjectViewSet(ObjectViewSetBase):
     pull_author = staticmethod(is_pull_author)
