@@ -13,6 +13,7 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 WHO = ("anonymous", "other", "owner", "staff")
 STAR = {"verb": "starred", "object_type": "project", "object_id": "p-1"}
+OBJECT = {"type": "project", "id": "owner/repo"}
 
 # (method, path, body, expected status per WHO); {owner} and {activity} are filled in.
 MATRIX = [
@@ -42,6 +43,12 @@ MATRIX = [
     ("GET", "/api/notifications/counts/", None, (401, 200, 200, 200)),
     ("POST", "/api/notifications/seen/", None, (401, 200, 200, 200)),
     ("POST", "/api/notifications/read/", {"all": True}, (401, 200, 200, 200)),
+    ("GET", "/api/me/objects/", None, (401, 200, 200, 200)),
+    # Objects (type:id) are everyone's to follow; each user follows and unfollows for themselves.
+    ("GET", "/api/objects/?type=project&id=p-1", None, (401, 200, 200, 200)),
+    ("GET", "/api/objects/activities/?type=project&id=p-1", None, (401, 200, 200, 200)),
+    ("POST", "/api/objects/follow/", OBJECT, (401, 201, 201, 201)),
+    ("DELETE", "/api/objects/follow/?type=project&id=owner%2Frepo", None, (401, 204, 204, 204)),
     ("GET", "/api/schema/", None, (200, 200, 200, 200)),
     ("GET", "/metrics", None, (403, 403, 403, 403)),  # DEBUG off, no token configured
 ]
