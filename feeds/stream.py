@@ -272,6 +272,7 @@ class Gateway:
         self._ping: int | None = None
         self._ping_at = 0.0
         self._pings = 0
+        self.ledger = LedgerWriter()
 
     @property
     def redis(self) -> Any:
@@ -774,24 +775,51 @@ def _abort(send: Send) -> None:
         transport.abort()
 
 
+class LedgerWriter:
+    """The process's ledger writes (feeds.replay), coalesced: every stream writing in the same
+    turn of the event loop (an activity handed to a thousand streams wakes a thousand writers
+    at once) waits for one pipelined round trip, not one each through the pool."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, dict[str, int], int, asyncio.Future[None]]] = []
+        self.flushing: asyncio.Task | None = None
+
+    async def note(self, user_id: int, notes: dict[str, int], trim_below: int) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((user_id, notes, trim_below, done))
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # the other writers woken by the same message join first
+        while self.pending:
+            batch, self.pending = self.pending[:1_000], self.pending[1_000:]
+            try:
+                writes = [(u, notes, below) for u, notes, below, _ in batch]
+                await ledger_note(gateway().redis, writes, TRIM_MEMBER, LEDGER_TTL_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - each writer decides (_note)
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
 async def _note(stream: Stream, notes: dict[str, int]) -> None:
-    """Write ``notes`` (and, the first time, the stream's floor) into the user's ledger before
-    the events they describe are sent. Fails open: a stream whose sends cannot be written
-    down goes on (a reconnect then replays them again or, knowing none, takes its id at its
-    word); ending it would send its client into the same outage."""
+    """Write ``notes`` (and, the first time, the stream's floor and what the feed held when it
+    opened) into the user's ledger before the events they describe are sent. Fails open: a
+    stream whose sends cannot be written down goes on (a reconnect then replays them again
+    or, knowing none, takes its id at its word); ending it would send its client into the
+    same outage."""
     if not stream.noted:
         known = {known_member(stream.tag, a): a for a in stream.known}
         notes = {floor_member(stream.tag): stream.owed, **known, **notes}
     top = stream.high if stream.high is not None else stream.owed
     try:
-        await ledger_note(
-            gateway().redis,
-            stream.user_id,
-            notes,
-            ledger_trim_below(top),
-            TRIM_MEMBER,
-            LEDGER_TTL_SECONDS,
-        )
+        await gateway().ledger.note(stream.user_id, notes, ledger_trim_below(top))
         stream.noted = True
     except store.STORE_ERRORS as exc:
         if not store.store_unavailable(exc):

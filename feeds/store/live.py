@@ -40,17 +40,19 @@ async def stream_unregister(r, user_id: int, stream_id: str) -> None:
 
 
 async def ledger_note(
-    r, user_id: int, members: Mapping[str, int], trim_below: int, trim_mark: str, ttl: int
+    r, writes: Sequence[tuple[int, Mapping[str, int], int]], trim_mark: str, ttl: int
 ) -> None:
-    """Write ``members`` (member: score) into the user's stream ledger, drop what scores below
-    ``trim_below`` and record the highest such threshold as the score of ``trim_mark``; keep
-    the ledger ``ttl`` seconds more: one pipelined round trip on one key (async client ``r``)."""
-    key = stream_ledger_key(user_id)
+    """Several streams' ledger writes in one pipelined round trip (per node on a cluster; each
+    command on one key), each (user id, members {member: score}, trim below): the members
+    written, what scores below the threshold dropped, the highest threshold recorded as the
+    score of ``trim_mark``, the ledger kept ``ttl`` seconds more (async client ``r``)."""
     pipe = r.pipeline(transaction=False)
-    pipe.zadd(key, dict(members))
-    pipe.zremrangebyscore(key, "-inf", f"({trim_below}")
-    pipe.zadd(key, {trim_mark: trim_below}, gt=True)
-    pipe.expire(key, ttl)
+    for user_id, members, trim_below in writes:
+        key = stream_ledger_key(user_id)
+        pipe.zadd(key, dict(members))
+        pipe.zremrangebyscore(key, "-inf", f"({trim_below}")
+        pipe.zadd(key, {trim_mark: trim_below}, gt=True)
+        pipe.expire(key, ttl)
     await pipe.execute()
 
 

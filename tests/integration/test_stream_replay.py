@@ -261,3 +261,37 @@ def test_an_edit_reaches_every_stream_that_received_it_or_would_have_once(live_w
     finally:
         for stream in streams.values():
             stream.close()
+
+
+def test_ledger_writes_of_one_turn_share_one_round_trip(monkeypatch):
+    """An activity handed to many open streams wakes their writers at once: their ledger
+    writes go to Redis in one pipeline, not one round trip each through the pool."""
+    import asyncio
+
+    from feeds import stream
+    from feeds.replay import sent_member
+    from feeds.store.keys import stream_ledger_key
+
+    calls: list[int] = []
+    real = stream.ledger_note
+
+    async def counted(r, writes, *args):
+        calls.append(len(writes))
+        await real(r, writes, *args)
+
+    monkeypatch.setattr(stream, "ledger_note", counted)
+    gw = stream.Gateway()
+    monkeypatch.setattr(stream, "_gateway", gw)
+    streams = [stream.Stream(user_id, {1}, 10, floor=100) for user_id in range(1, 51)]
+
+    async def write_all() -> None:
+        await asyncio.gather(*(stream._note(s, {sent_member(s.tag, 200): 200}) for s in streams))
+        await gw.redis.aclose()
+
+    asyncio.run(write_all())
+    assert calls == [50]
+    r = store.client()
+    for s in streams:
+        key = stream_ledger_key(s.user_id)
+        assert r.zscore(key, sent_member(s.tag, 200)) == 200
+        assert r.zscore(key, f"{s.tag}:f") == 100 and r.ttl(key) > 3600
