@@ -11,14 +11,24 @@ their way when it dropped. "Everything above ``h``" loses those; "everything abo
 a margin" sends again the ones that had arrived.
 
 The ledger. So a stream writes down, before sending them, the feed activities it sends: one
-sorted set per user (store.live.ledger_note), member ``<stream>:<activity id>`` scored by the
-id its event carried; ``<stream>:f`` scored by the stream's floor; ``<stream>:k<id>`` scored
-by the id, an activity the feed held when the stream opened; ``<stream>:r`` once a reconnect
-took its place. A stream is owed every feed activity that was not in the reader's feed when it
-first opened: its floor is LAG before that moment, and what the feed held above it then
-(opening_snapshot) is written down as known; its reconnects inherit both. A reconnect with ``h`` looks for the streams of the user that
-sent an event carrying ``h`` (the candidates) and counts as delivered what each sent up to it
-(score <= h: the client that took ``h`` took every event before it, TCP keeps their order).
+sorted set per user (store.live.ledger_note), member ``<stream>:<activity id>`` scored by the id
+its event carried; ``<stream>:f`` scored by the stream's floor; ``<stream>:k<id>`` scored by
+the id, an activity the stream is not owed; ``<stream>:r`` once a reconnect took its place. A
+stream is owed every feed activity that was not in the reader's feed when it first opened: its
+floor is LAG before that moment and what the feed held above it then (opening_snapshot) is
+known. A reconnect with ``h`` looks for the streams of the user that sent an event carrying
+``h`` (the candidates) and counts as delivered what each sent up to it (score <= h: the client
+that took ``h`` took every event before it, TCP keeps their order); it then takes their place:
+their floor, and what its client has, known to it (takeover_notes).
+
+Why a ledger, not ids that say more. The issue's contract has every ``id:`` be the high-water
+activity id, a plain id that clients and tests compare with activity ids. What a client has
+below it is a set (a few hundred ids in 5 busy minutes): too long for an ``id:`` line sent
+with every event and echoed in a header. So the id names a point in the stream, and the set
+stays in Redis, where any process serving the reconnect reads it. Cost: one pipelined write
+per turn of the event loop for all the streams of a process that sent something
+(feeds.stream.LedgerWriter), one read of the feed's last 5 minutes when a stream opens, two
+reads when one reconnects.
 
 The window. How far below ``h`` can an owed activity be? An activity is announced within
 LAG_SECONDS (5 minutes) of its id's moment: the bound the gateway's replay after a lost
