@@ -16,7 +16,6 @@ from . import store
 from .aggregation import Entry, PageCut, bucket_ceiling_id, cut_page, group_key
 from .conf import FeedConf, get_conf
 from .hydrate import hydrate
-from .merge import merge_streams
 from .rebuild import feed_ensure, feed_ttl, timelines_rebuild
 from .selectors import HomeRow, home_activities_page
 
@@ -74,22 +73,6 @@ def _item(group: list[Entry], bodies: dict[int, dict[str, Any]]) -> dict[str, An
     item["actors"] = actors[:MAX_ACTORS]
     item["activity_ids"] = [str(e.id) for e in group]
     return item
-
-
-def feed_items_after(*, user_id: int, after_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    """Feed entries newer than ``after_id``, oldest first, one item each: a reconnecting stream
-    (Last-Event-ID) replays what it missed."""
-    conf = get_conf()
-    keys = feed_read_open(user_id, conf)
-    ids = merge_streams(store.read_streams(keys, max_id=None, min_id=after_id + 1, count=limit))
-    ids = sorted(ids)[-limit:]
-    bodies = hydrate(ids)
-    hidden = hidden_authors(user_id)
-    return [
-        single_item(bodies[i])
-        for i in ids
-        if i in bodies and bodies[i]["actor"]["id"] not in hidden
-    ]
 
 
 def single_item(body: dict[str, Any]) -> dict[str, Any]:

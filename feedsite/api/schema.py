@@ -48,10 +48,14 @@ STREAM_OPERATION = {
     "operationId": "feed_stream",
     "summary": "Live feed: server-sent events",
     "description": (
-        "Holds the connection open and sends `event: activity` (`id:` the activity id, `data:` "
-        "the feed item as JSON) for every new activity of the people the caller follows, a "
-        "comment line every FEEDSITE_SSE_HEARTBEAT_SECONDS, and `event: dropped` before "
-        "closing a client too slow to keep up (reconnect with `Last-Event-ID`). At most "
+        "Holds the connection open and sends `event: activity` (`data:` the feed item as "
+        "JSON) for every new activity of the people the caller follows, `event: update` (the "
+        "feed item with its new body) when one of them is edited, a comment line every "
+        "FEEDSITE_SSE_HEARTBEAT_SECONDS, and `event: dropped` before closing a client too "
+        "slow to keep up. Every event's `id:` is the stream's high-water activity id (never "
+        "lowered by an older arrival): reconnecting with it as `Last-Event-ID` replays every "
+        "activity the stream did not deliver, once, oldest first; past 1,000 it sends "
+        "`event: reset` (`id:` the feed's newest id: reload the feed) instead. At most "
         "FEEDSITE_SSE_MAX_STREAMS streams per user (429) and "
         "FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS per server process (503)."
     ),
