@@ -272,7 +272,7 @@ def test_digests_send_each_notification_once_and_retry_while_the_mail_server_is_
         )
         == 0
     )
-    assert len(mail.outbox) == 2 and "0 " not in mail.outbox[1].subject
+    assert len(mail.outbox) == 2 and "0 new" not in mail.outbox[1].subject
     assert NotificationEmail.objects.filter(state="sent").count() == 3
 
 
