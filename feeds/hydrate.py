@@ -9,7 +9,12 @@ from typing import Any
 import orjson
 
 from activities.models import Activity
-from activities.selectors import activities_by_ids, activity_to_dict, encode_body
+from activities.selectors import (
+    activities_by_ids,
+    activity_to_dict,
+    encode_body,
+    format_edited_at,
+)
 
 from . import store
 
@@ -48,8 +53,32 @@ def hydrate(
         # Compare-and-set (store.set_bodies): a copy loaded before an edit or a delete
         # committed never replaces what that edit or delete wrote meanwhile.
         store.set_bodies({aid: encode_body(b) for aid, b in loaded.items()}, best_effort=True)
+        _refill_confirm(loaded)
         bodies.update(loaded)
     return bodies
+
+
+def _refill_confirm(loaded: Mapping[int, dict[str, Any]]) -> None:
+    """After caching bodies loaded from PostgreSQL, ask it again whether they are still current.
+    The compare-and-set alone cannot see an edit (or a delete) that committed and wrote its body
+    (or tombstone) after our load, when that key was then evicted before our write: our older
+    copy would land on a missing key and stay. Asked after our write, PostgreSQL shows any such
+    edit or delete, and it is written again (compare-and-set: never over a newer one); one that
+    commits later writes its own body after our write. One query, on the cold path only."""
+    if not loaded:
+        return
+    now = dict(Activity.objects.filter(id__in=list(loaded)).values_list("id", "edited_at"))
+    gone = [aid for aid in loaded if aid not in now]
+    changed = [
+        aid
+        for aid, body in loaded.items()
+        if aid in now and format_edited_at(now[aid]) != body.get("edited_at")
+    ]
+    if gone:
+        store.bury_bodies(gone)
+    if changed:
+        fresh = {aid: activity_to_dict(a) for aid, a in activities_by_ids(changed).items()}
+        store.set_bodies({aid: encode_body(b) for aid, b in fresh.items()}, best_effort=True)
 
 
 def body_edited(*, activity: Activity) -> None:

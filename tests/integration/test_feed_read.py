@@ -176,8 +176,9 @@ def test_hydration_is_bulk(django_assert_max_num_queries):
     from feeds.conf import get_conf
 
     get_conf()  # the settings snapshot is cached (Redis) like on any warm server
-    # token, pull authors, hidden authors (mutes, blocks), one bulk body load
-    with django_assert_max_num_queries(4):
+    # token, pull authors, hidden authors (mutes, blocks), one bulk body load and its check
+    # after caching (feeds.hydrate._refill_confirm)
+    with django_assert_max_num_queries(5):
         res = client.get("/api/feed/", {"limit": 30})
     assert len(res.json()["items"]) == 30
     with django_assert_max_num_queries(0):  # warm: token, pull and hidden authors, bodies cached
