@@ -65,7 +65,7 @@ from typing import Any
 
 import orjson
 
-from activities.ids import LOW_BITS, MAX_ID
+from activities.ids import LOW_BITS
 
 from . import store
 from .conf import get_conf
@@ -86,7 +86,8 @@ LEDGER_TTL_SECONDS = 86_400
 LEDGER_SLACK_SECONDS = 3_600
 SLACK_IDS = (LEDGER_SLACK_SECONDS * 1000) << LOW_BITS
 TRIM_MEMBER = "~"  # scored by the highest threshold the ledger was trimmed at
-EVERYTHING = MAX_ID + 1  # an edge above every id: nothing held in Redis counts
+# An edge above every id (nothing held in Redis counts): the page read's own.
+EVERYTHING = store.EDGE_ALL
 
 
 # --- the ledger's members (pure) -----------------------------------------------------------

@@ -133,6 +133,7 @@ from .notifications import (
     online,
 )
 from .page import (
+    EDGE_ALL,
     PageRead,
     ReadPrelude,
     WarmRead,
@@ -164,6 +165,7 @@ from .tokens import (
 )
 
 __all__ = [
+    "EDGE_ALL",
     "LiveSubscription",
     "mark_went_push",
     "mark_went_push_many",
