@@ -19,6 +19,7 @@ from activities.models import Activity
 from follows.models import Block, Follow, Mute
 
 from . import hydrate, services
+from .followees import followees_changed
 
 
 @receiver(post_save, sender=Activity, dispatch_uid="feeds.activity_saved")
@@ -52,6 +53,12 @@ def follow_saved(sender, instance: Follow, created: bool, raw: bool = False, **k
         # The followee's notification: written in this transaction (it rolls back with it).
         services.follow_notify(follower_id=follower_id, followee_id=followee_id)
         transaction.on_commit(
+            lambda: followees_changed(
+                follower_id=follower_id, followee_id=followee_id, following=True
+            ),
+            robust=True,
+        )
+        transaction.on_commit(
             lambda: services.feed_follow_backfill(follower_id=follower_id, followee_id=followee_id),
             robust=True,
         )
@@ -60,6 +67,12 @@ def follow_saved(sender, instance: Follow, created: bool, raw: bool = False, **k
 @receiver(post_delete, sender=Follow, dispatch_uid="feeds.follow_deleted")
 def follow_deleted(sender, instance: Follow, **kwargs) -> None:
     follower_id, followee_id = instance.follower_id, instance.followee_id
+    transaction.on_commit(
+        lambda: followees_changed(
+            follower_id=follower_id, followee_id=followee_id, following=False
+        ),
+        robust=True,
+    )
     transaction.on_commit(
         lambda: services.feed_follow_purge(follower_id=follower_id, followee_id=followee_id),
         robust=True,

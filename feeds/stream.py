@@ -53,6 +53,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from importlib import import_module
@@ -68,15 +69,19 @@ from rest_framework import exceptions
 
 from activities.ids import make_id
 from feedsite.api.auth import (
+    claimed_user_id,
     entry_fields,
+    entry_user,
     header_user,
     token_digest,
+    token_from_header,
     token_still_valid,
 )
 from feedsite.middleware import apply_proxy_headers
 from follows.selectors import followee_ids
 
 from . import store
+from .followees import listened, listened_load
 from .hydrate import hydrate
 from .notifications import notifications_ensure
 from .read import hidden_authors, single_item
@@ -95,7 +100,8 @@ from .replay import (
     sent_member,
     takeover_notes,
 )
-from .store.live import ledger_note, ledger_read, token_entries
+from .store.followees import followees_from_cache
+from .store.live import connect_reads, ledger_note, ledger_read, token_entries
 
 log = logging.getLogger("feeds.stream")
 PATH = "/api/feed/stream/"
@@ -116,8 +122,23 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's threads for database work (FEEDSITE_SSE_DB_THREADS): a connect whose
+    token or followees the caches do not hold, a catch-up reading PostgreSQL, a body not cached.
+    Several at once: a reconnect storm's misses are not served one at a time (asgiref's default
+    runs every sync call on one thread)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(settings.FEEDSITE_SSE_DB_THREADS, thread_name_prefix="sse-db")
+    return _POOL
+
+
 def _with_db_returned(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """``fn`` off the event loop, its database connection handed back as soon as it returns."""
+    """``fn`` on the pool's threads, off the event loop, its database connection handed back
+    (to psycopg's pool) as soon as it returns."""
 
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -125,7 +146,7 @@ def _with_db_returned(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         finally:
             connections.close_all()
 
-    return sync_to_async(run)
+    return sync_to_async(run, thread_sensitive=False, executor=_pool())
 
 
 def _session_user(session_key: str) -> Any:
@@ -638,19 +659,71 @@ def client_of(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
     return meta["REMOTE_ADDR"]
 
 
-async def _caller(headers: dict[bytes, bytes], address: str) -> tuple[Any, tuple[str, str] | None]:
-    """(user, credential) of the request: its Token header read as knox reads it (any case of
-    the scheme; a failure counts against ``address``, and past its limit Throttled is raised
-    before any query), else its session cookie; (None, None) when neither authenticates."""
+async def _caller(
+    gw: Gateway, headers: dict[bytes, bytes], address: str
+) -> tuple[Any, tuple[str, str] | None, set[int] | None]:
+    """(user, credential, listened authors) of the request. A Token header read as knox reads
+    it: when the token carries its user id, one Redis round trip reads its cache entry with that
+    user's followee and hidden lists (feeds.store.live.connect_reads), and a confirmed entry
+    with both lists cached answers without a thread or a query; anything else (no entry, a
+    tombstone of a revoked token, a list not cached, Redis unavailable) goes to the pool's
+    threads, many at a time: header_user (a failure counts against ``address``, and past its
+    limit Throttled is raised before any query) and the lists from PostgreSQL. Without a Token
+    header, the session cookie. (None, None, None) when nothing authenticates."""
     meta = {"HTTP_AUTHORIZATION": headers.get(b"authorization", b"").decode("latin-1")}
-    key, user = await _with_db_returned(header_user)(meta, address)
+    ttl = settings.FEEDSITE_FOLLOWEES_CACHE_SECONDS
+    try:
+        key = token_from_header(meta)
+    except exceptions.AuthenticationFailed:
+        key = ""  # malformed: header_user counts it
+    claimed = claimed_user_id(key) if key else None
+    if claimed is not None:
+        try:
+            raw, followees_raw, hidden_raw = await connect_reads(
+                gw.redis, token_digest(key), claimed, ttl
+            )
+        except store.STORE_ERRORS as exc:
+            if not store.store_unavailable(exc):
+                raise
+        else:
+            user = entry_user(raw, claimed)
+            if user is not None:
+                followees, version = followees_from_cache(followees_raw)
+                hidden = store.hidden_from_cache(hidden_raw)
+                if followees is not None and hidden is not None:
+                    return user, ("token", key), listened(user.pk, followees, hidden)
+                authors = await _with_db_returned(listened_load)(
+                    user.pk, followees, version, hidden
+                )
+                return user, ("token", key), authors
     if key is not None:  # a Token header (authenticating or not): no session is looked at
-        return user, (("token", key) if user is not None else None)
+        key, user = await _with_db_returned(header_user)(meta, address)
+        return user, (("token", key) if user is not None else None), None
     cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
     morsel = cookie.get(settings.SESSION_COOKIE_NAME)
     if morsel is not None and morsel.value:
-        return await _with_db_returned(_session_user)(morsel.value), ("session", morsel.value)
-    return None, None
+        user = await _with_db_returned(_session_user)(morsel.value)
+        return user, ("session", morsel.value), None
+    return None, None, None
+
+
+async def _listened(gw: Gateway, user_id: int) -> set[int]:
+    """The authors a stream of ``user_id`` hears, from the caches (one round trip), what they
+    miss from PostgreSQL on the pool's threads."""
+    try:
+        _, followees_raw, hidden_raw = await connect_reads(
+            gw.redis, None, user_id, settings.FEEDSITE_FOLLOWEES_CACHE_SECONDS
+        )
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise
+        followees, version, hidden = None, 0, None
+    else:
+        followees, version = followees_from_cache(followees_raw)
+        hidden = store.hidden_from_cache(hidden_raw)
+    if followees is not None and hidden is not None:
+        return listened(user_id, followees, hidden)
+    return await _with_db_returned(listened_load)(user_id, followees, version, hidden)
 
 
 async def application(scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -680,7 +753,7 @@ async def _serve(
     heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
     busy = [("retry-after", str(heartbeat))]
     try:
-        user, credential = await _caller(headers, client_of(scope, headers))
+        user, credential, authors = await _caller(gw, headers, client_of(scope, headers))
     except exceptions.Throttled as exc:  # this address failed too often: no query made
         wait = str(max(1, int(getattr(exc, "wait", None) or 1)))
         await _answer(send, 429, {"detail": str(exc.detail)}, [("retry-after", wait)])
@@ -719,7 +792,7 @@ async def _serve(
     floor = last_event_id if last_event_id is not None else _id_at(time.time())
     stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE, floor, credential, stream_id)
     try:
-        stream.authors = await _with_db_returned(_followees)(user.pk)
+        stream.authors = authors if authors is not None else await _listened(gw, user.pk)
         await gw.add(stream)
         try:
             tasks = {

@@ -50,7 +50,7 @@ def main() -> int:
         subprocess.run([*manage, "ensure_demo_admin"], cwd=BASE_DIR, env=env, check=True)
         collect_static(env)
         layout = layout_from_env(env, port)
-        for name in ("web.sock", "stream.sock"):
+        for name in ("web.sock",):  # (the stream processes remove their own)
             (Path(layout.run_dir) / name).unlink(missing_ok=True)
         honcho = subprocess.Popen(
             honcho_args(),

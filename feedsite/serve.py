@@ -46,7 +46,7 @@ def procfile(path: Path = PROCFILE) -> dict[str, str]:
 @dataclass(frozen=True)
 class Layout:
     port: int  # the one public port (Caddy)
-    run_dir: str  # web.sock and stream.sock: only the proxy reaches them
+    run_dir: str  # web.sock and stream-<n>.sock: only the proxy reaches them
     static_root: str
 
     @property
@@ -175,7 +175,7 @@ def serving(
         collect_static(env)
     full_env = process_env(layout, env, host)
     # Sockets left by servers that were killed would make them fail to bind.
-    for name in ("web.sock", "stream.sock"):
+    for name in ("web.sock",):  # (the stream processes remove their own)
         (Path(layout.run_dir) / name).unlink(missing_ok=True)
     commands = procfile()
     procs: list[subprocess.Popen] = []

@@ -361,8 +361,15 @@ if not DEBUG:
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 200)
 FEEDSITE_SSE_HEARTBEAT_SECONDS = env_int("FEEDSITE_SSE_HEARTBEAT_SECONDS", 15)
 FEEDSITE_SSE_MAX_STREAMS = env_int("FEEDSITE_SSE_MAX_STREAMS", 5)  # per user (429 beyond)
-# Per stream server process (a JSON 503 with Retry-After beyond); each costs a socket.
-FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS = env_int("FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS", 4000)
+# Per stream server process (a JSON 503 with Retry-After beyond); each costs a socket here and
+# two in the proxy. STREAM_CONCURRENCY processes (one per core by default) hold 5,000 each.
+FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS = env_int("FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS", 5000)
+# Threads of a stream process for database work (cache misses at connect, catch-ups): misses of
+# a reconnect storm are served this many at a time, each on a pooled connection.
+FEEDSITE_SSE_DB_THREADS = env_int("FEEDSITE_SSE_DB_THREADS", 4)
+# The cached followee list a stream's connect reads (feeds.store.followees): kept current on
+# every follow and unfollow; this lifetime (from the last fill, change or connect) is a net.
+FEEDSITE_FOLLOWEES_CACHE_SECONDS = env_int("FEEDSITE_FOLLOWEES_CACHE_SECONDS", 3600)
 # Events a stream may have waiting for a slow client before it is dropped (`event: dropped`).
 FEEDSITE_SSE_QUEUE = env_int("FEEDSITE_SSE_QUEUE", 256)
 # A stream whose client has not taken a byte for this long (the server's write buffer full) is

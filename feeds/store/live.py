@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from .connection import async_pubsub_client, client, is_cluster
-from .keys import follows_channel, live_channel, stream_ledger_key, streams_key, token_key
+from .followees import followees_key
+from .keys import (
+    follows_channel,
+    hidden_key,
+    live_channel,
+    stream_ledger_key,
+    streams_key,
+    token_key,
+)
 
 # GETs per pipeline in token_entries: 1,000 keys of ~300 bytes each is one ~300 KB reply,
 # parsed without holding the event loop for long.
@@ -80,6 +88,25 @@ async def token_entries(r, digests: Sequence[str]) -> list[bytes | None]:
             pipe.get(token_key(digest))
         entries.extend(await pipe.execute())
     return entries
+
+
+async def connect_reads(
+    r, digest: str | None, user_id: int, ttl: int
+) -> tuple[bytes | None, dict[bytes, bytes], bytes | None]:
+    """A stream connect's one round trip (async client ``r``): the token's cache entry (None
+    without ``digest``), the user's cached followee list (HGETALL, its lifetime renewed to
+    ``ttl``) and hidden-author list, each a single-key command (a cluster splits them by
+    node)."""
+    pipe = r.pipeline(transaction=False)
+    if digest is not None:
+        pipe.get(token_key(digest))
+    pipe.hgetall(followees_key(user_id))
+    pipe.expire(followees_key(user_id), ttl)
+    pipe.get(hidden_key(user_id))
+    replies = await pipe.execute()
+    token = replies.pop(0) if digest is not None else None
+    followees, _, hidden = replies
+    return token, followees, hidden
 
 
 class LiveSubscription:

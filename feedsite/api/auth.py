@@ -405,6 +405,22 @@ def header_user(meta: dict, address: str) -> tuple[str | None, object | None]:
     return key, user
 
 
+def claimed_user_id(key: str) -> int | None:
+    """The user id a token string carries in front (token_create), unconfirmed. Pure."""
+    return _claimed_id(key)
+
+
+def entry_user(raw: bytes | None, user_id: int):
+    """The active user ``user_id`` when the token cache entry ``raw`` (read by the caller, for
+    a token claiming that user) confirms it; None when the entry does not decide it (missing,
+    a tombstone, another user's, inactive): the caller asks header_user, which goes to the
+    database and counts failures."""
+    fields = entry_fields(raw)
+    if fields is None or fields["id"] != user_id or not fields.get("is_active"):
+        return None
+    return _user_from_fields(fields)
+
+
 def token_still_valid(key: str, user_id: int) -> bool:
     """Whether ``key`` still authenticates ``user_id`` (an open stream's re-check): token_user's
     cost, a GET when cached."""

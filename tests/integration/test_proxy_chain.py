@@ -263,11 +263,11 @@ def test_the_stream_path_takes_no_request_body(tls_stack, path):
 
 
 def test_the_sockets_behind_caddy_are_not_reachable_by_other_local_users(tls_stack):
-    """Whoever connects to web.sock or stream.sock is the trusted proxy to Django: the folder
+    """Whoever connects to web.sock or a stream-<n>.sock is the trusted proxy to Django: the folder
     holding them is the serving user's alone (uvicorn makes its own socket 0666)."""
     layout, _ = tls_stack
     run_dir = Path(layout.run_dir)
-    sockets = [run_dir / "web.sock", run_dir / "stream.sock"]
+    sockets = [run_dir / "web.sock", *sorted(run_dir.glob("stream-*.sock"))]
     assert all(stat.S_ISSOCK(s.stat().st_mode) for s in sockets)
     if os.geteuid() == 0:  # another user to try it as needs root
         probe = (

@@ -261,6 +261,19 @@ def served_capped(django_db_setup, django_db_blocker) -> Iterator[str]:
         "stream-cap",
         FEEDSITE_SSE_HEARTBEAT_SECONDS="1",
         FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS="3",
+        STREAM_CONCURRENCY="1",
+        WEB_CONCURRENCY="1",
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def served_two_capped(django_db_setup, django_db_blocker) -> Iterator[str]:
+    with serve_for_tests(
+        "stream-cap2",
+        FEEDSITE_SSE_HEARTBEAT_SECONDS="1",
+        FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS="3",
+        STREAM_CONCURRENCY="2",
         WEB_CONCURRENCY="1",
     ) as url:
         yield url
@@ -316,6 +329,18 @@ def test_the_process_cap_is_exact_under_a_burst_of_connects(served_capped, trans
             break
         time.sleep(0.5)
     assert statuses == [200] * 3
+
+
+def test_two_stream_processes_admit_both_caps_before_any_503(served_two_capped, transactional_db):
+    """Caddy gives each new stream to the process holding fewest: a burst is refused (503 with
+    Retry-After) only once every process is at its cap."""
+    tokens = [make_token(UserFactory()) for _ in range(12)]
+    hold = threading.Event()
+    try:
+        statuses = _burst(served_two_capped, tokens, hold)
+        assert sorted(statuses) == [200] * 6 + [503] * 6
+    finally:
+        hold.set()
 
 
 def test_a_recheck_that_cannot_reach_redis_keeps_every_stream():

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shlex
 import tomllib
@@ -9,7 +10,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from feedsite import queues
+from feedsite import queues, streamserve
 from feedsite.api.renderers import next_link
 from feedsite.devrun import honcho_args
 from feedsite.healthcheck import split_target
@@ -52,12 +53,19 @@ def test_the_procfile_names_every_process_of_the_service():
     worker = shlex.split(processes["worker"])
     assert worker[worker.index("-Q") + 1].split(",") == list(queues.ALL)
     assert "feedsite.wsgi:application" in processes["web"]
-    assert "feedsite.asgi:application" in processes["stream"]
+    assert "feedsite.streamserve serve" in processes["stream"]
+    assert "feedsite.asgi:application" in streamserve.command("x.sock")
     # The proxy reaches web and stream on the sockets they listen on.
     caddyfile = (ROOT / "config" / "Caddyfile").read_text()
-    for name in ("web", "stream"):
-        assert f"${{FEEDSITE_RUN_DIR:-var/run}}/{name}.sock" in processes[name]
-        assert f"unix/{{$FEEDSITE_RUN_DIR:var/run}}/{name}.sock" in caddyfile
+    assert "${FEEDSITE_RUN_DIR:-var/run}/web.sock" in processes["web"]
+    assert "unix/{$FEEDSITE_RUN_DIR:var/run}/web.sock" in caddyfile
+    assert "feedsite.streamserve upstreams" in processes["proxy"]
+    assert "reverse_proxy {$FEEDSITE_STREAM_UPSTREAMS}" in caddyfile
+    env = {"STREAM_CONCURRENCY": "3", "FEEDSITE_RUN_DIR": "/r"}
+    assert streamserve.upstreams(env) == (
+        "unix//r/stream-0.sock unix//r/stream-1.sock unix//r/stream-2.sock"
+    )
+    assert streamserve.concurrency({}) == (os.cpu_count() or 1)  # one per core by default
 
 
 def test_compose_runs_the_procfile_processes_and_nothing_else():
@@ -80,7 +88,8 @@ def test_compose_runs_the_procfile_processes_and_nothing_else():
         assert services["proxy"]["depends_on"][name]["condition"] == "service_healthy"
         probe = services[name]["healthcheck"]["test"]
         assert probe[1:4] == ["python", "-m", "feedsite.healthcheck"]
-        assert probe[4].startswith(f"unix:{run_dir}/{name}.sock/"), probe
+        sock = "web.sock" if name == "web" else "stream-0.sock"
+        assert probe[4].startswith(f"unix:{run_dir}/{sock}/"), probe
 
 
 def test_compose_builds_one_image_and_waits_for_migrations_and_health():
