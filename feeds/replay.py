@@ -239,21 +239,29 @@ class Replay:
 
 
 def redis_edge(
-    above: Sequence[Sequence[int]], below: Sequence[Sequence[int]], count: int
+    above: Sequence[Sequence[int]], tails: Sequence[Sequence[bytes]], floor: int, count: int
 ) -> int | None:
-    """Below which id the Redis sources may not hold everything above the floor (None: they do).
-    ``above``: each source's ids above the floor, newest first, read up to ``count``;
-    ``below``: whether each holds an id at or below the floor (its newest such id, or nothing).
-    A source holding an id at or below the floor, read to its end above it, holds everything
-    above the floor (a feed or timeline is its owner's newest ids: trimmed at the tail only).
-    Any other one may miss what is below its oldest id read (the whole range when it is
-    empty). Pure."""
+    """Below which id the Redis sources may not hold everything above the floor (None: they do),
+    by the page read's rule (store.page.stream_edge). ``above``: each source's ids above the
+    floor, newest first, read up to ``count``; ``tails``: each source's last member by rank
+    (ZRANGE -1 -1: its oldest id, or the built marker). A source is whole above the floor when
+    its oldest id is at or below the floor (feeds and timelines are trimmed at the tail only),
+    or when it holds the built marker (its whole history). Otherwise it may miss what lies
+    below its oldest id; a capped read, what lies below the last id read; the reader's feed (the
+    first source) gone, everything. Pure."""
     edge: int | None = None
-    for ids, under in zip(above, below, strict=True):
-        if under and len(ids) < count:
-            continue
-        tail = ids[-1] if ids else EVERYTHING
-        edge = tail if edge is None else max(edge, tail)
+    sentinel = store.SENTINEL.encode()
+    for i, (ids, tail) in enumerate(zip(above, tails, strict=True)):
+        if len(ids) >= count:
+            at: int | None = ids[-1]
+        elif not tail:
+            at = EVERYTHING if i == 0 or not ids else ids[-1]
+        elif tail[-1] == sentinel or store.decode_id(tail[-1]) <= floor:
+            at = None
+        else:
+            at = store.decode_id(tail[-1])
+        if at is not None and (edge is None or at > edge):
+            edge = at
     return edge
 
 
@@ -267,13 +275,14 @@ def feed_replay(
     hydrate (a deleted activity is absent); PostgreSQL serves what lies below their edge
     (selectors.home_activities_page: the reader's and their followees' live home activities).
     Authors the reader hides are never replayed. Cost: two pipelined reads of the sources,
-    one of bodies, and one query when the sources do not reach down to the floor."""
+    one of bodies, and one query when the sources may not hold all of it (a feed whose follows
+    left older activities out, a trimmed one that does not reach down to the floor)."""
     skip = frozenset(skip)
     keys = feed_read_open(user_id, get_conf())
     count = bound + len(skip) + 1  # one more than a replay can hold, whatever is skipped
     above = store.read_streams(keys, max_id=None, min_id=floor + 1, count=count)
-    below = store.read_streams(keys, max_id=floor, count=1)
-    edge = redis_edge(above, below, count)
+    tails = store.round_trip(*(("ZRANGE", key, -1, -1) for key in keys))
+    edge = redis_edge(above, tails, floor, count)
     ids = [i for i in merge_streams(above) if (edge is None or i >= edge) and i not in skip]
     bodies = hydrate(ids)
     hidden = hidden_authors(user_id)

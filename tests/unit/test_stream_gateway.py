@@ -9,7 +9,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feeds import stream
+from feeds import store, stream
 from feeds.replay import (
     EVERYTHING,
     TRIM_MEMBER,
@@ -213,9 +213,13 @@ def test_a_reconnect_prefers_its_own_closed_stream_and_never_loses_with_several(
 
 
 def test_the_redis_edge_is_where_a_source_may_stop_holding_everything():
-    # Feed reaching below the floor, read to its end: whole. A timeline that does not reach
-    # the floor may miss what is below its oldest id; an empty one, everything.
-    assert redis_edge([[9, 8]], [[3]], count=5) is None
-    assert redis_edge([[9, 8], [7, 6]], [[3], []], count=5) == 6
-    assert redis_edge([[9, 8], []], [[3], []], count=5) == EVERYTHING
-    assert redis_edge([[9, 8, 7]], [[3]], count=3) == 7  # a capped read: more below 7
+    # The page read's rule: a source reaching at or below the floor, or holding the built
+    # marker (its whole history), is whole above the floor; one whose oldest id is above the
+    # floor, without the marker, may miss what is below that id; a gone feed, everything.
+    enc, built = store.encode_id, [store.SENTINEL.encode()]
+    assert redis_edge([[9, 8]], [[enc(3)]], floor=5, count=5) is None
+    assert redis_edge([[9, 8]], [built], floor=5, count=5) is None  # whole history
+    assert redis_edge([[9, 8], [7, 6]], [[enc(3)], [enc(6)]], floor=5, count=5) == 6
+    assert redis_edge([[9, 8], [7, 6]], [[enc(3)], built], floor=5, count=5) is None
+    assert redis_edge([[]], [[]], floor=5, count=5) == EVERYTHING  # the feed is gone
+    assert redis_edge([[9, 8, 7]], [[enc(3)]], floor=5, count=3) == 7  # capped: more below
