@@ -136,6 +136,21 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+_CATCH_UPS: asyncio.Semaphore | None = None
+# Catch-ups (and new streams' opening snapshots) running at once in a process. A reconnect
+# storm's connects are cheap when the caches are warm (one round trip, no thread); its catch-ups
+# are not (a few round trips and the bodies, on the pool's threads, holding the GIL). Two at a
+# time leave the event loop free to answer every connect first; the catch-ups follow.
+CATCH_UP_CONCURRENCY = 2
+
+
+def _catch_up_slots() -> asyncio.Semaphore:
+    global _CATCH_UPS
+    if _CATCH_UPS is None:
+        _CATCH_UPS = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+    return _CATCH_UPS
+
+
 def _with_db_returned(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """``fn`` on the pool's threads, off the event loop, its database connection handed back
     (to psycopg's pool) as soon as it returns."""
@@ -996,10 +1011,11 @@ async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
             }
         )
         await chunk(b"retry: 3000\n\n")
-        if last_event_id is not None:
-            await _catch_up(stream, last_event_id, chunk)
-        else:
-            await _opening(stream)
+        async with _catch_up_slots():  # connects first: a storm's catch-ups wait their turn
+            if last_event_id is not None:
+                await _catch_up(stream, last_event_id, chunk)
+            else:
+                await _opening(stream)
         while True:
             try:
                 queued = await asyncio.wait_for(stream.queue.get(), timeout=heartbeat)
