@@ -54,3 +54,16 @@ def session_memory_kb(sid: int, proc: Path = PROC) -> dict[str, int]:
             continue
         n += 1
     return {"pss": pss, "rss": rss, "processes": n}
+
+
+def session_cpu_ticks(sid: int, proc: Path = PROC) -> int:
+    """CPU time (clock ticks, user + system) used so far by the live processes of session
+    ``sid``: fields 14 and 15 of /proc/<pid>/stat."""
+    total = 0
+    for pid in session_pids(sid, proc):
+        try:
+            fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total

@@ -27,7 +27,7 @@ from pathlib import Path
 import uvloop
 from common import Worker, ensure_follows, ensure_users, migrate, tokens_for
 from django.conf import settings
-from procmem import session_memory_kb
+from procmem import session_cpu_ticks, session_memory_kb
 
 from feeds import store
 from feeds.services import feed_settings_update
@@ -135,6 +135,18 @@ async def open_all(
     return tasks, started
 
 
+async def wait_idle(sid: int, timeout: float = 120) -> None:
+    """Until the processes of session ``sid`` use under 5% of a core over half a second."""
+    hz = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + timeout
+    await asyncio.sleep(1.0)
+    while time.monotonic() < deadline:
+        before = session_cpu_ticks(sid)
+        await asyncio.sleep(0.5)
+        if (session_cpu_ticks(sid) - before) / hz < 0.025:
+            return
+
+
 async def wait_connected(clients: list[Client], timeout: float) -> None:
     waits = [asyncio.ensure_future(c.connected.wait()) for c in clients]
     done, pending = await asyncio.wait(waits, timeout=timeout)
@@ -202,7 +214,9 @@ async def measure(args, tokens: list[str], author_token: str, pids: dict[str, in
         (c.connected_at - t0 for c in clients if c.connected_at), default=0
     )
     out["gentle_statuses"] = statuses_of(clients)
-    await asyncio.sleep(1.0)  # settle: every subscription in place
+    # Settled: every subscription in place and every new stream's opening snapshot taken
+    # (they run two at a time per process after the connects): the stream processes idle.
+    await wait_idle(pids["stream"])
     out["after"] = {name: session_memory_kb(pid) for name, pid in pids.items()}
     out["before"] = before
     out["gentle_latencies"] = await deliver(port, author_token, clients)
