@@ -6,15 +6,20 @@ For a reader whose feed exists (a reader without one is rebuilt on their next re
 built:
 
   required  every live activity by the reader, or by a followee who is a push author now and
-            posted it after the follow began, that is newer than the feed's oldest entry (all of
-            them while the feed holds fewer than feed_max_length entries)
-  allowed   besides: any other live activity of the reader or of a current followee (follow
-            backfill; an author who became a pull author after posting)
-  never     a deleted activity, or one by someone the reader does not follow, or a duplicate
-            (a sorted set cannot hold one)
+            posted it after the follow began, or whose object or target is an object the reader
+            follows that is a push object now (below the threshold) and posted after that
+            follow began, that is newer than the feed's oldest entry (all of them while the
+            feed holds fewer than feed_max_length entries)
+  allowed   besides: any other live activity of the reader or of a current followee, or about
+            an object the reader follows now (follow backfill; a source that became a pull
+            source after posting)
+  never     a deleted activity, or one that reaches the reader through no source they follow
+            (author or object), or a duplicate (a sorted set cannot hold one)
 
-A rebuilt feed holds the newest feed_max_length live activities of the reader and of their push
-followees, whenever posted: every required entry, and the backfilled ones a reader saw before.
+A rebuilt feed holds the newest feed_max_length live activities of the reader, of their push
+followees and about their push objects, whenever posted: every required entry, and the
+backfilled ones a reader saw before. An object's timeline is checked as an author's
+(object_timeline_check): the newest live home activities whose object or target it is.
 A pull author's timeline must hold their newest live activities (up to feed_max_length) that go
 to home feeds (timeline_check): every author's built timeline is kept so (publish adds, delete
 takes out, whatever the author's mode), since a push author becomes a pull author, timeline as
@@ -42,14 +47,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import Q
 
 from activities.models import Activity
 from follows.models import Follow
+from follows.selectors import (
+    ObjectKey,
+    about,
+    followed_object_activity_entries,
+    followed_objects_below,
+    followed_objects_since,
+    object_activity_ids,
+)
 
 from . import store
 from .conf import FeedConf, get_conf
 from .models import FanoutJob, Notification
+from .store import objects as object_store
 
 
 @dataclass
@@ -103,11 +118,48 @@ def push_followees(*, user_id: int, conf: FeedConf) -> dict[int, datetime]:
     )
 
 
+def push_followed_objects(*, user_id: int, conf: FeedConf) -> dict[ObjectKey, datetime]:
+    """The objects the reader follows that are push objects now (below the threshold), with
+    when the follow began. One query."""
+    return followed_objects_below(user_id=user_id, threshold=conf.celebrity_threshold)  # type: ignore[return-value]
+
+
+def deleted_ids_about(*, objects: list[ObjectKey], limit: int) -> list[int]:
+    """The newest ``limit`` deleted home activities about any of ``objects`` (as object or
+    target: their remove jobs name them), newest first."""
+    wanted = set(objects)
+    if not wanted:
+        return []
+    jobs = FanoutJob.objects.filter(kind=FanoutJob.Kind.REMOVE, home=True)
+    if connection.vendor == "postgresql":  # jsonb containment, not every job in Python
+        match = Q(pk__in=[])
+        for obj in wanted:
+            match |= Q(boundaries__contains={"objects": [list(obj)]})
+        jobs = jobs.filter(match)
+    found: list[int] = []
+    rows = jobs.order_by("-activity_id").values_list("activity_id", "boundaries")
+    for activity_id, plan in rows.iterator(chunk_size=1000):
+        named = plan.get("objects", []) if isinstance(plan, dict) else []
+        if any((t, i) in wanted for t, i in named):
+            found.append(activity_id)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def _newest(*lists: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """(id, actor) entries of several newest-first lists: distinct ids, newest first, the
+    first ``limit``. Pure."""
+    merged = dict(entry for part in lists for entry in part)
+    return sorted(merged.items(), reverse=True)[:limit]
+
+
 def feed_ids_to_build(
     *, user_id: int, conf: FeedConf | None = None, since: datetime | None = None
 ) -> list[int]:
-    """What a rebuilt feed holds: the newest feed_max_length live activities of the reader and
-    of their push followees (``since``: only those posted from then on). By index on (actor, id)."""
+    """What a rebuilt feed holds: the newest feed_max_length live activities of the reader, of
+    their push followees and about their push objects (``since``: only those posted from then
+    on). By index on (actor, id) and on (object or target, id)."""
     return [i for i, _ in feed_entries_to_build(user_id=user_id, conf=conf, since=since)]
 
 
@@ -116,11 +168,16 @@ def feed_entries_to_build(
 ) -> list[tuple[int, int]]:
     """feed_ids_to_build with each id's author: (id, actor id), newest first."""
     conf = conf or get_conf()
+    cap = conf.feed_max_length
     authors = [user_id, *push_followees(user_id=user_id, conf=conf)]
     qs = Activity.objects.filter(actor_id__in=authors, home=True)
     if since is not None:
         qs = qs.filter(time__gte=since)
-    return list(qs.order_by("-id").values_list("id", "actor_id")[: conf.feed_max_length])
+    by_authors = list(qs.order_by("-id").values_list("id", "actor_id")[:cap])
+    by_objects = followed_object_activity_entries(
+        user_id=user_id, limit=cap, below_threshold=conf.celebrity_threshold, since=since
+    )
+    return _newest(by_authors, by_objects, limit=cap)
 
 
 def required_ids(*, user_id: int, conf: FeedConf, floor: int = 0) -> set[int]:
@@ -128,11 +185,33 @@ def required_ids(*, user_id: int, conf: FeedConf, floor: int = 0) -> set[int]:
     wanted = Q(actor_id=user_id)
     for author, since in push_followees(user_id=user_id, conf=conf).items():
         wanted |= Q(actor_id=author, time__gte=since)
-    return set(
+    by_authors = list(
         Activity.objects.filter(wanted, id__gte=floor, home=True)
         .order_by("-id")
-        .values_list("id", flat=True)[: conf.feed_max_length]
+        .values_list("id", "actor_id")[: conf.feed_max_length]
     )
+    by_objects = followed_object_activity_entries(
+        user_id=user_id,
+        limit=conf.feed_max_length,
+        below_threshold=conf.celebrity_threshold,
+        from_follow=True,
+        min_id=floor,
+    )
+    return {i for i, _ in _newest(by_authors, by_objects, limit=conf.feed_max_length)}
+
+
+def reaches(feed: set[int], *, authors: set[int], objects: set[ObjectKey]) -> set[int]:
+    """Of the ids in a feed, the live home activities that reach the reader through a source
+    they follow now (``authors``: the reader and their followees; ``objects``: followed).
+    One query."""
+    rows = Activity.objects.filter(id__in=feed, home=True).values_list(
+        "id", "actor_id", "object_type", "object_id", "target_type", "target_id"
+    )
+    return {
+        aid
+        for aid, actor, *named in rows
+        if actor in authors or any(o in objects for o in about(*named))
+    }
 
 
 def feed_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:
@@ -144,13 +223,15 @@ def feed_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:
     floor = min(feed) if len(feed) >= conf.feed_max_length else 0
     candidates = sorted(required_ids(user_id=user_id, conf=conf), reverse=True)
     authors = [user_id, *push_followees(user_id=user_id, conf=conf)]
+    pushed = list(push_followed_objects(user_id=user_id, conf=conf))
     gone = deleted_ids(author_ids=authors, limit=conf.feed_max_length)
+    gone += deleted_ids_about(objects=pushed, limit=conf.feed_max_length)
     floor = max(floor, trim_floor(candidates, gone, conf.feed_max_length))
     required = {i for i in candidates if i >= floor}
-    allowed = set(
-        Activity.objects.filter(
-            id__in=feed, actor_id__in=[user_id, *followees(user_id=user_id)], home=True
-        ).values_list("id", flat=True)
+    allowed = reaches(
+        feed,
+        authors={user_id, *followees(user_id=user_id)},
+        objects=set(followed_objects_since(user_id=user_id)),
     )
     missing, extra = judge(feed, required, allowed)
     return FeedReport(user_id, missing, extra)
@@ -195,6 +276,48 @@ def timeline_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
         store.remove_from_timeline(report.user_id, report.extra)
     if report.missing:
         store.write_timeline(report.user_id, report.missing, conf.feed_max_length)
+
+
+@dataclass
+class ObjectTimelineReport(FeedReport):
+    """An object timeline's report (``user_id`` is 0: the object is ``obj``)."""
+
+    obj: ObjectKey = ("", "")
+
+
+def object_timeline_check(obj: ObjectKey, conf: FeedConf | None = None) -> FeedReport | None:
+    """An object's timeline against PostgreSQL, as timeline_check for an author: required its
+    newest live home activities (as object or target) but those on their way; allowed any of
+    them; None when it is not built."""
+    conf = conf or get_conf()
+    if not object_store.object_timeline_exists(obj):
+        return None
+    line = set(object_store.object_timeline_ids(obj))
+    cap = conf.feed_max_length
+    newest = object_activity_ids(object_type=obj[0], object_id=obj[1], before_id=None, limit=cap)
+    floor = trim_floor(newest, deleted_ids_about(objects=[obj], limit=cap), cap)
+    on_its_way = set(
+        FanoutJob.objects.filter(
+            kind=FanoutJob.Kind.PUBLISH, state=FanoutJob.State.PENDING, activity_id__in=newest
+        ).values_list("activity_id", flat=True)
+    )
+    required = {i for i in newest if i >= floor} - on_its_way
+    theirs = Q(object_type=obj[0], object_id=obj[1]) | Q(target_type=obj[0], target_id=obj[1])
+    allowed = set(
+        Activity.objects.filter(theirs, id__in=line, home=True).values_list("id", flat=True)
+    )
+    missing, extra = judge(line, required, allowed)
+    return ObjectTimelineReport(0, missing, extra, obj=obj)
+
+
+def object_timeline_repair(report: FeedReport, conf: FeedConf | None = None) -> None:
+    """As timeline_repair, for an object's timeline."""
+    conf = conf or get_conf()
+    obj = report.obj  # type: ignore[attr-defined]
+    if report.extra:
+        object_store.object_timelines_remove([obj], report.extra)
+    if report.missing:
+        object_store.object_timeline_write(obj, report.missing, conf.feed_max_length)
 
 
 def notification_check(user_id: int, conf: FeedConf | None = None) -> FeedReport | None:

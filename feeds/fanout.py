@@ -22,17 +22,27 @@ from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_to_dict, encode_body, recent_activity_ids
 from follows.selectors import (
+    ObjectKey,
+    about,
+    audience_count,
+    audience_id_boundaries,
+    audience_ids_in_range,
     batch_ranges,
+    followed_among,
     follower_count,
     follower_id_boundaries,
     follower_ids_in_range,
+    object_activity_ids,
+    object_follower_counts,
+    objects_with_followers_in,
     user_ids_with_followers_in,
 )
 
 from . import notifications, store
-from .conf import get_conf
+from .conf import FeedConf, get_conf
 from .models import FanoutBatch, FanoutDeadLetter, FanoutJob
-from .rebuild import timelines_rebuild
+from .rebuild import object_timelines_rebuild, timelines_rebuild
+from .store import objects as object_store
 
 log = logging.getLogger("feeds.fanout")
 Job = FanoutJob
@@ -44,6 +54,115 @@ class BatchRef:
     batch_no: int
     lo: int | None
     hi: int | None
+
+
+# --- a job's sources ---------------------------------------------------------------------------
+#
+# One fan-out job per activity covers every source the activity reaches followers through: its
+# author's followers and the followers of its object and of its target (follows.selectors
+# audience_*: the distinct users, each in exactly one batch, in shard order). A job whose
+# activity is about no followed object keeps the earlier form: ``boundaries`` a list, the
+# author's followers alone (strategy pull: none). Otherwise ``boundaries`` is a plan, fixed by
+# the coordinator so that redelivery and replay see the same sources:
+#   {"b": [boundaries], "author": visit the author's followers, "push": [objects whose followers
+#    are visited], "pull": [followed objects pulled at read time instead], "objects": [every
+#    object the activity is about], "at": plan time as an id}
+# A remove job is written with {"objects": [...]} (its activity row is gone when it runs).
+# A source at or above the celebrity threshold is pulled at read time (its timeline), not
+# visited.
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Whose followers a job visits: the author's (``author``) and these objects'."""
+
+    author: bool = True
+    objects: tuple[ObjectKey, ...] = ()
+
+    @property
+    def author_only(self) -> bool:
+        return self.author and not self.objects
+
+
+def _keys(raw: object) -> list[ObjectKey]:
+    return [(str(t), str(i)) for t, i in raw] if isinstance(raw, list) else []
+
+
+def plan_boundaries(boundaries: object) -> list[int]:
+    """A job's batch boundaries, from either form of ``boundaries``. Pure."""
+    if isinstance(boundaries, dict):
+        return list(boundaries.get("b", []))
+    return list(boundaries or [])
+
+
+def plan_sources(boundaries: object) -> Sources:
+    """Whose followers a job's batches visit, from either form of ``boundaries``. Pure."""
+    if not isinstance(boundaries, dict) or "b" not in boundaries:
+        return Sources()
+    return Sources(bool(boundaries.get("author")), tuple(_keys(boundaries.get("push"))))
+
+
+def plan_objects(boundaries: object) -> list[ObjectKey]:
+    """Every object the job's activity is about (recorded in the plan; [] for the earlier
+    form). Pure."""
+    return _keys(boundaries.get("objects")) if isinstance(boundaries, dict) else []
+
+
+def pulled_at_publish(published: FanoutJob | None) -> tuple[bool, set[ObjectKey]]:
+    """Of a publish job: whether its author's followers were left to read the timeline, and
+    which objects' followers were not visited. None (no job): nothing proven pulled."""
+    if published is None:
+        return False, set()
+    plan = published.boundaries
+    if not isinstance(plan, dict) or "b" not in plan:
+        return published.strategy == Job.Strategy.PULL, set()
+    pushed = set(_keys(plan.get("push")))
+    return not plan.get("author"), {o for o in plan_objects(plan) if o not in pushed}
+
+
+def _pulled_any(boundaries: object) -> bool:
+    """Whether a plan left a source with followers to be pulled at read time. Pure."""
+    return isinstance(boundaries, dict) and (
+        not boundaries.get("author") or bool(boundaries.get("pull"))
+    )
+
+
+def _send_again(job_id: int) -> None:
+    """Enqueue a job that went back to pending; with the broker unreachable the sweeper sends
+    it (FEEDSITE_SWEEP_PENDING_SECONDS)."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from .tasks import fanout_start_task
+
+    try:
+        fanout_start_task.delay(job_id)
+    except BrokerError as exc:
+        log.warning("broker unavailable, job %s left to the sweeper: %s", job_id, exc)
+
+
+def _audience(actor_id: int, sources: Sources, lo: int | None, hi: int | None) -> list[int]:
+    """The users a batch visits: the sources' followers in (lo, hi], each once, in shard order
+    (the actor, who may follow an object of their own activity, has it already)."""
+    if sources.author_only:
+        return follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi)
+    users = audience_ids_in_range(
+        author_id=actor_id if sources.author else None, objects=sources.objects, lo=lo, hi=hi
+    )
+    return [u for u in users if u != actor_id]
+
+
+def _counters(actor_id: int, sources: Sources) -> list[str] | None:
+    """The unfollow counters a batch checks after its writes (None: the author's alone)."""
+    if sources.author_only:
+        return None
+    keys = [store.unfollows_key(actor_id)] if sources.author else []
+    return keys + object_store.object_unfollow_counter_keys(sources.objects)
+
+
+def _recipients(actor_id: int, followed: list[ObjectKey]) -> int:
+    """Distinct users who follow the author or any of ``followed``, the actor not counted."""
+    n = audience_count(author_id=actor_id, objects=followed)
+    return n - (1 if followed_among(user_id=actor_id, objects=followed) else 0)
 
 
 def job_for_old_message(*, activity_id: int, kind: str, actor_id: int | None = None) -> int | None:
@@ -72,8 +191,26 @@ def _cache_and_timeline(activity: Activity, cap: int) -> None:
     store.add_to_feed(activity.actor_id, [activity.id], cap)  # authors see their own posts
 
 
-def _uncache_and_untimeline(actor_id: int, activity_id: int) -> None:
+def _object_timelines_add(
+    activity_id: int, objects: list[ObjectKey], counts: dict[ObjectKey, int], cap: int
+) -> None:
+    """The activity into the timelines of the objects it is about: those that exist, and those
+    of followed objects, rebuilt whole when missing (first activity, or lost); an object nobody
+    follows keeps no timeline (its first follower's read or publish builds it)."""
+    lost = [
+        o
+        for o in objects
+        if not object_store.object_timeline_add(o, [activity_id], cap) and counts.get(o, 0) > 0
+    ]
+    if lost:
+        object_timelines_rebuild(objects=lost)
+
+
+def _uncache_and_untimeline(
+    actor_id: int, activity_id: int, objects: list[ObjectKey] | None = None
+) -> None:
     store.remove_from_timeline(actor_id, [activity_id])
+    object_store.object_timelines_remove(objects or [], [activity_id])
     store.remove_from_feeds([actor_id], [activity_id])
     store.bury_body(activity_id)  # (the delete's commit did already, unless Redis failed it)
 
@@ -102,42 +239,86 @@ def _plan(job: FanoutJob) -> None:
         if activity is None:  # deleted before its fan-out began: nothing to deliver
             job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
             return
+        objects = about(
+            activity.object_type, activity.object_id, activity.target_type, activity.target_id
+        )
+        counts = object_follower_counts(objects=objects)
         _cache_and_timeline(activity, conf.feed_max_length)
+        _object_timelines_add(activity.id, objects, counts, conf.feed_max_length)
         if not Activity.objects.filter(id=activity.id).exists():
             # Deleted while we cached it: its remove job may already have run, so undo here.
-            _uncache_and_untimeline(job.actor_id, job.activity_id)
+            _uncache_and_untimeline(job.actor_id, job.activity_id, objects)
             job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
             return
-        recipients = follower_count(user_id=job.actor_id)
-        pull = conf.is_pull_author(recipients)
+        followers = follower_count(user_id=job.actor_id)
+        author = not conf.is_pull_author(followers)
+        followed = [o for o in objects if counts.get(o, 0) > 0]
+        pushed = [o for o in followed if not conf.is_pull_author(counts[o])]
         store.announce(job.actor_id, job.activity_id)  # live streams (SSE) of followers
     else:
-        _uncache_and_untimeline(job.actor_id, job.activity_id)
+        objects = plan_objects(job.boundaries)
+        _uncache_and_untimeline(job.actor_id, job.activity_id, objects)
         notifications.notifications_withdraw(activity_id=job.activity_id)
         if not job.home:  # it went to no home feed: no follower to visit
             job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
             return
-        recipients = follower_count(user_id=job.actor_id)
+        followers = follower_count(user_id=job.actor_id)
+        counts = object_follower_counts(objects=objects)
+        followed = [o for o in objects if counts.get(o, 0) > 0]
         published = Job.objects.filter(activity_id=job.activity_id, kind=Job.Kind.PUBLISH).first()
-        # Published as a pull author: in no follower's feed by fan-out. But a feed rebuilt or
-        # backfilled while the author was a push author since then holds it: the removal then
-        # visits every follower, as it does while the author is a push author now.
-        pull = (
-            published is not None
-            and published.strategy == Job.Strategy.PULL
-            and conf.is_pull_author(recipients)
+        # A source pulled at publish is in no follower's feed by fan-out. But a feed rebuilt or
+        # backfilled while that source was a push source since then holds it: the removal then
+        # visits its followers, as it does while the source pushes now.
+        author_pulled, objects_pulled = pulled_at_publish(published)
+        author = not (
+            author_pulled
+            and conf.is_pull_author(followers)
             and not store.went_push_since(job.actor_id, job.activity_id)
         )
-    job.recipients = recipients
-    if pull:
-        # Followers merge the author's timeline at read time: no per-follower writes.
+        pushed = [
+            o
+            for o in followed
+            if not (
+                o in objects_pulled
+                and conf.is_pull_author(counts[o])
+                and not object_store.object_went_push_since(o, job.activity_id)
+            )
+        ]
+    if not followed and (job.kind == Job.Kind.PUBLISH or not objects):
+        # The author's followers alone (the earlier form of a job; a remove job keeps the plan
+        # form, which names the objects: feeds.consistency reads them).
+        job.recipients = followers
+        if not author:
+            # Followers merge the author's timeline at read time: no per-follower writes.
+            job.strategy, job.state, job.finished_at = Job.Strategy.PULL, Job.State.DONE, now
+            return
+        job.strategy = Job.Strategy.PUSH
+        job.boundaries = follower_id_boundaries(
+            followee_id=job.actor_id, batch_size=conf.fanout_batch_size
+        )
+        job.batches_total = len(job.boundaries) + 1
+        job.state = Job.State.RUNNING
+        return
+    job.recipients = _recipients(job.actor_id, followed) if followed else followers
+    plan = {
+        "b": [],
+        "author": author,
+        "push": [list(o) for o in pushed],
+        "pull": [list(o) for o in followed if o not in pushed],
+        "objects": [list(o) for o in objects],
+        "at": make_id(now, low=0),
+    }
+    job.boundaries = plan
+    if not author and not pushed:
         job.strategy, job.state, job.finished_at = Job.Strategy.PULL, Job.State.DONE, now
         return
     job.strategy = Job.Strategy.PUSH
-    job.boundaries = follower_id_boundaries(
-        followee_id=job.actor_id, batch_size=conf.fanout_batch_size
+    plan["b"] = audience_id_boundaries(
+        author_id=job.actor_id if author else None,
+        objects=pushed,
+        batch_size=conf.fanout_batch_size,
     )
-    job.batches_total = len(job.boundaries) + 1
+    job.batches_total = len(plan["b"]) + 1
     job.state = Job.State.RUNNING
 
 
@@ -145,6 +326,7 @@ def fanout_start(*, job_id: int) -> list[BatchRef]:
     """Claim a job (pending -> running) and return the batches still to send.
 
     Run again on a running job (redelivery, sweeper) it returns only the batches not yet counted."""
+    planned = False
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(id=job_id).first()
         if job is None or job.state in (Job.State.DONE, Job.State.FAILED):
@@ -152,15 +334,46 @@ def fanout_start(*, job_id: int) -> list[BatchRef]:
         if job.state == Job.State.PENDING:
             _plan(job)
             job.save()
-            if job.state == Job.State.DONE:
+            planned = job.state == Job.State.DONE
+            if planned:
                 log.info("fanout job=%s activity=%s %s done", job.id, job.activity_id, job.strategy)
-                return []
         counted = set(FanoutBatch.objects.filter(job_id=job.id).values_list("batch_no", flat=True))
+    if planned:
+        # Done at once (its sources all pulled): one that crossed to push meanwhile replans.
+        return fanout_start(job_id=job_id) if job_replan_if_stale(job_id=job_id) else []
     return [
         BatchRef(job.id, n, lo, hi)
-        for n, (lo, hi) in enumerate(batch_ranges(job.boundaries))
+        for n, (lo, hi) in enumerate(batch_ranges(plan_boundaries(job.boundaries)))
         if n not in counted
     ]
+
+
+def job_replan_if_stale(*, job_id: int) -> bool:
+    """A publish job that finished without visiting the followers of a pulled source (author or
+    object) that became a push source after the job was planned: its followers read that
+    source's timeline no more, so the job goes back to pending (replanned, it visits them; its
+    other followers are written again, idempotently). The repush of a source (author_repush,
+    object_repush) resets the jobs that were done when it ran; this catches those that were
+    still being planned or run then (called once a job is done). True when reset here."""
+    row = (
+        Job.objects.filter(id=job_id, kind=Job.Kind.PUBLISH, state=Job.State.DONE)
+        .values("actor_id", "strategy", "boundaries", "started_at")
+        .first()
+    )
+    if row is None or row["started_at"] is None:
+        return False
+    plan = row["boundaries"]
+    planned_at = make_id(row["started_at"], low=0)
+    if isinstance(plan, dict) and "b" in plan:
+        author_pulled, pulled = not plan.get("author"), _keys(plan.get("pull"))
+    else:
+        author_pulled, pulled = row["strategy"] == Job.Strategy.PULL, []
+    moved = [at for at in object_store.objects_went_push_at(pulled) if at is not None]
+    if author_pulled and (at := store.went_push_at(row["actor_id"])) is not None:
+        moved.append(at)
+    if not any(at >= planned_at for at in moved):
+        return False
+    return bool(_jobs_reset([job_id], started_at=row["started_at"]))
 
 
 def delivered_too_often(*, deliveries: int, retries: int, limit: int) -> bool:
@@ -187,14 +400,16 @@ def fanout_apply_batch(
     job = (
         Job.objects.filter(id=job_id)
         .annotate(counted=Exists(done))
-        .values("activity_id", "actor_id", "kind", "counted")
+        .values("activity_id", "actor_id", "kind", "counted", "boundaries")
         .first()
     )
     if job is None or job["counted"]:
         return []  # gone, or a redelivered batch that already counted itself
     started = time.perf_counter()
     aid, actor_id = job["activity_id"], job["actor_id"]
-    deliveries, unfollows = store.begin_batch(job_id, batch_no, actor_id)
+    sources = plan_sources(job["boundaries"]) if job["kind"] != Job.Kind.NOTIFY else Sources()
+    counters = _counters(actor_id, sources)
+    deliveries, unfollows = store.begin_batch(job_id, batch_no, actor_id, counters)
     limit = settings.FEEDSITE_MAX_DELIVERIES
     if not replay and delivered_too_often(deliveries=deliveries, retries=retries, limit=limit):
         batch_mark_failed(
@@ -207,29 +422,33 @@ def fanout_apply_batch(
         return []
     if job["kind"] == Job.Kind.NOTIFY:
         return _notify_batch(job_id, batch_no, aid, actor_id, lo, hi, started)
-    followers = follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi)
+    followers = _audience(actor_id, sources, lo, hi)
     written = len(followers)
     if job["kind"] == Job.Kind.PUBLISH:
         written, unfollows_after, state = store.push_to_feeds(
-            followers, [aid], get_conf().feed_max_length, actor_id
+            followers, [aid], get_conf().feed_max_length, actor_id, counters
         )
         # Check after write: a delete or unfollow that committed while we wrote has already run
         # (or skipped) its own purge, so take back what it could not see. A delete buries the
         # body (its tombstone) when it commits and again before its removal batches run, so a
         # live body still cached after our writes means those batches are still to come; a
         # tombstone means deleted; only without either do we ask PostgreSQL. (push_to_feeds
-        # reads the body's first byte, which tells them apart, in its round trip.)
+        # reads the body's first byte, which tells them apart, in its round trip.) An unfollow
+        # of one source takes back only from those no source brings it to any more.
         if state == "deleted" or (
             state == "absent" and not Activity.objects.filter(id=aid).exists()
         ):
             store.remove_from_feeds(followers, [aid])
         elif unfollows_after != unfollows:
-            still = set(follower_ids_in_range(followee_id=actor_id, lo=lo, hi=hi))
+            still = set(_audience(actor_id, sources, lo, hi))
             store.remove_from_feeds([f for f in followers if f not in still], [aid])
     else:
         store.remove_from_feeds(followers, [aid])
     skipped = len(followers) - written  # owners of missing feeds: rebuilt when they next read
     batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=written, skipped=skipped)
+    if job["kind"] == Job.Kind.PUBLISH and _pulled_any(job["boundaries"]):
+        if job_replan_if_stale(job_id=job_id):  # (only once the job is done)
+            _send_again(job_id)
     store.observe(
         "batch_seconds",
         (time.perf_counter() - started) * 1000,
@@ -361,22 +580,17 @@ def dead_letters_replay(dead_letter_ids: Iterable[int]) -> tuple[int, list[tuple
     return done, failures
 
 
-def author_repush(*, author_id: int) -> list[int]:
-    """An author went from pull to push (lost followers, or the threshold was raised): their
-    recent activities, read by followers from the timeline until now, must be in the followers'
-    feeds. Their publish jobs start again (pending); planning now chooses push. Returns job ids."""
-    # Recorded first: a delete of one of their pull-published activities from now on visits
-    # the followers' feeds (a rebuild may put it there while they are a push author).
-    store.mark_went_push(author_id, make_id(timezone.now()))
-    recent = recent_activity_ids(actor_id=author_id, limit=get_conf().feed_max_length)
+def _jobs_reset(job_ids: list[int], started_at: object | None = None) -> list[int]:
+    """Done publish jobs back to pending (their fan-out runs again, planned anew); with
+    ``started_at``, only a job still planned then (a second reset of the same run is a no-op).
+    Returns the ids reset."""
+    if not job_ids:
+        return []
     with transaction.atomic():
-        jobs = Job.objects.filter(
-            activity_id__in=recent,
-            kind=Job.Kind.PUBLISH,
-            strategy=Job.Strategy.PULL,
-            state=Job.State.DONE,
-        )
-        ids = list(jobs.values_list("id", flat=True))
+        jobs = Job.objects.filter(id__in=job_ids, kind=Job.Kind.PUBLISH, state=Job.State.DONE)
+        if started_at is not None:
+            jobs = jobs.filter(started_at=started_at)
+        ids = list(jobs.select_for_update().values_list("id", flat=True))
         FanoutBatch.objects.filter(job_id__in=ids).delete()
         Job.objects.filter(id__in=ids).update(
             state=Job.State.PENDING,
@@ -390,8 +604,52 @@ def author_repush(*, author_id: int) -> list[int]:
             finished_at=None,
             updated_at=timezone.now(),
         )
+    return ids
+
+
+def author_repush(*, author_id: int) -> list[int]:
+    """An author went from pull to push (lost followers, or the threshold was raised): their
+    recent activities, read by followers from the timeline until now, must be in the followers'
+    feeds. Their publish jobs that left the author's followers out start again (pending);
+    planning now chooses push. Returns job ids."""
+    # Recorded first: a delete of one of their pull-published activities from now on visits
+    # the followers' feeds (a rebuild may put it there while they are a push author), and a job
+    # still running now replans when it is done (job_replan_if_stale).
+    store.mark_went_push(author_id, make_id(timezone.now()))
+    recent = recent_activity_ids(actor_id=author_id, limit=get_conf().feed_max_length)
+    jobs = Job.objects.filter(activity_id__in=recent, kind=Job.Kind.PUBLISH, state=Job.State.DONE)
+    ids = _jobs_reset(
+        [
+            job_id
+            for job_id, strategy, plan in jobs.values_list("id", "strategy", "boundaries")
+            if pulled_at_publish(Job(strategy=strategy, boundaries=plan))[0]
+        ]
+    )
     if ids:
         log.info("author=%s moved to push: %d activities fanned out again", author_id, len(ids))
+    return ids
+
+
+def object_repush(*, obj: ObjectKey, conf: FeedConf | None = None) -> list[int]:
+    """An object went from pull to push (lost followers, or the threshold was raised): its
+    recent activities (as object or target), read by its followers from its timeline until
+    now, must be in their feeds: the publish jobs that did not visit its followers start again
+    (pending). Returns job ids."""
+    conf = conf or get_conf()
+    object_store.mark_objects_went_push([obj], make_id(timezone.now()))  # first, as above
+    recent = object_activity_ids(
+        object_type=obj[0], object_id=obj[1], before_id=None, limit=conf.feed_max_length
+    )
+    jobs = Job.objects.filter(activity_id__in=recent, kind=Job.Kind.PUBLISH, state=Job.State.DONE)
+    ids = _jobs_reset(
+        [
+            job_id
+            for job_id, plan in jobs.values_list("id", "boundaries")
+            if obj not in plan_sources(plan).objects
+        ]
+    )
+    if ids:
+        log.info("object=%s:%s moved to push: %d activities fanned out again", *obj, len(ids))
     return ids
 
 
@@ -400,6 +658,13 @@ def authors_moved_to_push(*, old_threshold: int, new_threshold: int) -> list[int
     if new_threshold <= old_threshold:
         return []  # push -> pull: what was pushed stays, reads deduplicate
     return user_ids_with_followers_in(lo=old_threshold, hi=new_threshold)
+
+
+def objects_moved_to_push(*, old_threshold: int, new_threshold: int) -> list[ObjectKey]:
+    """Objects whose follower count lies in [old, new) after the threshold was raised."""
+    if new_threshold <= old_threshold:
+        return []
+    return objects_with_followers_in(lo=old_threshold, hi=new_threshold)
 
 
 def sweep_stalled_jobs(*, limit: int = 500, running: bool = True) -> list[int]:

@@ -1,4 +1,5 @@
-"""The home feed selector: pushed feed + pulled celebrity timelines, merged, aggregated, paged."""
+"""The home feed selector: pushed feed + pulled celebrity timelines (authors' and objects'),
+merged, aggregated, paged."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from django.conf import settings
 
 from activities.ids import MAX_ID
 from feedsite.api.cursor import FeedCursor
-from follows.selectors import followee_ids_with_min_followers, hidden_author_ids
+from follows.selectors import hidden_author_ids, pull_sources
 
 from . import store
 from .aggregation import Entry, PageCut, bucket_ceiling_id, cut_page, group_key
 from .conf import FeedConf, get_conf
 from .hydrate import hydrate
-from .rebuild import feed_ensure, feed_ttl, timelines_rebuild
+from .rebuild import feed_ensure, feed_ttl, sources_rebuild
 from .selectors import HomeRow, home_activities_page
+from .store.feeds import pull_sources_from_cache
+from .store.keys import object_digest, object_timeline_key_of
 
 MAX_ACTORS = 5
 
@@ -89,19 +92,30 @@ def feed_sources_prepare(
     pull_version: int,
 ) -> list[str]:
     """The sorted sets a reader's feed is merged from, given what the read's first round trip
-    found: a missing feed is rebuilt first (once, under a lock), a missing or stale pull-author
-    list is read from the database and cached. Nothing to do on a warm read."""
+    found: the feed, the pull authors' timelines, then the pull objects' timelines. A missing
+    feed is rebuilt first (once, under a lock); a missing or stale pull-source list is read from
+    the database and cached. Nothing to do on a warm read."""
     if not feed_exists:
         feed_ensure(user_id=user_id, conf=conf)
     threshold = conf.celebrity_threshold
     tag = f"{threshold}.{pull_version}"
-    pull = store.pull_authors_from_cache(pull_raw, tag)
-    if pull is None:
-        # Cached until the reader follows or unfollows, the threshold changes or any author
-        # crosses it (the tag), or FEEDSITE_PULL_AUTHORS_CACHE_SECONDS pass.
-        pull = followee_ids_with_min_followers(follower_id=user_id, min_followers=threshold)
-        store.set_pull_authors(user_id, tag, pull, settings.FEEDSITE_PULL_AUTHORS_CACHE_SECONDS)
-    return [store.feed_key(user_id), *(store.timeline_key(a) for a in pull)]
+    sources = pull_sources_from_cache(pull_raw, tag)
+    if sources is None:
+        # Cached until the reader follows or unfollows (an author or an object), the threshold
+        # changes or any author or object crosses it (the tag), or
+        # FEEDSITE_PULL_AUTHORS_CACHE_SECONDS pass.
+        pull, objects = pull_sources(user_id=user_id, min_followers=threshold)
+        digests = [object_digest(*o) for o in objects]
+        store.set_pull_authors(
+            user_id, tag, pull, settings.FEEDSITE_PULL_AUTHORS_CACHE_SECONDS, digests
+        )
+        sources = pull, digests
+    pull, digests = sources
+    return [
+        store.feed_key(user_id),
+        *(store.timeline_key(a) for a in pull),
+        *(object_timeline_key_of(d) for d in digests),
+    ]
 
 
 def feed_read_open(user_id: int, conf: FeedConf | None = None) -> list[str]:
@@ -125,8 +139,8 @@ class IdSource(Protocol):
     ) -> store.PageRead: ...
 
 
-# Up to this many sources (the feed and 7 celebrity timelines) a page is one script call; more
-# go through the pipelined read, so that no reader can hold Redis for long.
+# Up to this many sources (the feed and 7 celebrity timelines, authors' and objects') a page is
+# one script call; more go through the pipelined read, so that no reader can hold Redis for long.
 MAX_SCRIPT_SOURCES = 8
 
 
@@ -216,10 +230,10 @@ def feed_page(
     and the bodies of the first ones. A page that needs more (large groups) reads on.
 
     The whole history: once a read reaches the end of what the Redis sources hold (the edge,
-    store.stream_edge: the oldest entry of the reader's feed, or of a pull author's timeline
-    that was trimmed), everything below the edge comes from PostgreSQL
-    (selectors.home_activities_page: the reader's and their followees' live home activities,
-    whenever the follow began), in the same entries: a group spanning the edge is one item,
+    store.stream_edge: the oldest entry of the reader's feed, or of a pull author's or object's
+    timeline that was trimmed), everything below the edge comes from PostgreSQL
+    (selectors.home_activities_page: the reader's and their followees' live home activities
+    and those about the objects they follow, whenever the follow began), in the same entries: a group spanning the edge is one item,
     and every id is read from exactly one side. The next cursor carries the edge."""
     conf = get_conf()
     window_ms = (window_seconds or conf.aggregation_window_seconds) * 1000
@@ -256,9 +270,9 @@ def feed_page(
             feed_ensure(user_id=user_id, conf=conf)
             continue
         if page.sources_missing and not timelines_rebuilt:
-            # A pull author's timeline was lost (evicted, flushed): rebuilt from PostgreSQL,
-            # then the page is read again.
-            timelines_rebuild(author_ids=[store.timeline_author(k) for k in page.sources_missing])
+            # A pull author's or object's timeline was lost (evicted, flushed) or never built:
+            # rebuilt from PostgreSQL, then the page is read again.
+            sources_rebuild(user_id=user_id, keys=page.sources_missing)
             timelines_rebuilt = True
             continue
         raw.update(page.bodies)

@@ -1,7 +1,8 @@
 """Rebuilding feeds and timelines from PostgreSQL (the truth; Redis is a cache that can be lost).
 
 What a rebuilt feed holds is feeds.consistency's definition (`feed_ids_to_build`): the reader's
-own activities and those of the push authors they follow; pull authors are merged at read time."""
+own activities, those of the push authors they follow and those about the push objects they
+follow; pull authors and pull objects are merged at read time (their timelines)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from django.utils import timezone
 
 from activities.ids import make_id
 from activities.selectors import recent_activity_ids
+from follows.selectors import ObjectKey, followed_objects, object_activity_ids
 
 from . import consistency, store
 from .conf import FeedConf, get_conf
+from .store import objects as object_store
+from .store.keys import is_object_timeline_key, object_digest, object_timeline_digest
 
 log = logging.getLogger("feeds.rebuild")
 WAIT_FOR_OTHER_REBUILD_SECONDS = 5.0
@@ -42,6 +46,13 @@ def authors_seen_as_push(reader_id: int, entries: list[tuple[int, int]]) -> None
         store.mark_went_push_many(sorted(authors), make_id(timezone.now()))
 
 
+def objects_seen_as_push(reader_id: int, conf: FeedConf) -> None:
+    """As authors_seen_as_push, for the objects below the threshold now whose activities a
+    rebuild put in the reader's feed (a delete of one pulled at publish then visits)."""
+    pushed = consistency.push_followed_objects(user_id=reader_id, conf=conf)
+    object_store.mark_objects_went_push(pushed, make_id(timezone.now()))
+
+
 def users_rebuild(
     *, user_ids: list[int], since: datetime | None = None, dry_run: bool = False
 ) -> RebuildResult:
@@ -57,6 +68,7 @@ def users_rebuild(
         own = recent_activity_ids(actor_id=uid, limit=conf.feed_max_length, since=since)
         if not dry_run:
             authors_seen_as_push(uid, entries)
+            objects_seen_as_push(uid, conf)
             store.write_feed(uid, ids, conf.feed_max_length, feed_ttl(conf))
             store.unlock_rebuild(uid)
             if own:  # (an author without activities needs no timeline until a read asks)
@@ -75,6 +87,34 @@ def timelines_rebuild(*, author_ids: list[int]) -> None:
     store.count_stat("timeline_rebuilds", len(author_ids))
 
 
+def object_timelines_rebuild(*, objects: list[ObjectKey]) -> int:
+    """Rebuild objects' timelines from PostgreSQL: the newest feed_max_length live home
+    activities whose object or target each one is (a read found them missing, a publish
+    found a followed object's gone, a backfill). Idempotent (ids merged in). Returns entries."""
+    conf = get_conf()
+    entries = 0
+    for object_type, object_id in dict.fromkeys(objects):
+        ids = object_activity_ids(
+            object_type=object_type, object_id=object_id, before_id=None, limit=conf.feed_max_length
+        )
+        object_store.object_timeline_write((object_type, object_id), ids, conf.feed_max_length)
+        entries += len(ids)
+    store.count_stat("timeline_rebuilds", len(objects))
+    return entries
+
+
+def sources_rebuild(*, user_id: int, keys: list[str]) -> None:
+    """Rebuild the timelines a read of ``user_id``'s feed found missing: pull authors' by the id
+    in their key, pull objects' by their digest among the objects the reader follows."""
+    authors = [store.timeline_author(k) for k in keys if not is_object_timeline_key(k)]
+    digests = {object_timeline_digest(k) for k in keys if is_object_timeline_key(k)}
+    if authors:
+        timelines_rebuild(author_ids=authors)
+    if digests:
+        mine = followed_objects(user_id=user_id)
+        object_timelines_rebuild(objects=[o for o in mine if object_digest(*o) in digests])
+
+
 def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
     """Make sure the reader's feed exists, rebuilding it from PostgreSQL when it is missing;
     concurrent first reads rebuild once (a lock), the others wait for it. True if rebuilt here."""
@@ -90,6 +130,7 @@ def feed_ensure(*, user_id: int, conf: FeedConf) -> bool:
             entries = consistency.feed_entries_to_build(user_id=user_id, conf=conf)
             ids = [i for i, _ in entries]
             authors_seen_as_push(user_id, entries)
+            objects_seen_as_push(user_id, conf)
             store.write_feed(user_id, ids, conf.feed_max_length, feed_ttl(conf))
             store.count_stat("rebuilds")
             log.info(

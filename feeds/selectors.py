@@ -9,7 +9,7 @@ from django.db.models import Q
 from activities.ids import MAX_ID
 from activities.models import Activity
 from activities.selectors import BODY_FIELDS, activity_to_dict, encode_body
-from follows.models import Block, Follow, Mute
+from follows.models import Block, Follow, Mute, ObjectFollow
 
 from .models import FanoutJob
 
@@ -43,12 +43,51 @@ def removals_pending(*, actor_id: int) -> list[int]:
     )
 
 
+def object_removals_pending(*, obj: tuple[str, str]) -> list[int]:
+    """Ids of deleted activities about the object (as object or target: their remove jobs name
+    it) whose removal fan-out has not finished (as removals_pending for an author)."""
+    rows = (
+        FanoutJob.objects.filter(kind=FanoutJob.Kind.REMOVE)
+        .exclude(state=FanoutJob.State.DONE)
+        .values_list("activity_id", "boundaries")
+    )
+    wanted = list(obj)
+    return [
+        aid for aid, plan in rows if isinstance(plan, dict) and wanted in plan.get("objects", [])
+    ]
+
+
 class HomeRow(NamedTuple):
     """One activity of a home feed read from PostgreSQL: its id and its public JSON as text
     (activities.selectors.activity_to_dict, the body cache's format)."""
 
     id: int
     body: str
+
+
+def _object_branch(role: str) -> str:
+    """The newest live home activities below the bound whose ``role`` ("object" or "target") is
+    an object the reader follows, per followed object by the (role type, role id, -id) index
+    (activity_object_id_desc / activity_target_id_desc), authors the reader hides left out
+    before the limit (whichever source brings them, they never show)."""
+    activity, follow = Activity._meta.db_table, ObjectFollow._meta.db_table
+    mute, block = Mute._meta.db_table, Block._meta.db_table
+    return f"""
+    SELECT n.id FROM {follow} o
+    CROSS JOIN LATERAL (
+        SELECT a.id FROM {activity} a
+        WHERE a.{role}_type = o.object_type AND a.{role}_id = o.object_id
+          AND a.home AND a.id < %(before)s AND a.id >= %(min)s
+          AND NOT EXISTS (SELECT 1 FROM {mute} m
+                          WHERE m.muter_id = %(user)s AND m.muted_id = a.actor_id)
+          AND NOT EXISTS (SELECT 1 FROM {block} b
+                          WHERE b.blocker_id = %(user)s AND b.blocked_id = a.actor_id)
+          AND NOT EXISTS (SELECT 1 FROM {block} b
+                          WHERE b.blocker_id = a.actor_id AND b.blocked_id = %(user)s)
+        ORDER BY a.{role}_type, a.{role}_id, a.id DESC
+        LIMIT %(limit)s
+    ) n
+    WHERE o.user_id = %(user)s"""  # noqa: S608 - table and column names from model meta
 
 
 def _home_sql() -> str:
@@ -67,6 +106,8 @@ def _home_sql() -> str:
     # reads every newer activity of everyone for an author who posts rarely.) Merged and cut to `limit` on ids alone (narrow rows: 10%
     # less time than sorting whole rows, 24 authors x 30); only those rows are read whole, join
     # the user table and become JSON (in PostgreSQL: no row objects or datetimes in Python).
+    # The followed objects likewise (_object_branch, as object and as target), whenever the
+    # follow began; UNION makes an activity reached through several sources one row.
     return f"""
 SELECT a.id, json_build_object(
     'id', a.id::text,
@@ -76,6 +117,7 @@ SELECT a.id, json_build_object(
     'edited_at', to_char(a.edited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 )::text
 FROM (
+    SELECT id FROM (
     SELECT n.id FROM (
         SELECT %(user)s::integer AS author_id
         UNION ALL
@@ -94,7 +136,10 @@ FROM (
         ORDER BY a.actor_id, a.id DESC
         LIMIT %(limit)s
     ) n
-    ORDER BY n.id DESC
+    UNION{_object_branch("object")}
+    UNION{_object_branch("target")}
+    ) sources
+    ORDER BY id DESC
     LIMIT %(limit)s
 ) x
 JOIN {activity} a ON a.id = x.id
@@ -110,7 +155,8 @@ def home_activities_page(
     *, user_id: int, limit: int, before_id: int | None = None, min_id: int | None = None
 ) -> list[HomeRow]:
     """The reader's home feed in PostgreSQL (fan-out on read), newest first: at most ``limit``
-    live home activities of the reader and the authors they follow and do not hide, with ids
+    live home activities of the reader and the authors they follow and do not hide, and about
+    the objects they follow (as object or target) by authors they do not hide, with ids
     below ``before_id`` and at or above ``min_id`` (None: unbounded), bodies in the same rows.
     On PostgreSQL one query, merged and limited in SQL (index range scans, see _home_sql);
     elsewhere (SQLite, the embedded default) the same rows through the ORM."""
@@ -141,9 +187,16 @@ def _home_page_orm(*, user_id: int, limit: int, before: int, low: int) -> list[H
         .exclude(followee_id__in=blockers)
         .values("followee_id")
     )
+    about = Q(pk__in=[])
+    for object_type, object_id in ObjectFollow.objects.filter(user_id=user_id).values_list(
+        "object_type", "object_id"
+    ):
+        about |= Q(object_type=object_type, object_id=object_id)
+        about |= Q(target_type=object_type, target_id=object_id)
+    visible = ~Q(actor_id__in=hidden) & ~Q(actor_id__in=blocked) & ~Q(actor_id__in=blockers)
     rows = (
         Activity.objects.filter(
-            Q(actor_id=user_id) | Q(actor_id__in=followees),
+            Q(actor_id=user_id) | Q(actor_id__in=followees) | (about & visible),
             home=True,
             id__lt=before,
             id__gte=low,

@@ -14,25 +14,51 @@ from kombu.exceptions import OperationalError as BrokerError
 from activities.ids import make_id
 from activities.models import Activity
 from activities.selectors import activity_ids_from, recent_activity_ids
-from follows.selectors import follower_count, follower_ids_in_range, follows, hidden_author_ids
+from follows.selectors import (
+    ObjectKey,
+    about,
+    activity_sources,
+    followed_among,
+    followee_ids_among,
+    follower_count,
+    follower_ids_in_range,
+    follows,
+    hidden_author_ids,
+    object_activity_ids,
+    object_activity_ids_from,
+    object_follower_count,
+)
 
 from . import fanout, notifications, store
 from .conf import FeedConf, get_conf, invalidate_conf
 from .models import FanoutJob, FeedSettings
 from .read import hidden_authors
-from .selectors import removals_pending
+from .selectors import object_removals_pending, removals_pending
+from .store import objects as object_store
 from .tasks import fanout_start_task, feeds_forget_ids_task, threshold_changed_task
 
 log = logging.getLogger("feeds.services")
 PURGE_CHUNK = 1000
 
 
-def fanout_job_begin(*, activity_id: int, actor_id: int, kind: str, home: bool = True) -> None:
+def fanout_job_begin(
+    *,
+    activity_id: int,
+    actor_id: int,
+    kind: str,
+    home: bool = True,
+    objects: list[ObjectKey] | None = None,
+) -> None:
     """The hand-off of a publish or a delete: the job row is written in the caller's transaction
     (a crash before the enqueue leaves a pending job the sweeper finds) and its id is enqueued
-    when that transaction commits. A second call for the same activity and kind is a no-op."""
+    when that transaction commits. A second call for the same activity and kind is a no-op.
+    ``objects``: what a deleted activity was about (its remove job visits their followers;
+    the row is gone when it runs)."""
+    defaults: dict = {"actor_id": actor_id, "home": home}
+    if objects:
+        defaults["boundaries"] = {"objects": [list(o) for o in objects]}
     job, created = FanoutJob.objects.get_or_create(
-        activity_id=activity_id, kind=kind, defaults={"actor_id": actor_id, "home": home}
+        activity_id=activity_id, kind=kind, defaults=defaults
     )
     if created:
         job_id = job.id
@@ -90,17 +116,95 @@ def feed_follow_backfill(*, follower_id: int, followee_id: int) -> None:
 
 def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     """Remove the followee's activities from the follower's feed without scanning it: only ids
-    at or above the feed's oldest entry can be in it, and PostgreSQL lists those by index."""
+    at or above the feed's oldest entry can be in it, and PostgreSQL lists those by index. An
+    activity about an object the follower still follows stays (that source still brings it)."""
     store.bump_unfollow_counter(followee_id)
     store.drop_pull_authors(follower_id)
     store.announce_follow(follower_id, followee_id, following=False)
     oldest = store.feed_oldest_id(follower_id)
     if oldest is not None:
         ids = activity_ids_from(actor_id=followee_id, min_id=oldest)
+        sources = activity_sources(activity_ids=ids)
+        kept = followed_among(
+            user_id=follower_id, objects=[o for _, named in sources.values() for o in named]
+        )
+        ids = [i for i in ids if i not in sources or not kept.intersection(sources[i][1])]
         ids += [i for i in removals_pending(actor_id=followee_id) if i >= oldest]
-        for start in range(0, len(ids), PURGE_CHUNK):
-            store.remove_from_feeds([follower_id], ids[start : start + PURGE_CHUNK])
+        _feed_remove(follower_id, ids)
     author_mode_update(followee_id, get_conf())  # last: nothing it does can skip the purge
+
+
+def _feed_remove(user_id: int, ids: list[int]) -> None:
+    for start in range(0, len(ids), PURGE_CHUNK):
+        store.remove_from_feeds([user_id], ids[start : start + PURGE_CHUNK])
+
+
+# --- objects (``object_type:object_id``) as feed sources ---------------------------------------
+
+
+def object_mode_update(obj: ObjectKey, conf: FeedConf) -> str:
+    """The object's mode under its current count of followers, recorded (as author_mode_update):
+    when it changed, readers' cached pull-source lists go stale, and an object that became a
+    push object has its recent activities pushed into its followers' feeds."""
+    count = object_follower_count(object_type=obj[0], object_id=obj[1])
+    mode = "pull" if conf.is_pull_author(count) else "push"
+    before = object_store.object_mode_swap(obj, mode) or "push"
+    if before != mode:
+        store.bump_pull_version()
+        if mode == "push":
+            jobs_send(fanout.object_repush(obj=obj, conf=conf))  # recorded first, then sent
+    return mode
+
+
+def object_follow_backfill(*, user_id: int, object_type: str, object_id: str) -> None:
+    """After an object follow committed: the reader's cached pull sources go; a push object's
+    most recent activities (follow_backfill_count of them, as object or target) are copied into
+    the reader's feed (a pull object's are merged at read time anyway)."""
+    obj = (object_type, object_id)
+    store.drop_pull_authors(user_id)
+    conf = get_conf()
+    if object_mode_update(obj, conf) == "pull":
+        return
+    # Recorded before the copy, as for authors: a delete of one of these published while the
+    # object was pulled then visits its followers (object_went_push_since).
+    object_store.mark_objects_went_push([obj], make_id(timezone.now()))
+    wanted = conf.follow_backfill_count
+    ids = object_activity_ids(
+        object_type=object_type, object_id=object_id, before_id=None, limit=wanted + 1
+    )
+    if ids[:wanted]:
+        store.add_to_feed(user_id, ids[:wanted], conf.feed_max_length)
+    if len(ids) > wanted:
+        store.feed_mark_partial(user_id)  # older ones left out: past them, PostgreSQL
+
+
+def object_follow_purge(*, user_id: int, object_type: str, object_id: str) -> None:
+    """After an object unfollow committed: the object's activities leave the reader's feed
+    (only ids at or above its oldest entry, listed by index), except those the reader made and
+    those another source still brings: their author, or their other object, followed now
+    (whenever that follow began)."""
+    obj = (object_type, object_id)
+    object_store.bump_object_unfollow_counter(obj)  # fan-out in flight checks after its writes
+    store.drop_pull_authors(user_id)
+    oldest = store.feed_oldest_id(user_id)
+    if oldest is not None:
+        ids = object_activity_ids_from(object_type=object_type, object_id=object_id, min_id=oldest)
+        sources = activity_sources(activity_ids=ids)
+        authors = followee_ids_among(
+            follower_id=user_id, user_ids={actor for actor, _ in sources.values()}
+        )
+        others = followed_among(
+            user_id=user_id,
+            objects=[o for _, named in sources.values() for o in named if o != obj],
+        )
+        gone = [
+            aid
+            for aid, (actor, named) in sources.items()
+            if actor != user_id and actor not in authors and not others.intersection(named)
+        ]
+        gone += [i for i in object_removals_pending(obj=obj) if i >= oldest]
+        _feed_remove(user_id, gone)
+    object_mode_update(obj, get_conf())  # last, as for authors
 
 
 def author_forget_begin(*, author_id: int) -> None:
@@ -201,12 +305,15 @@ def activity_published(*, activity: Activity) -> None:
 
 def activity_removed(*, activity: Activity) -> None:
     """The hand-off of a deleted activity: its remove job (home feeds, timelines, notification
-    feeds)."""
+    feeds), which names the objects it was about (their followers and timelines)."""
     fanout_job_begin(
         activity_id=activity.id,
         actor_id=activity.actor_id,
         kind=FanoutJob.Kind.REMOVE,
         home=activity.home,
+        objects=about(
+            activity.object_type, activity.object_id, activity.target_type, activity.target_id
+        ),
     )
 
 

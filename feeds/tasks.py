@@ -114,12 +114,23 @@ def author_to_push_task(author_id: int) -> None:
         fanout_start_task.delay(job_id)
 
 
+@shared_task(name="feeds.object_to_push", soft_time_limit=280, time_limit=300, **RETRY)
+def object_to_push_task(object_type: str, object_id: str) -> None:
+    """An object below the threshold now (threshold_changed): its recent activities pushed."""
+    for job_id in fanout.object_repush(obj=(object_type, object_id)):
+        fanout_start_task.delay(job_id)
+
+
 @shared_task(name="feeds.threshold_changed", soft_time_limit=280, time_limit=300, **RETRY)
 def threshold_changed_task(old_threshold: int, new_threshold: int) -> None:
     for author_id in fanout.authors_moved_to_push(
         old_threshold=old_threshold, new_threshold=new_threshold
     ):
         author_to_push_task.delay(author_id)
+    for object_type, object_id in fanout.objects_moved_to_push(
+        old_threshold=old_threshold, new_threshold=new_threshold
+    ):
+        object_to_push_task.delay(object_type, object_id)
 
 
 @shared_task(name="feeds.backfill_users", soft_time_limit=1700, time_limit=1800, **RETRY)

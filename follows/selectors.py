@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.expressions import RawSQL
 
 from activities.models import Activity
@@ -422,3 +422,178 @@ def object_activity_page(
     ids = RawSQL(sql, params)  # noqa: S611 - constants and bound parameters only
     rows = Activity.objects.filter(id__in=ids).select_related("actor")
     return list(rows.order_by("-id"))
+
+
+def object_follower_counts(*, objects: Iterable[ObjectKey]) -> dict[ObjectKey, int]:
+    """Each object's follower counter (absent: nobody follows it). One query."""
+    wanted = list(dict.fromkeys(objects))
+    if not wanted:
+        return {}
+    match = Q()
+    for object_type, object_id in wanted:
+        match |= Q(object_type=object_type, object_id=object_id)
+    rows = ObjectStats.objects.filter(match).values_list(
+        "object_type", "object_id", "followers_count"
+    )
+    return {(t, i): n for t, i, n in rows}
+
+
+def followed_objects_since(*, user_id: int) -> dict[ObjectKey, object]:
+    """Every object the user follows, with when the follow began (a datetime)."""
+    rows = ObjectFollow.objects.filter(user_id=user_id)
+    return {(t, i): at for t, i, at in rows.values_list("object_type", "object_id", "created_at")}
+
+
+def _followed_object_branch(role: str, *, below: bool, since: bool, from_follow: bool) -> str:
+    """The newest live home activities whose ``role`` ("object" or "target") is an object the
+    user follows, per followed object by its (role type, role id, -id) index: a lateral scan
+    that stops after the limit."""
+    activity, follow = Activity._meta.db_table, ObjectFollow._meta.db_table
+    stats = ObjectStats._meta.db_table
+    where = [
+        f"a.{role}_type = f.object_type",
+        f"a.{role}_id = f.object_id",
+        "a.home",
+        "a.id >= %(min)s",
+    ]
+    if since:
+        where.append("a.time >= %(since)s")
+    if from_follow:
+        where.append("a.time >= f.created_at")
+    outer = "f.user_id = %(user)s"
+    if below:
+        outer += (
+            f" AND EXISTS (SELECT 1 FROM {stats} s WHERE s.object_type = f.object_type"  # noqa: S608
+            " AND s.object_id = f.object_id AND s.followers_count < %(threshold)s)"
+        )
+    return (
+        f"SELECT n.id, n.actor_id FROM {follow} f CROSS JOIN LATERAL ("  # noqa: S608 - constants
+        f"SELECT a.id, a.actor_id FROM {activity} a WHERE {' AND '.join(where)} "
+        f"ORDER BY a.{role}_type, a.{role}_id, a.id DESC LIMIT %(limit)s) n WHERE {outer}"
+    )
+
+
+def followed_object_activity_entries(
+    *,
+    user_id: int,
+    limit: int,
+    below_threshold: int | None = None,
+    since: object | None = None,
+    from_follow: bool = False,
+    min_id: int = 0,
+) -> list[tuple[int, int]]:
+    """(id, actor id) of the newest ``limit`` live home activities whose object or target is an
+    object the user follows, newest first, each once: with ``below_threshold``, only objects
+    with fewer followers (push objects); ``since``: posted from then on; ``from_follow``: posted
+    after that object's follow began; ids at or above ``min_id``. One query (two lateral scans
+    per followed object on activity_object_id_desc / activity_target_id_desc)."""
+    flags = {"below": below_threshold is not None, "since": since is not None}
+    flags["from_follow"] = from_follow
+    branches = [_followed_object_branch(role, **flags) for role in ("object", "target")]
+    sql = (
+        f"SELECT id, actor_id FROM ({' UNION '.join(branches)}) u ORDER BY id DESC LIMIT %(limit)s"  # noqa: S608
+    )
+    params = {
+        "user": user_id,
+        "limit": limit,
+        "threshold": below_threshold,
+        "since": since,
+        "min": min_id,
+    }
+    if connection.vendor != "postgresql":
+        return _followed_object_entries_orm(params)
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return [(row[0], row[1]) for row in cur.fetchall()]
+
+
+def _followed_object_entries_orm(params: dict) -> list[tuple[int, int]]:
+    """followed_object_activity_entries through the ORM (any database)."""
+    match = Q(pk__in=[])
+    follows = followed_objects_since(user_id=params["user"])
+    counts = object_follower_counts(objects=follows)
+    for (object_type, object_id), began in follows.items():
+        if (
+            params["threshold"] is not None
+            and counts.get((object_type, object_id), 0) >= (params["threshold"])
+        ):
+            continue
+        about = Q(object_type=object_type, object_id=object_id)
+        about |= Q(target_type=object_type, target_id=object_id)
+        if params["from_follow"]:
+            about &= Q(time__gte=began)
+        match |= about
+    qs = Activity.objects.filter(match, home=True, id__gte=params["min"])
+    if params["since"] is not None:
+        qs = qs.filter(time__gte=params["since"])
+    return list(qs.order_by("-id").values_list("id", "actor_id")[: params["limit"]])
+
+
+def activity_sources(*, activity_ids: Iterable[int]) -> dict[int, tuple[int, list[ObjectKey]]]:
+    """Each live activity's actor and the objects it is about (its object, and its target when
+    it has one), by id. One query."""
+    ids = list(activity_ids)
+    if not ids:
+        return {}
+    rows = Activity.objects.filter(id__in=ids).values_list(
+        "id", "actor_id", "object_type", "object_id", "target_type", "target_id"
+    )
+    return {aid: (actor, about(ot, oi, tt, ti)) for aid, actor, ot, oi, tt, ti in rows}
+
+
+def about(object_type: str, object_id: str, target_type: str, target_id: str) -> list[ObjectKey]:
+    """The objects an activity is about: its object, then its target when it has one (and it
+    is another object). Pure."""
+    objects = [(object_type, object_id)]
+    if target_type and (target_type, target_id) != objects[0]:
+        objects.append((target_type, target_id))
+    return objects
+
+
+def object_activity_ids_from(*, object_type: str, object_id: str, min_id: int) -> list[int]:
+    """Every id (live, home or not) whose object or target is this object, at or above
+    ``min_id``, newest first: by the two (type, id, -id) indexes."""
+    as_object = Q(object_type=object_type, object_id=object_id)
+    as_target = Q(target_type=object_type, target_id=object_id)
+    qs = Activity.objects.filter(as_object | as_target, id__gte=min_id)
+    return list(qs.order_by("-id").values_list("id", flat=True))
+
+
+def followee_ids_among(*, follower_id: int, user_ids: Iterable[int]) -> set[int]:
+    """Of ``user_ids``, those the follower follows. One query."""
+    ids = list(set(user_ids))
+    if not ids:
+        return set()
+    rows = Follow.objects.filter(follower_id=follower_id, followee_id__in=ids)
+    return set(rows.values_list("followee_id", flat=True))
+
+
+def followed_objects_below(*, user_id: int, threshold: int) -> dict[ObjectKey, object]:
+    """The objects the user follows that have fewer than ``threshold`` followers (push objects),
+    with when each follow began. One query."""
+    at_or_above = ObjectStats.objects.filter(
+        object_type=OuterRef("object_type"),
+        object_id=OuterRef("object_id"),
+        followers_count__gte=threshold,
+    )
+    rows = ObjectFollow.objects.filter(user_id=user_id).exclude(Exists(at_or_above))
+    return {(t, i): at for t, i, at in rows.values_list("object_type", "object_id", "created_at")}
+
+
+def pull_sources(*, user_id: int, min_followers: int) -> tuple[list[int], list[ObjectKey]]:
+    """The authors and the objects the user follows that are at or above the celebrity
+    threshold (followee_ids_with_min_followers and followed_objects_with_min_followers in one
+    query: a cold feed read asks for both)."""
+    sql = (
+        f"SELECT f.followee_id, NULL, NULL FROM {Follow._meta.db_table} f "  # noqa: S608 - table names from model meta
+        f"JOIN {UserStats._meta.db_table} s ON s.user_id = f.followee_id "
+        "WHERE f.follower_id = %s AND s.followers_count >= %s "
+        f"UNION ALL SELECT NULL, f.object_type, f.object_id FROM {ObjectFollow._meta.db_table} f "
+        f"JOIN {ObjectStats._meta.db_table} s ON s.object_type = f.object_type "
+        "AND s.object_id = f.object_id WHERE f.user_id = %s AND s.followers_count >= %s"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [user_id, min_followers, user_id, min_followers])
+        rows = cur.fetchall()
+    authors = [r[0] for r in rows if r[0] is not None]
+    return authors, [(r[1], r[2]) for r in rows if r[0] is None]

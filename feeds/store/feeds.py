@@ -92,26 +92,34 @@ def _by_shard(user_ids: Iterable[int]) -> dict[int, list[int]]:
 
 
 def push_to_feeds(
-    user_ids: Sequence[int], activity_ids: Sequence[int], cap: int, author_id: int
+    user_ids: Sequence[int],
+    activity_ids: Sequence[int],
+    cap: int,
+    author_id: int,
+    counters: Sequence[str] | None = None,
 ) -> tuple[int, int, str]:
     """Add activities to many existing feeds: one pipelined round trip of one Lua call per
-    virtual shard (see _ADD_CAPPED_LUA). Returns (feeds written, the author's unfollow counter,
-    the state of the first activity's body: "cached", "deleted" or "absent", bodies.body_state),
-    the last two read after the writes in the same round trip."""
+    virtual shard (see _ADD_CAPPED_LUA). Returns (feeds written, the unfollow counters of the
+    job's sources summed: ``counters``' keys, the author's alone by default, the state of the
+    first activity's body: "cached", "deleted" or "absent", bodies.body_state), the last two
+    read after the writes in the same round trip."""
     members = [encode_id(i) for i in activity_ids]
     fixed = [cap, *_key_prefixes(), *members]
     groups = _by_shard(user_ids)
+    counter_keys = [unfollows_key(author_id)] if counters is None else list(counters)
 
     def run(sha: str) -> list:
         pipe = client().pipeline(transaction=False)
         for uids in groups.values():
             pipe.execute_command("EVALSHA", sha, len(uids), *map(feed_key, uids), *fixed)
-        pipe.get(unfollows_key(author_id))
+        for key in counter_keys:  # one GET each: the keys live on several nodes of a cluster
+            pipe.get(key)
         pipe.getrange(body_key(activity_ids[0]), 0, 0)
         return pipe.execute()
 
-    *written, unfollows, head = with_script(_ADD_CAPPED_LUA, run)
-    return sum(written), int(unfollows or 0), body_state(head)
+    *replies, head = with_script(_ADD_CAPPED_LUA, run)
+    written, got = replies[: len(groups)], replies[len(groups) :]
+    return sum(written), sum(int(n or 0) for n in got), body_state(head)
 
 
 def remove_from_feeds(user_ids: Sequence[int], activity_ids: Sequence[int]) -> None:
@@ -168,7 +176,12 @@ def write_feed(user_id: int, activity_ids: Sequence[int], cap: int, ttl: int) ->
 def write_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> None:
     """A rebuilt timeline: the ids merged in, with the built marker (so an author with no
     activities has a timeline that exists), capped."""
-    key = timeline_key(author_id)
+    write_sorted_set(timeline_key(author_id), activity_ids, cap)
+
+
+def write_sorted_set(key: str, activity_ids: Sequence[int], cap: int) -> None:
+    """A rebuilt timeline (an author's or an object's) at ``key``: the ids merged in, with the
+    built marker, capped. One pipelined round trip on one key."""
     pipe = client().pipeline(transaction=False)
     pipe.zadd(key, {SENTINEL: 0, **{encode_id(i): 0 for i in activity_ids}})
     pipe.zremrangebyrank(key, cap, -1)
@@ -179,7 +192,11 @@ def add_to_timeline(author_id: int, activity_ids: Sequence[int], cap: int) -> bo
     """Add to the author's timeline if it exists (see _ADD_CAPPED_LUA): a missing one (never
     built, evicted, flushed) is rebuilt whole on the next read that needs it, never left
     holding only the newest ids. True when written."""
-    key = timeline_key(author_id)
+    return add_to_sorted_set(timeline_key(author_id), activity_ids, cap)
+
+
+def add_to_sorted_set(key: str, activity_ids: Sequence[int], cap: int) -> bool:
+    """add_to_timeline for any timeline key (an author's or an object's)."""
     args: list[Any] = [cap, *_key_prefixes(parking=False), *(encode_id(i) for i in activity_ids)]
     written = with_script(_ADD_CAPPED_LUA, lambda sha: client().evalsha(sha, 1, key, *args))
     return bool(written)
@@ -252,16 +269,21 @@ def read_streams(
     return [_ids(members) for members in pipe.execute()]
 
 
-def begin_batch(job_id: int, batch_no: int, author_id: int) -> tuple[int, int]:
+def begin_batch(
+    job_id: int, batch_no: int, author_id: int, counters: Sequence[str] | None = None
+) -> tuple[int, int]:
     """Count one delivery of a batch (the counter lives a day, far beyond any retry budget) and
-    read the author's unfollow counter, in one round trip: (deliveries, unfollow counter)."""
+    read the unfollow counters of its sources (``counters``' keys, summed: the author's alone by
+    default), in one round trip: (deliveries, unfollow counters)."""
     key = deliveries_key(job_id, batch_no)
+    counter_keys = [unfollows_key(author_id)] if counters is None else list(counters)
     pipe = client().pipeline(transaction=False)
     pipe.incr(key)
     pipe.expire(key, 86_400)
-    pipe.get(unfollows_key(author_id))
-    deliveries, _, unfollows = pipe.execute()
-    return int(deliveries), int(unfollows or 0)
+    for counter in counter_keys:
+        pipe.get(counter)
+    deliveries, _, *got = pipe.execute()
+    return int(deliveries), sum(int(n or 0) for n in got)
 
 
 def bump_unfollow_counter(author_id: int) -> None:
@@ -294,25 +316,38 @@ def _queue_pull_authors(pipe, user_id: int) -> None:
     pipe.get(pull_version_key())
 
 
-def set_pull_authors(user_id: int, tag: str, ids: Sequence[int], ttl: int) -> None:
-    """Cache a reader's pull-author list (a read filling a miss: best effort on a cluster)."""
+def set_pull_authors(
+    user_id: int, tag: str, ids: Sequence[int], ttl: int, objects: Sequence[str] = ()
+) -> None:
+    """Cache a reader's pull sources: the pull authors' ids and the digests of the pull objects
+    they follow (keys.object_digest), "tag:id,id|digest,digest" (a read filling a miss: best
+    effort on a cluster)."""
     key = pull_authors_key(user_id)
-    best_effort((key, ("SET", key, f"{tag}:{','.join(map(str, ids))}", "EX", ttl)))
+    value = f"{tag}:{','.join(map(str, ids))}|{','.join(objects)}"
+    best_effort((key, ("SET", key, value, "EX", ttl)))
 
 
 def drop_pull_authors(user_id: int) -> None:
     client().delete(pull_authors_key(user_id))
 
 
-def pull_authors_from_cache(raw: bytes | None, tag: str) -> list[int] | None:
-    """The cached pull-author ids, or None when absent or cached under another tag (another
-    threshold, or before some author crossed it)."""
+def pull_sources_from_cache(raw: bytes | None, tag: str) -> tuple[list[int], list[str]] | None:
+    """The cached pull sources (author ids, object digests), or None when absent, cached under
+    another tag (another threshold, or before some author or object crossed it), or written by
+    a version that cached no objects (no "|")."""
     if raw is None:
         return None
-    cached_tag, _, ids = raw.decode().partition(":")
-    if cached_tag != tag:
+    cached_tag, _, rest = raw.decode().partition(":")
+    authors, bar, objects = rest.partition("|")
+    if cached_tag != tag or not bar:
         return None
-    return [int(i) for i in ids.split(",") if i]
+    return [int(i) for i in authors.split(",") if i], [d for d in objects.split(",") if d]
+
+
+def pull_authors_from_cache(raw: bytes | None, tag: str) -> list[int] | None:
+    """The cached pull-author ids (pull_sources_from_cache's first half), or None."""
+    sources = pull_sources_from_cache(raw, tag)
+    return None if sources is None else sources[0]
 
 
 def user_forget(user_id: int) -> None:
@@ -338,6 +373,12 @@ def mark_went_push_many(author_ids: Sequence[int], as_of_id: int) -> None:
     for author_id in author_ids:
         pipe.set(went_push_key(author_id), as_of_id)
     pipe.execute()
+
+
+def went_push_at(author_id: int) -> int | None:
+    """When the author last became a push author (None: not recorded)."""
+    value = client().get(went_push_key(author_id))
+    return None if value is None else int(value)
 
 
 def went_push_since(author_id: int, activity_id: int) -> bool:

@@ -37,10 +37,12 @@ PostgreSQL on its owner's next read).
   {p}:act:{id}               string: an activity's JSON body, stored once, with a TTL; after
                              its delete the tombstone "-" (bodies.BODY_TOMBSTONE, same TTL),
                              which no write replaces (bodies: one compare-and-set by edited_at)
-  {p}:pull:{user}            string: cached pull-author ids, "tag:id,id,..." (TTL)
+  {p}:pull:{user}            string: the reader's cached pull sources (TTL):
+                             "tag:id,id,...|digest,digest,...", the pull authors, then the
+                             digests of the pull objects they follow
   {p}:hide:{user}            string: cached ids of authors the user does not see (muted,
                              blocked either way), "id,id,..." (TTL; rewritten on a change)
-  {p}:pullver:{g}            counter: bumped when any author crosses the threshold
+  {p}:pullver:{g}            counter: bumped when any author or object crosses the threshold
   {p}:mode:{author}          string: "pull" or "push", the author's mode last seen (no TTL)
   {p}:pushed:{author}        string: an activity id of the last time the author became a
                              push author (their pull-published activities may be in feeds)
@@ -49,6 +51,14 @@ PostgreSQL on its owner's next read).
                              (merged after); the three share the feed's slot
   {p}:deliv:{job}:{batch}    counter: deliveries of one fan-out batch (poison guard, 1 day)
   {p}:unf:{author}           counter: unfollows of an author (check-after-write of fan-out)
+  {p}:oline:{s<v>}:{digest}  sorted set (lex): an object's timeline, the newest home activities
+                             whose object or target it is, capped (pull source); SENTINEL while
+                             never trimmed. digest = object_digest(type, id), v = its shard
+                             (object_vshard). Kept while the object has followers.
+  {p}:omode:{digest}         string: "pull" or "push", the object's mode last seen (no TTL)
+  {p}:opushed:{digest}       string: an activity id of the last time the object became a push
+                             object (as {p}:pushed: for authors)
+  {p}:ounf:{digest}          counter: unfollows of an object (check-after-write of fan-out)
   {p}:live:{author}          pub/sub channel: ids the author just published (SSE streams)
   {p}:follows-live:{user}    pub/sub channel: "+id"/"-id", the user followed/unfollowed id
   {p}:streams:{user}         sorted set: the user's open SSE streams, scored by last beat
@@ -71,9 +81,11 @@ PostgreSQL on its owner's next read).
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 
-from feedsite.shards import vshard
+from feedsite.shards import VSHARDS, vshard
 
 
 def prefix() -> str:
@@ -141,6 +153,56 @@ def timeline_key_head() -> str:
 def timeline_author(key: str) -> int:
     """The author whose timeline ``key`` is (the inverse of timeline_key)."""
     return int(key.rsplit(":", 1)[1])
+
+
+# --- objects (``object_type:object_id``) as feed sources --------------------------------------
+
+
+def object_digest(object_type: str, object_id: str) -> str:
+    """An object's name in keys: 20 hex digits of SHA-1 over ``len(type):type:id`` (the length
+    keeps "a:b" + "c" apart from "a" + "b:c"; ids may hold ':' and '/'). Pure."""
+    raw = f"{len(object_type)}:{object_type}:{object_id}".encode()
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:20]
+
+
+def object_vshard(digest: str) -> int:
+    """The virtual shard of an object's timeline: its digest's first 32 bits mod VSHARDS (the
+    warm read's script computes the same from the digest). Pure."""
+    return int(digest[:8], 16) % VSHARDS
+
+
+def object_timeline_key_head() -> str:
+    """What every object timeline key starts with (the warm read's script builds them too)."""
+    return f"{prefix()}:oline:"
+
+
+def object_timeline_key_of(digest: str) -> str:
+    return f"{object_timeline_key_head()}{{s{object_vshard(digest)}}}:{digest}"
+
+
+def object_timeline_key(object_type: str, object_id: str) -> str:
+    return object_timeline_key_of(object_digest(object_type, object_id))
+
+
+def is_object_timeline_key(key: str) -> bool:
+    return key.startswith(object_timeline_key_head())
+
+
+def object_timeline_digest(key: str) -> str:
+    """The digest of the object whose timeline ``key`` is."""
+    return key.rsplit(":", 1)[1]
+
+
+def object_mode_key(digest: str) -> str:
+    return f"{prefix()}:omode:{digest}"
+
+
+def object_went_push_key(digest: str) -> str:
+    return f"{prefix()}:opushed:{digest}"
+
+
+def object_unfollows_key(digest: str) -> str:
+    return f"{prefix()}:ounf:{digest}"
 
 
 def body_prefix() -> str:

@@ -28,6 +28,7 @@ from .keys import (
     hidden_key,
     lex_start,
     lex_stop,
+    object_timeline_key_head,
     pull_authors_key,
     pull_version_key,
     throttle_key,
@@ -44,7 +45,7 @@ class ReadPrelude:
     token: bytes | None  # the cached token entry (None: not cached, or revoked)
     hits: int  # throttle hits in the current window, this one included (0: not counted)
     window_left: int  # seconds until the throttle window ends
-    pull_raw: bytes | None  # the cached pull-author list ("tag:id,id,...")
+    pull_raw: bytes | None  # the cached pull sources ("tag:id,id,...|digest,...")
     pull_version: int
     hidden_raw: bytes | None = None  # the cached authors the reader does not see ("id,id,...")
 
@@ -327,14 +328,15 @@ def stream_edge(tails: Sequence[Sequence[bytes] | None], exhausted: Sequence[boo
 
 # A warm read in one round trip (one Redis; a cluster keeps the two rounds): the prelude of
 # read_prelude, then, when Redis itself finds that the token entry confirms the claim, the
-# throttle admits the read and the cached pull-author list is current, the page of the feed and
-# those authors' timelines (read_page, with the read mark). Otherwise the prelude alone: the
+# throttle admits the read and the cached pull-source list is current, the page of the feed and
+# those authors' and objects' timelines (read_page, with the read mark). Otherwise the prelude alone: the
 # caller decides as after read_prelude and reads the page in a second round trip. Nothing of
 # the claimed user's is written (the read mark) or read beyond the prelude's own keys before
 # the claim is confirmed, and the throttle (the confirmed user's) is counted only then.
 # KEYS: token entry, throttle counter, pull-author list, pull version, hidden authors, the
 # reader's feed. ARGV: counter seconds, claimed user id, throttle limit, celebrity threshold,
-# timeline key head, VSHARDS, the most sources a script page reads, then the page's ARGV.
+# timeline key head, VSHARDS, the most sources a script page reads, object timeline key head,
+# then the page's ARGV.
 # Returns {token, hits (0: not counted), pull list, pull version, hidden} and, with a page, its
 # reply and keys.
 _WARM_READ_LUA = (
@@ -358,16 +360,25 @@ local hits = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 out[2] = hits
 if not pull or hits > tonumber(ARGV[3]) then return out end
--- The list as feeds.store.pull_authors_from_cache reads it: "<threshold>.<version>:id,id,..."
+-- The list as feeds.store.pull_sources_from_cache reads it:
+-- "<threshold>.<version>:id,id,...|digest,digest,..." (pull authors, then pull objects)
 local head = ARGV[4] .. '.' .. (version or '0') .. ':'
 if string.sub(pull, 1, #head) ~= head then return out end
+local rest = string.sub(pull, #head + 1)
+local bar = string.find(rest, '|', 1, true)
+if not bar then return out end
 local keys, vshards = {KEYS[6]}, tonumber(ARGV[6])
-for id in string.gmatch(string.sub(pull, #head + 1), '%d+') do
+for id in string.gmatch(string.sub(rest, 1, bar - 1), '%d+') do
   keys[#keys + 1] = ARGV[5] .. '{s' .. string.format('%d', tonumber(id) % vshards) .. '}:' .. id
+end
+-- An object's timeline (keys.object_timeline_key_of): its shard from the digest's first 32 bits.
+for d in string.gmatch(string.sub(rest, bar + 1), '%x+') do
+  local v = tonumber(string.sub(d, 1, 8), 16) % vshards
+  keys[#keys + 1] = ARGV[8] .. '{s' .. string.format('%d', v) .. '}:' .. d
 end
 if #keys > tonumber(ARGV[7]) then return out end
 local a = {}
-for i = 8, #ARGV do a[#a + 1] = ARGV[i] end
+for i = 9, #ARGV do a[#a + 1] = ARGV[i] end
 out[6] = read_page(keys, a)
 out[7] = keys
 return out
@@ -402,7 +413,8 @@ def read_warm(
     keys, left = _prelude_keys(digest, user_id, throttle)
     keys.append(feed_key(user_id))
     args = [throttle[2] * 2, user_id, hit_limit, threshold, timeline_key_head(), VSHARDS]
-    args += [max_sources, *_page_args(max_id, count, nbodies, shown, mark_ttl)]
+    args += [max_sources, object_timeline_key_head()]
+    args += _page_args(max_id, count, nbodies, shown, mark_ttl)
     reply = with_script(
         _WARM_READ_LUA, lambda sha: round_trip(("EVALSHA", sha, len(keys), *keys, *args))[0]
     )
