@@ -54,7 +54,15 @@ def _call(scope: dict) -> list[dict]:
     async def receive() -> dict:
         return {"type": "http.disconnect"}
 
-    asyncio.run(stream.application(scope, receive, send))
+    async def run() -> None:
+        try:
+            await stream.application(scope, receive, send)
+        finally:  # the gateway's Redis client belongs to this event loop, which ends here
+            gw, stream._gateway = stream._gateway, None
+            if gw is not None and gw._redis is not None:
+                await gw._redis.aclose()
+
+    asyncio.run(run())
     return sent
 
 
