@@ -64,9 +64,10 @@ class BatchRef:
 # activity is about no followed object keeps the earlier form: ``boundaries`` a list, the
 # author's followers alone (strategy pull: none). Otherwise ``boundaries`` is a plan, fixed by
 # the coordinator so that redelivery and replay see the same sources:
-#   {"b": [boundaries], "author": visit the author's followers, "push": [objects whose followers
-#    are visited], "pull": [followed objects pulled at read time instead], "objects": [every
-#    object the activity is about], "at": plan time as an id}
+#   {"b": [boundaries], "author": visit the author's followers, "author_pull": the author was
+#    pulled at read time (at or above the threshold), "push": [objects whose followers are
+#    visited], "pull": [followed objects pulled at read time instead], "objects": [every object
+#    the activity is about]}
 # A remove job is written with {"objects": [...]} (its activity row is gone when it runs).
 # A source at or above the celebrity threshold is pulled at read time (its timeline), not
 # visited.
@@ -117,13 +118,13 @@ def pulled_at_publish(published: FanoutJob | None) -> tuple[bool, set[ObjectKey]
     if not isinstance(plan, dict) or "b" not in plan:
         return published.strategy == Job.Strategy.PULL, set()
     pushed = set(_keys(plan.get("push")))
-    return not plan.get("author"), {o for o in plan_objects(plan) if o not in pushed}
+    return bool(plan.get("author_pull")), {o for o in plan_objects(plan) if o not in pushed}
 
 
 def _pulled_any(boundaries: object) -> bool:
     """Whether a plan left a source with followers to be pulled at read time. Pure."""
     return isinstance(boundaries, dict) and (
-        not boundaries.get("author") or bool(boundaries.get("pull"))
+        bool(boundaries.get("author_pull")) or bool(boundaries.get("pull"))
     )
 
 
@@ -251,7 +252,7 @@ def _plan(job: FanoutJob) -> None:
             job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
             return
         followers = follower_count(user_id=job.actor_id)
-        author = not conf.is_pull_author(followers)
+        author_pull = author_skip = conf.is_pull_author(followers)
         followed = [o for o in objects if counts.get(o, 0) > 0]
         pushed = [o for o in followed if not conf.is_pull_author(counts[o])]
         store.announce(job.actor_id, job.activity_id)  # live streams (SSE) of followers
@@ -270,9 +271,10 @@ def _plan(job: FanoutJob) -> None:
         # backfilled while that source was a push source since then holds it: the removal then
         # visits its followers, as it does while the source pushes now.
         author_pulled, objects_pulled = pulled_at_publish(published)
-        author = not (
+        author_pull = conf.is_pull_author(followers)
+        author_skip = (
             author_pulled
-            and conf.is_pull_author(followers)
+            and author_pull
             and not store.went_push_since(job.actor_id, job.activity_id)
         )
         pushed = [
@@ -288,7 +290,7 @@ def _plan(job: FanoutJob) -> None:
         # The author's followers alone (the earlier form of a job; a remove job keeps the plan
         # form, which names the objects: feeds.consistency reads them).
         job.recipients = followers
-        if not author:
+        if author_skip:
             # Followers merge the author's timeline at read time: no per-follower writes.
             job.strategy, job.state, job.finished_at = Job.Strategy.PULL, Job.State.DONE, now
             return
@@ -300,13 +302,14 @@ def _plan(job: FanoutJob) -> None:
         job.state = Job.State.RUNNING
         return
     job.recipients = _recipients(job.actor_id, followed) if followed else followers
+    author = followers > 0 and not author_skip
     plan = {
         "b": [],
         "author": author,
+        "author_pull": author_pull,
         "push": [list(o) for o in pushed],
         "pull": [list(o) for o in followed if o not in pushed],
         "objects": [list(o) for o in objects],
-        "at": make_id(now, low=0),
     }
     job.boundaries = plan
     if not author and not pushed:
@@ -365,7 +368,7 @@ def job_replan_if_stale(*, job_id: int) -> bool:
     plan = row["boundaries"]
     planned_at = make_id(row["started_at"], low=0)
     if isinstance(plan, dict) and "b" in plan:
-        author_pulled, pulled = not plan.get("author"), _keys(plan.get("pull"))
+        author_pulled, pulled = bool(plan.get("author_pull")), _keys(plan.get("pull"))
     else:
         author_pulled, pulled = row["strategy"] == Job.Strategy.PULL, []
     moved = [at for at in object_store.objects_went_push_at(pulled) if at is not None]

@@ -87,7 +87,7 @@ def timelines_rebuild(*, author_ids: list[int]) -> None:
     store.count_stat("timeline_rebuilds", len(author_ids))
 
 
-def object_timelines_rebuild(*, objects: list[ObjectKey]) -> int:
+def object_timelines_rebuild(*, objects: list[ObjectKey], dry_run: bool = False) -> int:
     """Rebuild objects' timelines from PostgreSQL: the newest feed_max_length live home
     activities whose object or target each one is (a read found them missing, a publish
     found a followed object's gone, a backfill). Idempotent (ids merged in). Returns entries."""
@@ -97,10 +97,22 @@ def object_timelines_rebuild(*, objects: list[ObjectKey]) -> int:
         ids = object_activity_ids(
             object_type=object_type, object_id=object_id, before_id=None, limit=conf.feed_max_length
         )
-        object_store.object_timeline_write((object_type, object_id), ids, conf.feed_max_length)
+        if not dry_run:
+            object_store.object_timeline_write((object_type, object_id), ids, conf.feed_max_length)
         entries += len(ids)
-    store.count_stat("timeline_rebuilds", len(objects))
+    if not dry_run:
+        store.count_stat("timeline_rebuilds", len(objects))
     return entries
+
+
+def object_ids_in_range(*, lo: int, hi: int | None) -> list[ObjectKey]:
+    """The followed objects whose counter row id lies in (lo, hi] (None: open), by id."""
+    from follows.models import ObjectStats
+
+    rows = ObjectStats.objects.filter(id__gt=lo, followers_count__gt=0)
+    if hi is not None:
+        rows = rows.filter(id__lte=hi)
+    return list(rows.order_by("id").values_list("object_type", "object_id"))
 
 
 def sources_rebuild(*, user_id: int, keys: list[str]) -> None:
@@ -159,7 +171,9 @@ def user_ids_in_range(*, lo: int, hi: int) -> list[int]:
     )
 
 
-def backfill_progress(run_id: str, result: RebuildResult) -> None:
+def backfill_progress(run_id: str, result: RebuildResult, objects: int = 0) -> None:
     """Celery backfill tasks report here; the command polls it."""
     store.count_stat(f"backfill:{run_id}:users", result.users)
     store.count_stat(f"backfill:{run_id}:entries", result.entries)
+    if objects:
+        store.count_stat(f"backfill:{run_id}:objects", objects)

@@ -115,3 +115,26 @@ def user_deleting(sender, instance, **kwargs) -> None:
 def user_deleted(sender, instance, **kwargs) -> None:
     user_id = instance.pk
     transaction.on_commit(lambda: services.feed_forget(user_id=user_id), robust=True)
+
+
+# Objects (``object_type:object_id``) followed and unfollowed: the same hand-off as for a
+# followee, on commit (the sender named lazily, as Django's model signals allow).
+@receiver(post_save, sender="follows.ObjectFollow", dispatch_uid="feeds.object_follow_saved")
+def object_follow_saved(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:
+    if created and not raw:
+        key = {
+            "user_id": instance.user_id,
+            "object_type": instance.object_type,
+            "object_id": instance.object_id,
+        }
+        transaction.on_commit(lambda: services.object_follow_backfill(**key), robust=True)
+
+
+@receiver(post_delete, sender="follows.ObjectFollow", dispatch_uid="feeds.object_follow_deleted")
+def object_follow_deleted(sender, instance, **kwargs) -> None:
+    key = {
+        "user_id": instance.user_id,
+        "object_type": instance.object_type,
+        "object_id": instance.object_id,
+    }
+    transaction.on_commit(lambda: services.object_follow_purge(**key), robust=True)

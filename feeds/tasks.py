@@ -146,6 +146,16 @@ def backfill_users_task(lo: int, hi: int, since: str | None, run_id: str) -> Non
     rebuild.backfill_progress(run_id, result)
 
 
+@shared_task(name="feeds.backfill_objects", soft_time_limit=1700, time_limit=1800, **RETRY)
+def backfill_objects_task(lo: int, hi: int, run_id: str) -> None:
+    """The timelines of the followed objects whose counter row id lies in (lo, hi]."""
+    from . import rebuild
+
+    objects = rebuild.object_ids_in_range(lo=lo, hi=hi)
+    entries = rebuild.object_timelines_rebuild(objects=objects)
+    rebuild.backfill_progress(run_id, rebuild.RebuildResult(entries=entries), len(objects))
+
+
 @shared_task(name="feeds.feeds_forget_ids", soft_time_limit=50, time_limit=60, **RETRY)
 def feeds_forget_ids_task(user_ids: list[int], activity_ids: list[int]) -> None:
     """Take activities out of the given feeds (the followers of a deleted user)."""

@@ -1,4 +1,5 @@
-"""manage.py backfill: rebuild feeds and author timelines from PostgreSQL."""
+"""manage.py backfill: rebuild feeds, author timelines and followed objects' timelines from
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from feeds import rebuild, store
+from follows.models import ObjectFollow, ObjectStats
 
 CELERY_AUTO_USERS = 50_000  # above this, a full run fans out to the backfill queue by default
 
@@ -32,7 +34,8 @@ def _since(raw: str | None) -> datetime | None:
 
 class Command(BaseCommand):
     help = (
-        "Rebuild feeds and author timelines from PostgreSQL (after losing Redis, or to repair). "
+        "Rebuild feeds, author timelines and the timelines of followed objects from PostgreSQL "
+        "(after losing Redis, or to repair). "
         "Idempotent and safe beside live fan-out: ids are merged in, so it can be interrupted "
         "and run again."
     )
@@ -145,10 +148,38 @@ class Command(BaseCommand):
                 update(result.users)
         finally:
             close()
+        for objects in self._object_batches(users, batch_size):
+            entries += rebuild.object_timelines_rebuild(objects=objects, dry_run=dry_run)
         return done, entries
 
+    def _object_batches(self, users: list[int] | None, batch_size: int):
+        """The followed objects whose timelines are rebuilt, in batches: those the given users
+        follow, or every object someone follows (keyset over the counter rows)."""
+        if users:
+            rows = ObjectFollow.objects.filter(user_id__in=users)
+            objects = sorted(set(rows.values_list("object_type", "object_id")))
+            for start in range(0, len(objects), batch_size):
+                yield objects[start : start + batch_size]
+            return
+        for lo, hi in self._object_ranges(batch_size):
+            yield rebuild.object_ids_in_range(lo=lo, hi=hi)
+
+    def _object_ranges(self, batch_size: int):
+        """(lo, hi] ranges of counter row ids, ``batch_size`` followed objects each."""
+        last = 0
+        while True:
+            ids = list(
+                ObjectStats.objects.filter(id__gt=last, followers_count__gt=0)
+                .order_by("id")
+                .values_list("id", flat=True)[:batch_size]
+            )
+            if not ids:
+                return
+            yield last, ids[-1]
+            last = ids[-1]
+
     def _via_celery(self, total, batch_size, since_at) -> tuple[int, int]:
-        from feeds.tasks import backfill_users_task
+        from feeds.tasks import backfill_objects_task, backfill_users_task
 
         run_id = uuid.uuid4().hex[:12]
         last = 0
@@ -157,10 +188,14 @@ class Command(BaseCommand):
                 last, ids[-1], since_at.isoformat() if since_at else None, run_id
             )
             last = ids[-1]
+        objects = 0
+        for lo, hi in self._object_ranges(batch_size):
+            backfill_objects_task.delay(lo, hi, run_id)
+            objects += len(rebuild.object_ids_in_range(lo=lo, hi=hi))
         update, close = self._progress(total)
         seen = 0
         try:
-            while seen < total:
+            while seen < total or store.read_stat(f"backfill:{run_id}:objects") < objects:
                 time.sleep(0.5)
                 now = store.read_stat(f"backfill:{run_id}:users")
                 if now > seen:
