@@ -12,6 +12,17 @@ Prints ``full_feeds=1 seconds= floor_seconds= ratio_vs_floor=`` (floor seconds /
 faster than the floor) and bytes per entry (MEMORY USAGE of a full feed / feed_max_length); the
 second line is the earlier figure: feeds that hold only their built marker (no trim), against a
 bare pipelined ZADD loop.
+
+    python bench/fanout.py --shared [--followers 100000]
+
+Two sources in one job (issue 27): the author has N followers and the activity's object has N
+followers, half of them the author's too (1.5 N distinct recipients), on full feeds; measured
+against the author-only run (N followers) in the same run, alternating. Prints
+``shared=1 ... deliveries_per_s= single_deliveries_per_s= ratio=`` (the two-source run's
+deliveries per second over the single-source run's: the target is 0.8 or more) and checks that
+every recipient was written once: the job's recipients and the batches' delivered counts are
+1.5 N, and Redis ran the add script once per recipient's feed (INFO commandstats: one ZCARD a
+write, besides the author's own timeline and feed and the object's timeline).
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from common import (
 
 from activities.services import activity_publish
 from feeds import store
-from feeds.models import FanoutJob
+from feeds.models import FanoutBatch, FanoutJob
 from feeds.services import feed_settings_update
 
 
@@ -144,10 +155,14 @@ def check_full_feeds(follower_ids: list[int], cap: int, activity_id: int, sample
     return sum(memory) / (len(memory) * cap)
 
 
-def publish_and_wait(author_id: int, n: int) -> tuple[float, FanoutJob]:
+def publish_and_wait(
+    author_id: int, n: int, obj: tuple[str, str] | None = None
+) -> tuple[float, FanoutJob]:
     t0 = time.perf_counter()
+    object_type, object_id = obj or ("project", f"b{n}")
     activity, _ = activity_publish(
-        actor_id=author_id, data={"verb": "starred", "object_type": "project", "object_id": f"b{n}"}
+        actor_id=author_id,
+        data={"verb": "starred", "object_type": object_type, "object_id": object_id},
     )
     while True:
         job = FanoutJob.objects.filter(activity_id=activity.id, kind="publish").first()
@@ -244,6 +259,84 @@ def measure_full(author_id: int, follower_ids: list[int], args, with_floor: bool
     return ours, floors, job, per_entry
 
 
+SHARED_OBJECT = ("bench-repo", "bench/shared")
+
+
+def ensure_object_follows(user_ids: list[int], obj: tuple[str, str]) -> None:
+    """Exactly ``user_ids`` follow ``obj``: rows added and removed in bulk (no signals), then
+    the object's counter set to what the table holds."""
+    from django.db import transaction
+
+    from follows.models import ObjectFollow, ObjectStats
+
+    key = {"object_type": obj[0], "object_id": obj[1]}
+    want = set(user_ids)
+    have = set(ObjectFollow.objects.filter(**key).values_list("user_id", flat=True))
+    gone, new = sorted(have - want), sorted(want - have)
+    with transaction.atomic():
+        for start in range(0, len(gone), 5000):
+            ObjectFollow.objects.filter(**key, user_id__in=gone[start : start + 5000])._raw_delete(
+                ObjectFollow.objects.db
+            )
+        for start in range(0, len(new), 10000):
+            ObjectFollow.objects.bulk_create(
+                [ObjectFollow(user_id=u, **key) for u in new[start : start + 10000]]
+            )
+        count = ObjectFollow.objects.filter(**key).count()
+        ObjectStats.objects.update_or_create(**key, defaults={"followers_count": count})
+
+
+def measure_shared(author_id: int, fans: list[int], object_fans: list[int], args):
+    """Publish-to-done into full feeds, alternating: an activity of the author about a project
+    nobody follows (the author's N followers), and one about the shared object (the author's N
+    and the object's N followers, half shared: 1.5 N distinct). Returns (single-source seconds,
+    two-source seconds, the last two-source job, feed writes per two-source run)."""
+    everyone = sorted(set(fans) | set(object_fans))
+    delete_prefixed()
+    fill_feeds(everyone, args.cap)
+    worker = Worker(concurrency=args.concurrency)
+    single: list[float] = []
+    shared: list[float] = []
+    zadds: list[int] = []
+    job = None
+    try:
+        publish_and_wait(author_id, -1)  # warm-up: imports, connections, prefork children
+        publish_and_wait(author_id, -2, SHARED_OBJECT)
+        for n in range(args.runs):
+            seconds, one = publish_and_wait(author_id, n)
+            assert one.state == "done" and one.recipients == len(fans), one
+            single.append(seconds)
+            store.client().config_resetstat()
+            seconds, job = publish_and_wait(author_id, n, SHARED_OBJECT)
+            stats = store.client().info("commandstats")
+            calls = stats.get("cmdstat_zcard", {}).get("calls", 0)
+            assert job.state == "done" and job.batches_done == job.batches_total, job
+            assert job.skipped == 0, f"{job.skipped} followers skipped: feeds missing"
+            delivered = sum(FanoutBatch.objects.filter(job=job).values_list("delivered", flat=True))
+            assert job.recipients == delivered == len(everyone), (job.recipients, delivered)
+            # Each recipient's feed written once: the batches' delivered counts add up to the
+            # distinct recipients (a user in two batches, or written for each source, would
+            # count twice), and the add script, which opens every write with one ZCARD
+            # (commands inside scripts are counted; not ZADD, which a Redis broker on the same
+            # server sends for its unacked messages), ran once a recipient, besides the
+            # author's timeline and own feed and the object's timeline. (INFO commandstats is
+            # the server's: other clients of a shared server add to it.)
+            assert calls >= len(everyone), (calls, len(everyone))
+            if calls > len(everyone) + 3:
+                print(f"  note: {calls - len(everyone) - 3} ZCARDs from other clients of Redis")
+            shared.append(seconds)
+            zadds.append(calls)
+            print(
+                f"run {n}: single {single[-1]:.3f}s ({len(fans) / single[-1]:.0f}/s)  "
+                f"two sources {seconds:.3f}s ({len(everyone) / seconds:.0f}/s)  feed_writes={calls}",
+                flush=True,
+            )
+    finally:
+        worker.stop()
+    check_full_feeds(everyone, args.cap, job.activity_id)
+    return single, shared, job, zadds
+
+
 def usec(stats: dict, command: str) -> int:
     """Redis CPU spent in ``command`` since the last CONFIG RESETSTAT (reset before each of our
     runs: the floor runs between them are not counted)."""
@@ -280,6 +373,11 @@ def main() -> None:
     parser.add_argument("--fanout-only", action="store_true", help="only publish-to-done (scale)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the cluster memory figure")
     parser.add_argument("--no-empty", action="store_true", help="skip the empty-feed figures")
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="author and object with N followers each, half shared, against the author alone",
+    )
     args = parser.parse_args()
 
     migrate()
@@ -293,10 +391,30 @@ def main() -> None:
         delete_prefixed()
         return
     ensure_follows(follower_ids, author_id)
+    object_fans: list[int] = []
+    if args.shared:
+        half = args.followers // 2
+        object_fans = follower_ids[:half] + ensure_users("bench-ofan", args.followers - half)
+    ensure_object_follows(object_fans, SHARED_OBJECT)  # (none unless --shared)
     print(f"setup: {args.followers} followers in {time.perf_counter() - t0:.1f}s; redis {conf}")
     feed_settings_update(
         celebrity_threshold=10**9, fanout_batch_size=args.batch, feed_max_length=args.cap
     )
+    if args.shared:
+        single, shared, job, zadds = measure_shared(author_id, follower_ids, object_fans, args)
+        delete_prefixed()
+        recipients = len(set(follower_ids) | set(object_fans))
+        single_dps = args.followers / median(single)
+        shared_dps = recipients / median(shared)
+        print(
+            f"shared=1 followers={args.followers} object_followers={len(object_fans)} "
+            f"recipients={recipients} cap={args.cap} batches={job.batches_total} "
+            f"seconds={median(shared):.3f} deliveries_per_s={shared_dps:.0f} "
+            f"single_seconds={median(single):.3f} single_deliveries_per_s={single_dps:.0f} "
+            f"ratio={shared_dps / single_dps:.2f} written_once=1 feed_writes={median(zadds):.0f}",
+            flush=True,
+        )
+        return
     ours, floors, job, per_entry = measure_full(
         author_id, follower_ids, args, with_floor=not args.fanout_only
     )

@@ -25,8 +25,8 @@ from follows.selectors import (
     ObjectKey,
     about,
     audience_count,
-    audience_id_boundaries,
     audience_ids_in_range,
+    audience_plan,
     batch_ranges,
     followed_among,
     follower_count,
@@ -301,7 +301,6 @@ def _plan(job: FanoutJob) -> None:
         job.batches_total = len(job.boundaries) + 1
         job.state = Job.State.RUNNING
         return
-    job.recipients = _recipients(job.actor_id, followed) if followed else followers
     author = followers > 0 and not author_skip
     plan = {
         "b": [],
@@ -313,14 +312,23 @@ def _plan(job: FanoutJob) -> None:
     }
     job.boundaries = plan
     if not author and not pushed:
+        job.recipients = _recipients(job.actor_id, followed) if followed else followers
         job.strategy, job.state, job.finished_at = Job.Strategy.PULL, Job.State.DONE, now
         return
     job.strategy = Job.Strategy.PUSH
-    plan["b"] = audience_id_boundaries(
+    plan["b"], visited = audience_plan(
         author_id=job.actor_id if author else None,
         objects=pushed,
         batch_size=conf.fanout_batch_size,
     )
+    if pushed == followed and (author or followers == 0):
+        # Every source is visited: the distinct recipients are the plan's count (one pass).
+        recipients = visited
+        if followed and followed_among(user_id=job.actor_id, objects=followed):
+            recipients -= 1  # the actor, who follows an object of their own activity
+    else:
+        recipients = _recipients(job.actor_id, followed) if followed else followers
+    job.recipients = recipients
     job.batches_total = len(plan["b"]) + 1
     job.state = Job.State.RUNNING
 

@@ -597,3 +597,23 @@ def pull_sources(*, user_id: int, min_followers: int) -> tuple[list[int], list[O
         rows = cur.fetchall()
     authors = [r[0] for r in rows if r[0] is not None]
     return authors, [(r[1], r[2]) for r in rows if r[0] is None]
+
+
+def audience_plan(
+    *, author_id: int | None, objects: Iterable[ObjectKey], batch_size: int
+) -> tuple[list[int], int]:
+    """audience_id_boundaries and audience_count in one pass over the sources' indexes (a
+    fan-out coordinator needs both): (boundaries, distinct users)."""
+    branches, params = _audience_branches(author_id, objects, None, None)
+    if not branches:
+        return [], 0
+    union = " UNION ".join(branches)
+    sql = (
+        "SELECT k, rn, total FROM (SELECT k, ROW_NUMBER() OVER (ORDER BY k) AS rn, "  # noqa: S608
+        f"COUNT(*) OVER () AS total FROM ({union}) AS everyone) AS numbered "
+        "WHERE rn %% %s = 0 OR rn = total ORDER BY k"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [*params, batch_size])
+        rows = cur.fetchall()
+    return [k for k, rn, _ in rows if rn % batch_size == 0], rows[-1][2] if rows else 0
