@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -43,6 +44,7 @@ from .conf import FeedConf, get_conf
 from .models import FanoutBatch, FanoutDeadLetter, FanoutJob
 from .rebuild import object_timelines_rebuild, timelines_rebuild
 from .store import objects as object_store
+from .store.feeds import went_push_at
 
 log = logging.getLogger("feeds.fanout")
 Job = FanoutJob
@@ -93,7 +95,7 @@ def plan_boundaries(boundaries: object) -> list[int]:
     """A job's batch boundaries, from either form of ``boundaries``. Pure."""
     if isinstance(boundaries, dict):
         return list(boundaries.get("b", []))
-    return list(boundaries or [])
+    return list(boundaries) if isinstance(boundaries, list) else []
 
 
 def plan_sources(boundaries: object) -> Sources:
@@ -302,7 +304,7 @@ def _plan(job: FanoutJob) -> None:
         job.state = Job.State.RUNNING
         return
     author = followers > 0 and not author_skip
-    plan = {
+    plan: dict[str, Any] = {
         "b": [],
         "author": author,
         "author_pull": author_pull,
@@ -380,7 +382,7 @@ def job_replan_if_stale(*, job_id: int) -> bool:
     else:
         author_pulled, pulled = row["strategy"] == Job.Strategy.PULL, []
     moved = [at for at in object_store.objects_went_push_at(pulled) if at is not None]
-    if author_pulled and (at := store.went_push_at(row["actor_id"])) is not None:
+    if author_pulled and (at := went_push_at(row["actor_id"])) is not None:
         moved.append(at)
     if not any(at >= planned_at for at in moved):
         return False
@@ -591,7 +593,7 @@ def dead_letters_replay(dead_letter_ids: Iterable[int]) -> tuple[int, list[tuple
     return done, failures
 
 
-def _jobs_reset(job_ids: list[int], started_at: object | None = None) -> list[int]:
+def _jobs_reset(job_ids: list[int], started_at: datetime | None = None) -> list[int]:
     """Done publish jobs back to pending (their fan-out runs again, planned anew); with
     ``started_at``, only a job still planned then (a second reset of the same run is a no-op).
     Returns the ids reset."""

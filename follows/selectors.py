@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q
@@ -493,7 +494,7 @@ def followed_object_activity_entries(
     sql = (
         f"SELECT id, actor_id FROM ({' UNION '.join(branches)}) u ORDER BY id DESC LIMIT %(limit)s"  # noqa: S608
     )
-    params = {
+    params: dict[str, Any] = {
         "user": user_id,
         "limit": limit,
         "threshold": below_threshold,
@@ -507,7 +508,7 @@ def followed_object_activity_entries(
         return [(row[0], row[1]) for row in cur.fetchall()]
 
 
-def _followed_object_entries_orm(params: dict) -> list[tuple[int, int]]:
+def _followed_object_entries_orm(params: dict[str, Any]) -> list[tuple[int, int]]:
     """followed_object_activity_entries through the ORM (any database)."""
     match = Q(pk__in=[])
     follows = followed_objects_since(user_id=params["user"])

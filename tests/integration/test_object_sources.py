@@ -439,3 +439,19 @@ def test_lost_feeds_and_object_timelines_are_rebuilt_and_verify_feeds_repairs(sm
     assert wanted in store.feed_ids(readers[1].pk)
     assert ghost not in object_store.object_timeline_ids(REPO)
     assert Activity.objects.filter(id__in=posted).count() == len(posted)
+
+
+def test_raising_the_threshold_pushes_recent_activities_of_objects_now_below_it(small):
+    feed_settings_update(celebrity_threshold=2)
+    author, fans = UserFactory(), [UserFactory() for _ in range(2)]
+    activate(*fans)
+    for fan in fans:
+        follow_obj(fan, TOPIC)
+    pulled = publish(author, REPO, target=TOPIC)
+    assert FanoutJob.objects.get(activity_id=pulled, kind="publish").strategy == "pull"
+    assert all(pulled not in store.feed_ids(f.pk) for f in fans)
+    feed_settings_update(celebrity_threshold=5)
+    wait_until(lambda: all(pulled in store.feed_ids(f.pk) for f in fans))
+    for fan in fans:
+        assert read_ids(fan) == [pulled]
+    verify_feeds_clean()
