@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,19 +128,6 @@ def _pulled_any(boundaries: object) -> bool:
     return isinstance(boundaries, dict) and (
         bool(boundaries.get("author_pull")) or bool(boundaries.get("pull"))
     )
-
-
-def _send_again(job_id: int) -> None:
-    """Enqueue a job that went back to pending; with the broker unreachable the sweeper sends
-    it (FEEDSITE_SWEEP_PENDING_SECONDS)."""
-    from kombu.exceptions import OperationalError as BrokerError
-
-    from .tasks import fanout_start_task
-
-    try:
-        fanout_start_task.delay(job_id)
-    except BrokerError as exc:
-        log.warning("broker unavailable, job %s left to the sweeper: %s", job_id, exc)
 
 
 def _audience(actor_id: int, sources: Sources, lo: int | None, hi: int | None) -> list[int]:
@@ -405,10 +392,13 @@ def fanout_apply_batch(
     hi: int | None,
     replay: bool = False,
     retries: int = 0,
+    send: Callable[[int], object] | None = None,
 ) -> list[int]:
     """Write (or remove) one activity for the followers in (lo, hi], then count the batch.
-    ``retries``: how many times the task retried so far (Celery's request.retries). Returns
-    the outbox rows of instant notification emails to send (a notify batch)."""
+    ``retries``: how many times the task retried so far (Celery's request.retries). ``send``:
+    how to enqueue the job again when, done, it went back to pending (job_replan_if_stale;
+    None: the sweeper sends it). Returns the outbox rows of instant notification emails to
+    send (a notify batch)."""
     done = FanoutBatch.objects.filter(job_id=job_id, batch_no=batch_no, state="done")
     job = (
         Job.objects.filter(id=job_id)
@@ -460,8 +450,8 @@ def fanout_apply_batch(
     skipped = len(followers) - written  # owners of missing feeds: rebuilt when they next read
     batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=written, skipped=skipped)
     if job["kind"] == Job.Kind.PUBLISH and _pulled_any(job["boundaries"]):
-        if job_replan_if_stale(job_id=job_id):  # (only once the job is done)
-            _send_again(job_id)
+        if job_replan_if_stale(job_id=job_id) and send is not None:  # (once the job is done)
+            send(job_id)
     store.observe(
         "batch_seconds",
         (time.perf_counter() - started) * 1000,

@@ -78,7 +78,12 @@ class BatchTask(Task):
 )
 def fanout_batch_task(self, job_id: int, batch_no: int, lo: int | None, hi: int | None) -> None:
     instant = fanout.fanout_apply_batch(
-        job_id=job_id, batch_no=batch_no, lo=lo, hi=hi, retries=self.request.retries or 0
+        job_id=job_id,
+        batch_no=batch_no,
+        lo=lo,
+        hi=hi,
+        retries=self.request.retries or 0,
+        send=fanout_start_task.delay,  # a job that replans (a pulled source went push)
     )
     for row_id in instant:  # (a broker error here: the email sweep sends them within minutes)
         notification_email_task.delay(row_id)

@@ -23,6 +23,7 @@ from feeds.models import FanoutBatch, FanoutJob
 from feeds.services import feed_settings_update
 from feeds.store import objects as object_store
 from feeds.store.keys import object_timeline_key
+from feeds.tasks import fanout_start_task
 from follows.models import ObjectStats
 from follows.services import (
     block_create,
@@ -271,7 +272,7 @@ def test_a_job_that_pulled_a_source_replans_when_the_source_went_push_meanwhile(
     object_store.mark_objects_went_push([REPO], make_id(timezone.now()))
     assert fanout.job_replan_if_stale(job_id=job.id)
     assert not fanout.job_replan_if_stale(job_id=job.id)
-    fanout._send_again(job.id)
+    fanout_start_task.delay(job.id)
     wait_until(lambda: FanoutJob.objects.get(id=job.id).strategy == "push")
     wait_done(aid)
     for fan in fans:
