@@ -89,6 +89,17 @@ def tables_locked(*tables: str) -> Iterator[psycopg.Connection]:
         yield conn
     finally:
         conn.rollback()
+        # What waited on the locks (the streams' catch-ups) runs to its end before the test's
+        # teardown truncates the tables under it.
+        conn.autocommit = True
+        quiet, deadline = 0, time.monotonic() + 60
+        while quiet < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'active' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            quiet = quiet + 1 if busy == 0 else 0
         conn.close()
 
 

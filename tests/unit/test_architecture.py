@@ -296,6 +296,7 @@ def test_settings_are_the_only_reader_of_the_environment():
         "feedsite.settings",
         "feedsite.devrun",
         "feedsite.serve",
+        "feedsite.streamserve",
         "feedsite.embedded",
         "feedsite.devcluster",
         "feedsite.wsgi",
