@@ -87,10 +87,10 @@ class Command(BaseCommand):
             )
             if repair:
                 object_timeline_repair(report, conf)
+        self.stdout.write(f"verify_feeds: object_timelines={objects} (followed objects)")
         self.stdout.write(
             f"verify_feeds: users={len(ids)} feeds={counts['home']} "
             f"timelines={counts['timeline']} notification_feeds={counts['notifications']} "
-            f"object_timelines={objects} "
             f"wrong={bad} missing={missing} extra={extra}" + (" repaired" if repair and bad else "")
         )
         if bad and not repair:
