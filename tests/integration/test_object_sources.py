@@ -19,7 +19,7 @@ from django.utils import timezone
 from activities.ids import make_id
 from activities.models import Activity
 from feeds import fanout, rebuild, store
-from feeds.models import FanoutBatch, FanoutJob
+from feeds.models import FanoutBatch, FanoutDeadLetter, FanoutJob
 from feeds.services import feed_settings_update
 from feeds.store import objects as object_store
 from feeds.store.keys import object_timeline_key
@@ -455,4 +455,40 @@ def test_raising_the_threshold_pushes_recent_activities_of_objects_now_below_it(
     wait_until(lambda: all(pulled in store.feed_ids(f.pk) for f in fans))
     for fan in fans:
         assert read_ids(fan) == [pulled]
+    verify_feeds_clean()
+
+
+def test_a_failed_batch_of_a_two_source_job_is_dead_lettered_and_replayed(small):
+    author = UserFactory()
+    fans = [UserFactory() for _ in range(3)]
+    watchers = [UserFactory() for _ in range(3)]
+    activate(author, *fans, *watchers)
+    for fan in fans:
+        follow_create(follower_id=fan.pk, followee_id=author.pk)
+    for watcher in (*watchers, fans[0]):
+        follow_obj(watcher)
+    # A real store fault: one object follower's feed key holds the wrong type (WRONGTYPE).
+    store.client().set(store.feed_key(watchers[1].pk), "not a sorted set")
+    res = auth_client(author).post(
+        "/api/activities/",
+        {"verb": "pushed", "object_type": REPO[0], "object_id": REPO[1]},
+        format="json",
+    )
+    aid = int(res.json()["id"])
+    job = wait_until(
+        lambda: FanoutJob.objects.filter(activity_id=aid, kind="publish", state="failed").first(),
+        timeout=30,
+    )
+    assert job.recipients == 6 and job.batches_failed == 1
+    letter = FanoutDeadLetter.objects.get(job=job)
+    assert "WRONGTYPE" in letter.error
+    store.client().delete(store.feed_key(watchers[1].pk))
+    store.write_feed(watchers[1].pk, [], 50, 0)
+    call_command("replay_dead_letters", stdout=io.StringIO())
+    job.refresh_from_db()
+    assert (job.state, job.batches_failed) == ("done", 0)
+    delivered = sum(FanoutBatch.objects.filter(job=job).values_list("delivered", flat=True))
+    assert delivered == 6
+    for user in (*fans, *watchers):
+        assert store.feed_ids(user.pk) == [aid]
     verify_feeds_clean()
