@@ -78,10 +78,9 @@ from feedsite.api.auth import (
     token_still_valid,
 )
 from feedsite.middleware import apply_proxy_headers
-from follows.selectors import followee_ids
 
 from . import store
-from .followees import listened, listened_load
+from .followees import listened, listened_load, listened_now
 from .hydrate import hydrate
 from .notifications import notifications_ensure
 from .read import hidden_authors, single_item
@@ -100,7 +99,8 @@ from .replay import (
     sent_member,
     takeover_notes,
 )
-from .store.followees import followees_from_cache
+from .store.followees import Source, followees_from_cache
+from .store.keys import hidden_key
 from .store.live import connect_reads, ledger_note, ledger_read, token_entries
 
 log = logging.getLogger("feeds.stream")
@@ -174,12 +174,6 @@ def _session_user(session_key: str) -> Any:
     return user if user.is_authenticated else None
 
 
-def _followees(user_id: int) -> set[int]:
-    """The authors a stream listens to: the user's followees and the user, less the ones they
-    muted (mute and unmute while connected arrive on the follows channel)."""
-    return (set(followee_ids(follower_id=user_id)) | {user_id}) - hidden_authors(user_id)
-
-
 def event(item: dict[str, Any], kind: bytes = b"activity") -> bytes:
     """An event without its id line: each stream puts its own high-water id in front."""
     return b"event: %s\ndata: %s\n\n" % (kind, orjson.dumps(item))
@@ -203,6 +197,7 @@ class Stream:
     __slots__ = (
         "user_id",
         "authors",
+        "hidden",
         "queue",
         "sent",
         "dropped",
@@ -219,14 +214,15 @@ class Stream:
     def __init__(
         self,
         user_id: int,
-        authors: set[int],
+        authors: set[Source],
         maxsize: int,
         floor: int = 0,
         credential: tuple[str, str] | None = None,
         tag: str = "",
     ) -> None:
         self.user_id = user_id
-        self.authors = authors
+        self.authors = authors  # user ids and followed objects' names (feeds.followees)
+        self.hidden: frozenset[int] = frozenset()  # authors whose objects' activities it drops
         # (the feed activity the event sends, None for another kind; the event without its id)
         self.queue: asyncio.Queue[tuple[int | None, bytes] | None] = asyncio.Queue(maxsize)
         self.sent: set[int] = set()
@@ -292,7 +288,7 @@ class Gateway:
     """Every stream of this process on one pub/sub connection (the gateway pattern)."""
 
     def __init__(self) -> None:
-        self.by_author: dict[int, set[Stream]] = {}
+        self.by_author: dict[Source, set[Stream]] = {}  # an author's id or an object's name
         self.by_user: dict[int, set[Stream]] = {}
         self.count = 0  # slots taken (reserve): streams open or connecting
         self._redis: Any = None
@@ -357,7 +353,7 @@ class Gateway:
                 if self._live is not None:
                     await self._live.unwatch_follows([stream.user_id])
 
-    async def _unfollow(self, stream: Stream, authors: Iterable[int]) -> None:
+    async def _unfollow(self, stream: Stream, authors: Iterable[Source]) -> None:
         gone = []
         for author in authors:
             streams = self.by_author.get(author)
@@ -370,7 +366,16 @@ class Gateway:
         if gone and self._live is not None:
             await self._live.unfollow(gone)
 
-    async def _follows_changed(self, user_id: int, author_id: int, following: bool) -> None:
+    async def _hidden_changed(self, user_id: int) -> None:
+        """The user's blocks or mutes changed (feeds.services.hidden_refresh rewrote the cached
+        list, then announced it): their streams take the new list, read once for them all."""
+        streams = list(self.by_user.get(user_id, ()))
+        if streams:
+            hidden = await _hidden_now(self, user_id)
+            for stream in streams:
+                stream.hidden = hidden
+
+    async def _follows_changed(self, user_id: int, author_id: Source, following: bool) -> None:
         async with self._lock:
             for stream in list(self.by_user.get(user_id, ())):
                 if following and author_id not in stream.authors:
@@ -407,8 +412,11 @@ class Gateway:
                     await self._update(author_id=key, activity_id=value)
                 elif kind == "notification":
                     await self._notify(user_id=key, activity_id=value)
+                elif kind == "hidden":
+                    await self._hidden_changed(key)
                 else:
-                    await self._follows_changed(key, abs(value), following=value > 0)
+                    following, source = value
+                    await self._follows_changed(key, source, following=following)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop every stream
@@ -433,10 +441,11 @@ class Gateway:
         from PostgreSQL (follows announced in the gap), then PING: its pong starts the replay."""
         assert self._live is not None
         users = list(self.by_user)
-        followees = await _with_db_returned(lambda: {u: _followees(u) for u in users})()
+        followees = await _with_db_returned(lambda: {u: listened_now(u) for u in users})()
         async with self._lock:
-            for user_id, authors in followees.items():
+            for user_id, (authors, hidden) in followees.items():
                 for stream in list(self.by_user.get(user_id, ())):
+                    stream.hidden = hidden
                     added, gone = authors - stream.authors, stream.authors - authors - {user_id}
                     stream.authors |= added
                     for author in added:
@@ -455,7 +464,14 @@ class Gateway:
         assert self._lost_at is not None
         floor = _id_at(self._lost_at - REPLAY_MARGIN_SECONDS)
         self._lost_at, self._ping = None, None
-        authors, users = list(self.by_author), list(self.by_user)
+        # What an object's channel carried meanwhile is not in one timeline (push objects keep
+        # none): a stream hearing an object ends, and its client's reconnect catches up from
+        # its feed, exactly (Last-Event-ID).
+        for key in [k for k in self.by_author if isinstance(k, str)]:
+            for stream in list(self.by_author.get(key, ())):
+                stream.drop(INTERRUPTED)
+        authors = [a for a in self.by_author if isinstance(a, int)]
+        users = list(self.by_user)
         try:
             activities, notifications, hidden = await _with_db_returned(_missed)(
                 authors, users, floor
@@ -518,7 +534,7 @@ class Gateway:
         # Not cached: PostgreSQL once for every stream (None: deleted meanwhile).
         return (await _with_db_returned(hydrate)([activity_id])).get(activity_id)
 
-    async def _deliver(self, *, author_id: int, activity_id: int, replay: bool = False) -> None:
+    async def _deliver(self, *, author_id: Source, activity_id: int, replay: bool = False) -> None:
         streams = self.by_author.get(author_id)
         if replay:  # only to streams owed it (made after the stream opened, or its Last-Event-ID)
             streams = {s for s in streams or () if activity_id > s.floor}
@@ -527,11 +543,14 @@ class Gateway:
         body = await self._body(activity_id)
         if body is None:
             return
+        if isinstance(author_id, str):  # an object's channel: not to those hiding its actor
+            actor = body["actor"]["id"]
+            streams = {s for s in streams if actor not in s.hidden}
         data = event(single_item(body))
         for stream in list(streams):
             stream.offer(activity_id, data)
 
-    async def _update(self, *, author_id: int, activity_id: int) -> None:
+    async def _update(self, *, author_id: Source, activity_id: int) -> None:
         """``event: update`` (an edit): the activity as a feed item with its current body, to
         every stream that hears its author (followers not hiding them, the author), which
         received it or would have; once per edit. Not replayed: a reconnect's catch-up sends
@@ -674,10 +693,13 @@ def client_of(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
     return meta["REMOTE_ADDR"]
 
 
+Listened = tuple[set[Source], frozenset[int]]  # what a stream hears, the authors it hides
+
+
 async def _caller(
     gw: Gateway, headers: dict[bytes, bytes], address: str
-) -> tuple[Any, tuple[str, str] | None, set[int] | None]:
-    """(user, credential, listened authors) of the request. A Token header read as knox reads
+) -> tuple[Any, tuple[str, str] | None, Listened | None]:
+    """(user, credential, what its stream hears: feeds.followees) of the request. A Token header read as knox reads
     it: when the token carries its user id, one Redis round trip reads its cache entry with that
     user's followee and hidden lists (feeds.store.live.connect_reads), and a confirmed entry
     with both lists cached answers without a thread or a query; anything else (no entry, a
@@ -706,11 +728,9 @@ async def _caller(
                 followees, version = followees_from_cache(followees_raw)
                 hidden = store.hidden_from_cache(hidden_raw)
                 if followees is not None and hidden is not None:
-                    return user, ("token", key), listened(user.pk, followees, hidden)
-                authors = await _with_db_returned(listened_load)(
-                    user.pk, followees, version, hidden
-                )
-                return user, ("token", key), authors
+                    return user, ("token", key), (listened(user.pk, followees, hidden), hidden)
+                heard = await _with_db_returned(listened_load)(user.pk, followees, version, hidden)
+                return user, ("token", key), heard
     if key is not None:  # a Token header (authenticating or not): no session is looked at
         key, user = await _with_db_returned(header_user)(meta, address)
         return user, (("token", key) if user is not None else None), None
@@ -722,9 +742,9 @@ async def _caller(
     return None, None, None
 
 
-async def _listened(gw: Gateway, user_id: int) -> set[int]:
-    """The authors a stream of ``user_id`` hears, from the caches (one round trip), what they
-    miss from PostgreSQL on the pool's threads."""
+async def _listened(gw: Gateway, user_id: int) -> Listened:
+    """What a stream of ``user_id`` hears, and the authors it hides, from the caches (one round
+    trip), what they miss from PostgreSQL on the pool's threads."""
     try:
         _, followees_raw, hidden_raw = await connect_reads(
             gw.redis, None, user_id, settings.FEEDSITE_FOLLOWEES_CACHE_SECONDS
@@ -737,8 +757,21 @@ async def _listened(gw: Gateway, user_id: int) -> set[int]:
         followees, version = followees_from_cache(followees_raw)
         hidden = store.hidden_from_cache(hidden_raw)
     if followees is not None and hidden is not None:
-        return listened(user_id, followees, hidden)
+        return listened(user_id, followees, hidden), hidden
     return await _with_db_returned(listened_load)(user_id, followees, version, hidden)
+
+
+async def _hidden_now(gw: Gateway, user_id: int) -> frozenset[int]:
+    """The user's hidden authors: the cached list, else PostgreSQL (and cached)."""
+    try:
+        hidden = store.hidden_from_cache(await gw.redis.get(hidden_key(user_id)))
+    except store.STORE_ERRORS as exc:
+        if not store.store_unavailable(exc):
+            raise
+        hidden = None
+    if hidden is None:
+        hidden = await _with_db_returned(hidden_authors)(user_id)
+    return hidden
 
 
 async def application(scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -768,7 +801,7 @@ async def _serve(
     heartbeat = settings.FEEDSITE_SSE_HEARTBEAT_SECONDS
     busy = [("retry-after", str(heartbeat))]
     try:
-        user, credential, authors = await _caller(gw, headers, client_of(scope, headers))
+        user, credential, heard = await _caller(gw, headers, client_of(scope, headers))
     except exceptions.Throttled as exc:  # this address failed too often: no query made
         wait = str(max(1, int(getattr(exc, "wait", None) or 1)))
         await _answer(send, 429, {"detail": str(exc.detail)}, [("retry-after", wait)])
@@ -807,7 +840,7 @@ async def _serve(
     floor = last_event_id if last_event_id is not None else _id_at(time.time())
     stream = Stream(user.pk, set(), settings.FEEDSITE_SSE_QUEUE, floor, credential, stream_id)
     try:
-        stream.authors = authors if authors is not None else await _listened(gw, user.pk)
+        stream.authors, stream.hidden = heard if heard is not None else await _listened(gw, user.pk)
         await gw.add(stream)
         try:
             tasks = {

@@ -2,7 +2,8 @@
 token entry in one round trip, so a connect (and a reconnect storm of thousands) runs no SQL
 while the caches are warm.
 
-    {p}:fol:{user}  hash: one field per followee id ("1"), "#b" once it holds the whole list
+    {p}:fol:{user}  hash: one field per followee id ("1") and per followed object ("o" and its
+                    digest, keys.object_digest), "#b" once it holds the whole list
                     (built from PostgreSQL), "#v" the count of follow changes seen
 
 Kept current the way the follow changes it, never rebuilt on a write: a follow or unfollow,
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .connection import client, with_script
-from .keys import prefix
+from .keys import object_digest, prefix
 
 BUILT, VERSION = b"#b", b"#v"
 # KEYS[1]: the list. ARGV: followee id, "1" follow / "0" unfollow, TTL.
@@ -57,24 +58,35 @@ def followees_key(user_id: int) -> str:
     return f"{prefix()}:fol:{user_id}"
 
 
-def followees_from_cache(raw: dict[bytes, bytes] | None) -> tuple[frozenset[int] | None, int]:
-    """(the cached followee ids, None when the list is not built; its "#v") from HGETALL's
-    reply. Pure."""
+Source = int | str  # a followee's id, or "o" + a followed object's digest
+
+
+def object_source(object_type: str, object_id: str) -> str:
+    """A followed object's name in the list and on the live channels: "o" + its digest. Pure."""
+    return f"o{object_digest(object_type, object_id)}"
+
+
+def followees_from_cache(raw: dict[bytes, bytes] | None) -> tuple[frozenset[Source] | None, int]:
+    """(the cached followees: user ids and object names; None when the list is not built; its
+    "#v") from HGETALL's reply. Pure."""
     raw = raw or {}
     version = int(raw.get(VERSION, b"0"))
     if BUILT not in raw:
         return None, version
-    return frozenset(int(k) for k in raw if not k.startswith(b"#")), version
+    return frozenset(
+        k.decode() if k.startswith(b"o") else int(k) for k in raw if not k.startswith(b"#")
+    ), version
 
 
-def followees_change(user_id: int, followee_id: int, following: bool, ttl: int) -> None:
-    """A committed follow (or unfollow) of ``user_id``'s, into the cached list."""
+def followees_change(user_id: int, followee_id: Source, following: bool, ttl: int) -> None:
+    """A committed follow (or unfollow) of ``user_id``'s, of a user or an object (its name),
+    into the cached list."""
     key = followees_key(user_id)
     args = (str(followee_id), "1" if following else "0", ttl)
     with_script(_CHANGE_LUA, lambda sha: client().evalsha(sha, 1, key, *args))
 
 
-def followees_fill(user_id: int, version: int, ids: Sequence[int], ttl: int) -> bool:
+def followees_fill(user_id: int, version: int, ids: Sequence[Source], ttl: int) -> bool:
     """Cache the list read from PostgreSQL after "#v" read ``version``; False when a follow
     change came in between (the list stays unbuilt; the next reader fills it)."""
     key = followees_key(user_id)

@@ -4,6 +4,7 @@ ledger of what they sent (stream catch-up, feeds.replay)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .connection import async_pubsub_client, client, is_cluster
 from .followees import followees_key
@@ -165,10 +166,11 @@ class LiveSubscription:
         if channels:
             await (self._pubsub.subscribe if on else self._pubsub.unsubscribe)(*channels)
 
-    async def next_message(self, timeout: float) -> tuple[str, int, int] | None:
-        """("activity", author id, activity id), ("update", author id, activity id),
-        ("follows", user id, +author id to follow or
-        -author id to unfollow), ("notification", user id, activity id), ("pong", 0, token),
+    async def next_message(self, timeout: float) -> tuple[str, Any, Any] | None:
+        """("activity", source, activity id), ("update", source, activity id) (a source: an
+        author's id, or a followed object's name, "o" + its digest), ("follows", user id,
+        (True to follow or False to unfollow, source)), ("hidden", user id, 0: the user's
+        hidden authors changed), ("notification", user id, activity id), ("pong", 0, token),
         or None after ``timeout`` seconds of silence."""
         msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
         if msg is not None and msg["type"] == "pong" and msg["data"].isdigit():
@@ -180,22 +182,46 @@ class LiveSubscription:
             user_id, data = int(channel[len(self._follows) :]), msg["data"]
             if data.startswith(b"n"):
                 return "notification", user_id, int(data[1:])
-            return "follows", user_id, int(data)
+            if data == b"h":
+                return "hidden", user_id, 0
+            source = data[1:].decode()
+            return (
+                "follows",
+                user_id,
+                (data[:1] == b"+", source if source[:1] == "o" else int(source)),
+            )
         tail = channel[len(self._live) :]
-        if not channel.startswith(self._live) or not tail.isdigit():
+        if not channel.startswith(self._live) or not (tail.isdigit() or tail[:1] == "o"):
             return None
+        source = tail if tail[:1] == "o" else int(tail)
         data = msg["data"]
         if data.startswith(b"u"):
-            return "update", int(tail), int(data[1:])
-        return "activity", int(tail), int(data)
+            return "update", source, int(data[1:])
+        return "activity", source, int(data)
 
     async def close(self) -> None:
         await self._pubsub.aclose()
 
 
-def announce_follow(follower_id: int, followee_id: int, following: bool) -> None:
-    """Tell the follower's open streams to start (or stop) listening to the followee."""
+def announce_follow(follower_id: int, followee_id: int | str, following: bool) -> None:
+    """Tell the follower's open streams to start (or stop) listening to the followee (a user's
+    id, or a followed object's name: feeds.store.followees.object_source)."""
     client().publish(follows_channel(follower_id), f"{'+' if following else '-'}{followee_id}")
+
+
+def announce_hidden(user_id: int) -> None:
+    """Tell the user's open streams that their hidden authors (blocks, mutes) changed."""
+    client().publish(follows_channel(user_id), "h")
+
+
+def announce_objects(sources: Sequence[str], activity_id: int) -> None:
+    """Tell open streams hearing these objects (their names) that an activity about them
+    landed: one PUBLISH each, pipelined."""
+    if sources:
+        pipe = client().pipeline(transaction=False)
+        for source in dict.fromkeys(sources):
+            pipe.publish(live_channel(source), str(activity_id))
+        pipe.execute()
 
 
 def announce_notification(user_id: int, activity_id: int) -> None:
