@@ -137,7 +137,8 @@ def _pool() -> ThreadPoolExecutor:
 
 
 _CATCH_UPS: asyncio.Semaphore | None = None
-# Catch-ups (and new streams' opening snapshots) running at once in a process. A reconnect
+# Catch-ups' reads (and new streams' opening snapshots) running at once in a process (the
+# writing of a catch-up to its client holds no slot: a client that stops reading blocks no one). A reconnect
 # storm's connects are cheap when the caches are warm (one round trip, no thread); its catch-ups
 # are not (a few round trips and the bodies, on the pool's threads, holding the GIL). Two at a
 # time leave the event loop free to answer every connect first; the catch-ups follow.
@@ -708,7 +709,6 @@ async def _caller(
     limit Throttled is raised before any query) and the lists from PostgreSQL. Without a Token
     header, the session cookie. (None, None, None) when nothing authenticates."""
     meta = {"HTTP_AUTHORIZATION": headers.get(b"authorization", b"").decode("latin-1")}
-    ttl = settings.FEEDSITE_FOLLOWEES_CACHE_SECONDS
     try:
         key = token_from_header(meta)
     except exceptions.AuthenticationFailed:
@@ -717,7 +717,7 @@ async def _caller(
     if claimed is not None:
         try:
             raw, followees_raw, hidden_raw = await connect_reads(
-                gw.redis, token_digest(key), claimed, ttl
+                gw.redis, token_digest(key), claimed
             )
         except store.STORE_ERRORS as exc:
             if not store.store_unavailable(exc):
@@ -746,9 +746,7 @@ async def _listened(gw: Gateway, user_id: int) -> Listened:
     """What a stream of ``user_id`` hears, and the authors it hides, from the caches (one round
     trip), what they miss from PostgreSQL on the pool's threads."""
     try:
-        _, followees_raw, hidden_raw = await connect_reads(
-            gw.redis, None, user_id, settings.FEEDSITE_FOLLOWEES_CACHE_SECONDS
-        )
+        _, followees_raw, hidden_raw = await connect_reads(gw.redis, None, user_id)
     except store.STORE_ERRORS as exc:
         if not store.store_unavailable(exc):
             raise
@@ -983,11 +981,12 @@ async def _catch_up(
     from the ledger; the plan; the replay from the feed; the stream takes the place of the one
     it replaces in the ledger (its floor, what that one sent), then sends the replay, oldest
     first, or `event: reset`."""
-    ledger, open_tags = await ledger_read(gateway().redis, stream.user_id, last_id - LAG_IDS)
-    plan = plan_catch_up(last_id=last_id, ledger=ledger, open_tags=open_tags)
-    replay: Replay = await _with_db_returned(feed_replay)(
-        user_id=stream.user_id, floor=plan.floor, skip=plan.skip
-    )
+    async with _catch_up_slots():  # the reads only: a client slow to take it holds no slot
+        ledger, open_tags = await ledger_read(gateway().redis, stream.user_id, last_id - LAG_IDS)
+        plan = plan_catch_up(last_id=last_id, ledger=ledger, open_tags=open_tags)
+        replay: Replay = await _with_db_returned(feed_replay)(
+            user_id=stream.user_id, floor=plan.floor, skip=plan.skip
+        )
     notes = takeover_notes(stream.tag, plan, last_id, _id_at(time.time()), reset_to=replay.reset_to)
     if replay.reset_to is not None:
         newest = replay.reset_to
@@ -1044,10 +1043,11 @@ async def _write(stream: Stream, last_event_id: int | None, send: Send) -> None:
             }
         )
         await chunk(b"retry: 3000\n\n")
-        async with _catch_up_slots():  # connects first: a storm's catch-ups wait their turn
-            if last_event_id is not None:
-                await _catch_up(stream, last_event_id, chunk)
-            else:
+        # Connects first: a storm's catch-ups and opening snapshots wait for a slot to read.
+        if last_event_id is not None:
+            await _catch_up(stream, last_event_id, chunk)
+        else:
+            async with _catch_up_slots():
                 await _opening(stream)
         while True:
             try:

@@ -368,7 +368,7 @@ FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS = env_int("FEEDSITE_SSE_MAX_STREAMS_PER_PRO
 # a reconnect storm are served this many at a time, each on a pooled connection.
 FEEDSITE_SSE_DB_THREADS = env_int("FEEDSITE_SSE_DB_THREADS", 4)
 # The cached followee list a stream's connect reads (feeds.store.followees): kept current on
-# every follow and unfollow; this lifetime (from the last fill, change or connect) is a net.
+# every follow and unfollow; this lifetime (from the fill or the last change) is a net.
 FEEDSITE_FOLLOWEES_CACHE_SECONDS = env_int("FEEDSITE_FOLLOWEES_CACHE_SECONDS", 3600)
 # Events a stream may have waiting for a slow client before it is dropped (`event: dropped`).
 FEEDSITE_SSE_QUEUE = env_int("FEEDSITE_SSE_QUEUE", 256)

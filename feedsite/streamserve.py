@@ -17,6 +17,7 @@ process; it restarts a child that exits and forwards SIGTERM/SIGINT to all of th
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -49,6 +50,28 @@ def upstreams(env: dict[str, str] | os._Environ = os.environ) -> str:
     return " ".join(f"unix/{path}" for path in socket_paths(env))
 
 
+def process_cap(n: int, open_files: int, wanted: int = 5_000) -> int:
+    """Streams per process when FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS is not set: 5,000, less
+    when the proxy could not hold them all. Caddy holds two descriptors per stream and, like
+    every process here, at most ``open_files`` (the hard limit; 20,000 on the 2-core machine,
+    not raisable): ``n`` processes' caps together stay under what it can hold, 1,000 kept for
+    the rest, so a full machine answers 503 with Retry-After, never a proxy out of
+    descriptors. Pure."""
+    if open_files <= 0:  # unlimited
+        return wanted
+    return max(1, min(wanted, (open_files - 1_000) // (2 * n)))
+
+
+def child_env(env: dict[str, str] | os._Environ = os.environ) -> dict[str, str]:
+    """The stream processes' environment: the per-process cap derived (process_cap) unless set."""
+    out = dict(env)
+    if not out.get("FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS"):
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        limit = -1 if hard == resource.RLIM_INFINITY else hard
+        out["FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS"] = str(process_cap(concurrency(env), limit))
+    return out
+
+
 def command(path: str) -> list[str]:
     return [
         sys.executable,
@@ -71,12 +94,13 @@ def command(path: str) -> list[str]:
 
 def serve() -> int:
     paths = socket_paths()
+    env = child_env()
     children: dict[int, subprocess.Popen] = {}
     stopping = False
 
     def start(i: int) -> None:
         Path(paths[i]).unlink(missing_ok=True)
-        children[i] = subprocess.Popen(command(paths[i]))
+        children[i] = subprocess.Popen(command(paths[i]), env=env)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping

@@ -11,8 +11,8 @@ after its commit, bumps "#v" and, on a built list, adds or removes its one field
 one key). A miss is filled from PostgreSQL by whoever needs it, with the "#v" it read before
 its query: the fill writes only while "#v" is unchanged, so a query that ran before a follow
 committed cannot write a list without it (the change bumped "#v" after its commit). Its
-lifetime (FEEDSITE_FOLLOWEES_CACHE_SECONDS, from the last fill, change or connect) is a safety
-net for a change whose write was lost (Redis down at that moment)."""
+lifetime (FEEDSITE_FOLLOWEES_CACHE_SECONDS, from the fill or the last change; a connect does not
+renew it) bounds how long a change whose write was lost (Redis down at that moment) goes unseen."""
 
 from __future__ import annotations
 

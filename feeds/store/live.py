@@ -92,21 +92,20 @@ async def token_entries(r, digests: Sequence[str]) -> list[bytes | None]:
 
 
 async def connect_reads(
-    r, digest: str | None, user_id: int, ttl: int
+    r, digest: str | None, user_id: int
 ) -> tuple[bytes | None, dict[bytes, bytes], bytes | None]:
     """A stream connect's one round trip (async client ``r``): the token's cache entry (None
-    without ``digest``), the user's cached followee list (HGETALL, its lifetime renewed to
-    ``ttl``) and hidden-author list, each a single-key command (a cluster splits them by
-    node)."""
+    without ``digest``), the user's cached followee list (HGETALL) and hidden-author list, each
+    a single-key read (a cluster splits them by node). Nothing is written: the list's lifetime
+    runs from its fill or last change, so a change lost to a Redis outage ends with it."""
     pipe = r.pipeline(transaction=False)
     if digest is not None:
         pipe.get(token_key(digest))
     pipe.hgetall(followees_key(user_id))
-    pipe.expire(followees_key(user_id), ttl)
     pipe.get(hidden_key(user_id))
     replies = await pipe.execute()
     token = replies.pop(0) if digest is not None else None
-    followees, _, hidden = replies
+    followees, hidden = replies
     return token, followees, hidden
 
 

@@ -7,8 +7,11 @@ connects never holds more streams than the process cap. Periods are shortened: r
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -341,6 +344,30 @@ def test_two_stream_processes_admit_both_caps_before_any_503(served_two_capped, 
         assert sorted(statuses) == [200] * 6 + [503] * 6
     finally:
         hold.set()
+    # A client told 503 (Retry-After) connects on its retry once a stream has closed.
+    deadline, status = time.monotonic() + 10, 0
+    while status != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = _connect(served_two_capped, tokens[0])
+    assert status == 200
+
+
+def test_a_stream_process_that_dies_costs_no_connect_a_502(served_two_capped, transactional_db):
+    """One of the two stream processes is killed: Caddy passes it over while the supervisor
+    restarts it, and every connect meanwhile is served by the other."""
+    port = served_two_capped.rsplit(":", 1)[1]
+    found = subprocess.run(
+        ["pgrep", "-f", f"uvicorn.*/{port}/stream-0.sock"], capture_output=True, text=True
+    )
+    pids = [int(p) for p in found.stdout.split()]
+    assert pids, "the first stream process was not found"
+    os.kill(pids[0], signal.SIGKILL)
+    tokens = [make_token(UserFactory()) for _ in range(8)]
+    statuses = []
+    for token in tokens:
+        statuses.append(_connect(served_two_capped, token))
+        time.sleep(0.25)
+    assert statuses == [200] * len(tokens)
 
 
 def test_a_recheck_that_cannot_reach_redis_keeps_every_stream():

@@ -68,6 +68,19 @@ def test_the_procfile_names_every_process_of_the_service():
     assert streamserve.concurrency({}) == (os.cpu_count() or 1)  # one per core by default
 
 
+def test_the_stream_caps_stay_within_what_the_proxy_can_hold():
+    """Caddy holds two descriptors per stream: by default the processes' caps together stay
+    under its open-files limit, so a full machine answers 503, not a proxy out of sockets."""
+    assert streamserve.process_cap(2, 20_000) == 4_750  # this machine: 9,500 streams in all
+    assert streamserve.process_cap(4, 20_000) == 2_375
+    assert streamserve.process_cap(2, 1_000_000) == 5_000
+    assert streamserve.process_cap(2, -1) == 5_000  # unlimited
+    env = streamserve.child_env({"STREAM_CONCURRENCY": "2"})
+    assert 1 <= int(env["FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS"]) <= 5_000
+    kept = streamserve.child_env({"FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS": "7"})
+    assert kept["FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS"] == "7"
+
+
 def test_compose_runs_the_procfile_processes_and_nothing_else():
     """One description of the processes: each of them is a compose service that runs
     `honcho start <name>` on the image's Procfile, the commands `make run` starts."""

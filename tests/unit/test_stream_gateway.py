@@ -58,7 +58,7 @@ def _call(scope: dict) -> list[dict]:
         try:
             await stream.application(scope, receive, send)
         finally:  # the gateway's Redis client belongs to this event loop, which ends here
-            gw, stream._gateway = stream._gateway, None
+            gw, stream._gateway, stream._CATCH_UPS = stream._gateway, None, None
             if gw is not None and gw._redis is not None:
                 await gw._redis.aclose()
 
