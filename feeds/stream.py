@@ -116,6 +116,9 @@ TOO_SLOW = b"too slow: reconnect"
 INTERRUPTED = b"live updates interrupted: reconnect"
 REVOKED = b"credentials revoked or expired, or the user deactivated: sign in again"
 RESET = "more activities were missed than a reconnect replays: reload the feed"
+# How often at most a stream's ledger write also trims it and renews its lifetime (the
+# lifetime is a day; a trim keeps 2 x LAG plus an hour below the stream's id).
+LEDGER_TRIM_SECONDS = 60.0
 # Events taken from a stream's queue and written at once (one ledger write, one send).
 WRITE_BATCH = 100
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -208,6 +211,7 @@ class Stream:
         "tag",
         "high",
         "noted",
+        "trimmed_at",
         "owed",
         "known",
     )
@@ -234,6 +238,7 @@ class Stream:
         self.tag = tag or uuid.uuid4().hex[:16]
         self.high: int | None = None
         self.noted = False  # its floor is in the ledger
+        self.trimmed_at = 0.0  # when its last write trimmed the ledger (time.monotonic)
         self.owed = floor
         self.known: list[int] = []
 
@@ -900,10 +905,10 @@ class LedgerWriter:
     at once) waits for one pipelined round trip, not one each through the pool."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, dict[str, int], int, asyncio.Future[None]]] = []
+        self.pending: list[tuple[int, dict[str, int], int | None, asyncio.Future[None]]] = []
         self.flushing: asyncio.Task | None = None
 
-    async def note(self, user_id: int, notes: dict[str, int], trim_below: int) -> None:
+    async def note(self, user_id: int, notes: dict[str, int], trim_below: int | None) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending.append((user_id, notes, trim_below, done))
         if self.flushing is None or self.flushing.done():
@@ -936,10 +941,18 @@ async def _note(stream: Stream, notes: dict[str, int]) -> None:
     if not stream.noted:
         known = {known_member(stream.tag, a): a for a in stream.known}
         notes = {floor_member(stream.tag): stream.owed, **known, **notes}
-    top = stream.high if stream.high is not None else stream.owed
+    # The trim (and the ledger's lifetime) at the first write and then once a minute at most:
+    # between them a write is one ZADD (the ledger holds a minute more of entries, no less).
+    below = None
+    now = time.monotonic()
+    if not stream.noted or now - stream.trimmed_at > LEDGER_TRIM_SECONDS:
+        top = stream.high if stream.high is not None else stream.owed
+        below = ledger_trim_below(top)
     try:
-        await gateway().ledger.note(stream.user_id, notes, ledger_trim_below(top))
+        await gateway().ledger.note(stream.user_id, notes, below)
         stream.noted = True
+        if below is not None:
+            stream.trimmed_at = now
     except store.STORE_ERRORS as exc:
         if not store.store_unavailable(exc):
             raise

@@ -49,19 +49,21 @@ async def stream_unregister(r, user_id: int, stream_id: str) -> None:
 
 
 async def ledger_note(
-    r, writes: Sequence[tuple[int, Mapping[str, int], int]], trim_mark: str, ttl: int
+    r, writes: Sequence[tuple[int, Mapping[str, int], int | None]], trim_mark: str, ttl: int
 ) -> None:
     """Several streams' ledger writes in one pipelined round trip (per node on a cluster; each
     command on one key), each (user id, members {member: score}, trim below): the members
-    written, what scores below the threshold dropped, the highest threshold recorded as the
-    score of ``trim_mark``, the ledger kept ``ttl`` seconds more (async client ``r``)."""
+    written and, when a threshold is given, what scores below it dropped, the highest threshold
+    recorded as the score of ``trim_mark``, the ledger kept ``ttl`` seconds more (async client
+    ``r``). Without one, the one ZADD: a delivery to thousands of streams is as many commands."""
     pipe = r.pipeline(transaction=False)
     for user_id, members, trim_below in writes:
         key = stream_ledger_key(user_id)
         pipe.zadd(key, dict(members))
-        pipe.zremrangebyscore(key, "-inf", f"({trim_below}")
-        pipe.zadd(key, {trim_mark: trim_below}, gt=True)
-        pipe.expire(key, ttl)
+        if trim_below is not None:
+            pipe.zremrangebyscore(key, "-inf", f"({trim_below}")
+            pipe.zadd(key, {trim_mark: trim_below}, gt=True)
+            pipe.expire(key, ttl)
     await pipe.execute()
 
 
