@@ -27,7 +27,7 @@ from pathlib import Path
 import uvloop
 from common import Worker, ensure_follows, ensure_users, migrate, tokens_for
 from django.conf import settings
-from procmem import session_cpu_ticks, session_memory_kb
+from procmem import session_cpu_ticks, session_memory_kb, session_pids
 
 from feeds import store
 from feeds.services import feed_settings_update
@@ -135,6 +135,20 @@ async def open_all(
     return tasks, started
 
 
+def descriptors(sid: int) -> list[int]:
+    """Open descriptors of each process of session ``sid`` holding more than 100 (the stream
+    processes, one socket per stream: how evenly the proxy spread them)."""
+    counts = []
+    for pid in session_pids(sid):
+        try:
+            n = len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+        if n > 100:
+            counts.append(n)
+    return sorted(counts)
+
+
 async def wait_idle(sid: int, timeout: float = 120) -> None:
     """Until the processes of session ``sid`` use under 5% of a core over half a second."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -218,6 +232,7 @@ async def measure(args, tokens: list[str], author_token: str, pids: dict[str, in
     # (they run two at a time per process after the connects): the stream processes idle.
     await wait_idle(pids["stream"])
     out["after"] = {name: session_memory_kb(pid) for name, pid in pids.items()}
+    out["descriptors"] = descriptors(pids["stream"])
     out["before"] = before
     out["gentle_latencies"] = await deliver(port, author_token, clients)
     out["errors"] = {c.error for c in clients if c.error}
@@ -320,7 +335,8 @@ def report(args, out: dict) -> None:
     lat = out["gentle_latencies"]
     print(
         f"gentle: {args.clients} clients at 2,000/s, connected {out['gentle_connected']} "
-        f"in {out['gentle_connect_s']:.1f} s, statuses {out['gentle_statuses']}"
+        f"in {out['gentle_connect_s']:.1f} s, statuses {out['gentle_statuses']}; "
+        f"descriptors per stream process {out['descriptors']}"
     )
     print(
         f"  one post: received {len(lat)} of {out['gentle_connected']}: from the POST "
