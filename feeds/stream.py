@@ -49,10 +49,11 @@ takes its slot before its first await, so a burst of connects cannot overshoot t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
@@ -148,11 +149,25 @@ _CATCH_UPS: asyncio.Semaphore | None = None
 CATCH_UP_CONCURRENCY = 2
 
 
-def _catch_up_slots() -> asyncio.Semaphore:
+# While connects arrive faster than this (per process, per 100 ms), a catch-up's reads wait
+# (up to CATCH_UP_MAX_DEFER seconds): in a reconnect storm every client gets its first bytes
+# before the catch-ups take the CPU; at everyday rates none waits.
+CONNECT_BURST = 20
+CATCH_UP_MAX_DEFER = 5.0
+
+
+@contextlib.asynccontextmanager
+async def _catch_up_slots() -> AsyncIterator[None]:
+    """A slot for a catch-up's reads (CATCH_UP_CONCURRENCY per process), taken once connects
+    are not arriving in a burst."""
     global _CATCH_UPS
     if _CATCH_UPS is None:
         _CATCH_UPS = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
-    return _CATCH_UPS
+    async with _CATCH_UPS:
+        gw, deadline = gateway(), time.monotonic() + CATCH_UP_MAX_DEFER
+        while min(gw.burst_until, deadline) > time.monotonic():
+            await asyncio.sleep(0.05)
+        yield
 
 
 def _with_db_returned(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -297,6 +312,9 @@ class Gateway:
         self.by_author: dict[Source, set[Stream]] = {}  # an author's id or an object's name
         self.by_user: dict[int, set[Stream]] = {}
         self.count = 0  # slots taken (reserve): streams open or connecting
+        # Connects counted per 100 ms window; past CONNECT_BURST in one, catch-ups wait until
+        # ``burst_until`` (_catch_up_slots).
+        self._window, self._window_connects, self.burst_until = 0.0, 0, 0.0
         self._redis: Any = None
         self._live: store.LiveSubscription | None = None
         self._pump: asyncio.Task | None = None
@@ -326,6 +344,12 @@ class Gateway:
         if self.count >= settings.FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS:
             return False
         self.count += 1
+        now = time.monotonic()
+        if now - self._window > 0.1:
+            self._window, self._window_connects = now, 0
+        self._window_connects += 1
+        if self._window_connects > CONNECT_BURST:
+            self.burst_until = now + 0.2
         return True
 
     def release(self) -> None:
