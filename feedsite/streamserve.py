@@ -1,6 +1,6 @@
 """The `stream` process of the Procfile: STREAM_CONCURRENCY uvicorn processes (one per core by
 default), each on a socket of its own, sharing nothing but Redis; Caddy spreads the streams
-over them (least connections: a stream is long-lived, so the count of open ones is the load).
+over them in turn (round robin: streams are long-lived and alike, so turns spread them evenly).
 
     python -m feedsite.streamserve serve      # start them, restart one that dies, stop them all
     python -m feedsite.streamserve upstreams  # Caddy's upstream list (the proxy's command uses it)
@@ -8,8 +8,8 @@ over them (least connections: a stream is long-lived, so the count of open ones 
 Why several: a stream process is one event loop, one core; every stream of the machine on one
 would leave the other cores idle while a post is written to thousands of connections. Why a
 socket each rather than one shared socket: the kernel hands a shared socket's connections to
-whichever process wakes first, not to the one holding fewer streams, and each process has its
-own cap (FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS); Caddy counts what it proxies to each.
+whichever process wakes first, not evenly, and each process has its own cap
+(FEEDSITE_SSE_MAX_STREAMS_PER_PROCESS); Caddy takes them in turn and skips one it cannot dial.
 Deliberately small (no supervisor library): honcho, docker-compose or systemd supervise this
 process; it restarts a child that exits and forwards SIGTERM/SIGINT to all of them.
 """
