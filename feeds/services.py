@@ -13,11 +13,11 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from activities.ids import make_id
 from activities.models import Activity
-from activities.selectors import activity_ids_from, recent_activity_ids
+from activities.selectors import recent_activity_ids
 from follows.selectors import (
     ObjectKey,
     about,
-    activity_sources,
+    activity_sources_from,
     followed_among,
     followee_ids_among,
     follower_count,
@@ -25,7 +25,6 @@ from follows.selectors import (
     follows,
     hidden_author_ids,
     object_activity_ids,
-    object_activity_ids_from,
     object_follower_count,
 )
 
@@ -123,12 +122,11 @@ def feed_follow_purge(*, follower_id: int, followee_id: int) -> None:
     store.announce_follow(follower_id, followee_id, following=False)
     oldest = store.feed_oldest_id(follower_id)
     if oldest is not None:
-        ids = activity_ids_from(actor_id=followee_id, min_id=oldest)
-        sources = activity_sources(activity_ids=ids)
+        sources = activity_sources_from(actor_id=followee_id, min_id=oldest)
         kept = followed_among(
             user_id=follower_id, objects=[o for _, named in sources.values() for o in named]
         )
-        ids = [i for i in ids if i not in sources or not kept.intersection(sources[i][1])]
+        ids = [i for i, (_, named) in sources.items() if not kept.intersection(named)]
         ids += [i for i in removals_pending(actor_id=followee_id) if i >= oldest]
         _feed_remove(follower_id, ids)
     author_mode_update(followee_id, get_conf())  # last: nothing it does can skip the purge
@@ -188,8 +186,7 @@ def object_follow_purge(*, user_id: int, object_type: str, object_id: str) -> No
     store.drop_pull_authors(user_id)
     oldest = store.feed_oldest_id(user_id)
     if oldest is not None:
-        ids = object_activity_ids_from(object_type=object_type, object_id=object_id, min_id=oldest)
-        sources = activity_sources(activity_ids=ids)
+        sources = activity_sources_from(obj=obj, min_id=oldest)
         authors = followee_ids_among(
             follower_id=user_id, user_ids={actor for actor, _ in sources.values()}
         )

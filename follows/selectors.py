@@ -530,18 +530,6 @@ def _followed_object_entries_orm(params: dict[str, Any]) -> list[tuple[int, int]
     return list(qs.order_by("-id").values_list("id", "actor_id")[: params["limit"]])
 
 
-def activity_sources(*, activity_ids: Iterable[int]) -> dict[int, tuple[int, list[ObjectKey]]]:
-    """Each live activity's actor and the objects it is about (its object, and its target when
-    it has one), by id. One query."""
-    ids = list(activity_ids)
-    if not ids:
-        return {}
-    rows = Activity.objects.filter(id__in=ids).values_list(
-        "id", "actor_id", "object_type", "object_id", "target_type", "target_id"
-    )
-    return {aid: (actor, about(ot, oi, tt, ti)) for aid, actor, ot, oi, tt, ti in rows}
-
-
 def about(object_type: str, object_id: str, target_type: str, target_id: str) -> list[ObjectKey]:
     """The objects an activity is about: its object, then its target when it has one (and it
     is another object). Pure."""
@@ -551,13 +539,21 @@ def about(object_type: str, object_id: str, target_type: str, target_id: str) ->
     return objects
 
 
-def object_activity_ids_from(*, object_type: str, object_id: str, min_id: int) -> list[int]:
-    """Every id (live, home or not) whose object or target is this object, at or above
-    ``min_id``, newest first: by the two (type, id, -id) indexes."""
-    as_object = Q(object_type=object_type, object_id=object_id)
-    as_target = Q(target_type=object_type, target_id=object_id)
-    qs = Activity.objects.filter(as_object | as_target, id__gte=min_id)
-    return list(qs.order_by("-id").values_list("id", flat=True))
+def activity_sources_from(
+    *, min_id: int, actor_id: int | None = None, obj: ObjectKey | None = None
+) -> dict[int, tuple[int, list[ObjectKey]]]:
+    """Each live activity (home or not) at or above ``min_id`` by the actor, or whose object or
+    target is ``obj``, with its actor and the objects it is about (``about``), by id: what an
+    unfollow's purge may find in a feed. One query, by index on (actor, -id) or on the two
+    (type, id, -id) indexes."""
+    if obj is not None:
+        match = Q(object_type=obj[0], object_id=obj[1]) | Q(target_type=obj[0], target_id=obj[1])
+    else:
+        match = Q(actor_id=actor_id)
+    rows = Activity.objects.filter(match, id__gte=min_id).values_list(
+        "id", "actor_id", "object_type", "object_id", "target_type", "target_id"
+    )
+    return {aid: (actor, about(ot, oi, tt, ti)) for aid, actor, ot, oi, tt, ti in rows}
 
 
 def followee_ids_among(*, follower_id: int, user_ids: Iterable[int]) -> set[int]:

@@ -316,14 +316,20 @@ def _queue_pull_authors(pipe, user_id: int) -> None:
     pipe.get(pull_version_key())
 
 
+# The cached pull sources carry this after their tag: a list of authors and objects, which an
+# earlier version (whose lists named authors alone, under the bare tag) takes for another tag
+# and reads again, rather than for author ids.
+SOURCES_MARK = "+o"
+
+
 def set_pull_authors(
     user_id: int, tag: str, ids: Sequence[int], ttl: int, objects: Sequence[str] = ()
 ) -> None:
     """Cache a reader's pull sources: the pull authors' ids and the digests of the pull objects
-    they follow (keys.object_digest), "tag:id,id|digest,digest" (a read filling a miss: best
+    they follow (keys.object_digest), "tag+o:id,id|digest,digest" (a read filling a miss: best
     effort on a cluster)."""
     key = pull_authors_key(user_id)
-    value = f"{tag}:{','.join(map(str, ids))}|{','.join(objects)}"
+    value = f"{tag}{SOURCES_MARK}:{','.join(map(str, ids))}|{','.join(objects)}"
     best_effort((key, ("SET", key, value, "EX", ttl)))
 
 
@@ -334,12 +340,12 @@ def drop_pull_authors(user_id: int) -> None:
 def pull_sources_from_cache(raw: bytes | None, tag: str) -> tuple[list[int], list[str]] | None:
     """The cached pull sources (author ids, object digests), or None when absent, cached under
     another tag (another threshold, or before some author or object crossed it), or written by
-    a version that cached no objects (no "|")."""
+    an earlier version (authors alone)."""
     if raw is None:
         return None
     cached_tag, _, rest = raw.decode().partition(":")
     authors, bar, objects = rest.partition("|")
-    if cached_tag != tag or not bar:
+    if cached_tag != tag + SOURCES_MARK or not bar:
         return None
     return [int(i) for i in authors.split(",") if i], [d for d in objects.split(",") if d]
 

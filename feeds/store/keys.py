@@ -38,8 +38,9 @@ PostgreSQL on its owner's next read).
                              its delete the tombstone "-" (bodies.BODY_TOMBSTONE, same TTL),
                              which no write replaces (bodies: one compare-and-set by edited_at)
   {p}:pull:{user}            string: the reader's cached pull sources (TTL):
-                             "tag:id,id,...|digest,digest,...", the pull authors, then the
-                             digests of the pull objects they follow
+                             "tag+o:id,id,...|digest,digest,...", the pull authors, then the
+                             digests of the pull objects they follow ("+o": not the authors-only
+                             list of earlier versions, "tag:id,id,...")
   {p}:hide:{user}            string: cached ids of authors the user does not see (muted,
                              blocked either way), "id,id,..." (TTL; rewritten on a change)
   {p}:pullver:{g}            counter: bumped when any author or object crosses the threshold

@@ -361,8 +361,8 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 out[2] = hits
 if not pull or hits > tonumber(ARGV[3]) then return out end
 -- The list as feeds.store.pull_sources_from_cache reads it:
--- "<threshold>.<version>:id,id,...|digest,digest,..." (pull authors, then pull objects)
-local head = ARGV[4] .. '.' .. (version or '0') .. ':'
+-- "<threshold>.<version>+o:id,id,...|digest,digest,..." (pull authors, then pull objects)
+local head = ARGV[4] .. '.' .. (version or '0') .. '+o:'
 if string.sub(pull, 1, #head) ~= head then return out end
 local rest = string.sub(pull, #head + 1)
 local bar = string.find(rest, '|', 1, true)
