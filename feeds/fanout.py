@@ -45,6 +45,7 @@ from .models import FanoutBatch, FanoutDeadLetter, FanoutJob
 from .rebuild import object_timelines_rebuild, timelines_rebuild
 from .store import objects as object_store
 from .store.feeds import went_push_at
+from .store.followees import object_source
 
 log = logging.getLogger("feeds.fanout")
 Job = FanoutJob
@@ -245,6 +246,8 @@ def _plan(job: FanoutJob) -> None:
         followed = [o for o in objects if counts.get(o, 0) > 0]
         pushed = [o for o in followed if not conf.is_pull_author(counts[o])]
         store.announce(job.actor_id, job.activity_id)  # live streams (SSE) of followers
+        # and of the objects' followers (a stream hearing several sources sends it once)
+        store.announce_objects([object_source(*o) for o in followed], job.activity_id)
     else:
         objects = plan_objects(job.boundaries)
         _uncache_and_untimeline(job.actor_id, job.activity_id, objects)

@@ -17,6 +17,7 @@ from activities.selectors import (
 )
 
 from . import store
+from .store.followees import object_source
 
 
 def hydrate(
@@ -89,6 +90,10 @@ def body_edited(*, activity: Activity) -> None:
     503; it is committed, and the next edit or read of PostgreSQL is current)."""
     if store.replace_body(activity.id, encode_body(activity_to_dict(activity))):
         store.announce_update(activity.actor_id, activity.id)
+        about = [(activity.object_type, activity.object_id)]
+        if activity.target_type:
+            about.append((activity.target_type, activity.target_id))
+        store.announce_objects([object_source(t, i) for t, i in about], activity.id, update=True)
 
 
 def body_deleted(*, activity_ids: Sequence[int]) -> None:

@@ -30,10 +30,12 @@ from follows.selectors import (
 
 from . import fanout, notifications, store
 from .conf import FeedConf, get_conf, invalidate_conf
+from .followees import followees_changed
 from .models import FanoutJob, FeedSettings
 from .read import hidden_authors
 from .selectors import object_removals_pending, removals_pending
 from .store import objects as object_store
+from .store.followees import object_source
 from .tasks import fanout_start_task, feeds_forget_ids_task, threshold_changed_task
 
 log = logging.getLogger("feeds.services")
@@ -160,6 +162,9 @@ def object_follow_backfill(*, user_id: int, object_type: str, object_id: str) ->
     the reader's feed (a pull object's are merged at read time anyway)."""
     obj = (object_type, object_id)
     store.drop_pull_authors(user_id)
+    source = object_source(object_type, object_id)
+    followees_changed(follower_id=user_id, followee_id=source, following=True)
+    store.announce_follow(user_id, source, following=True)  # open streams listen
     conf = get_conf()
     if object_mode_update(obj, conf) == "pull":
         return
@@ -184,6 +189,9 @@ def object_follow_purge(*, user_id: int, object_type: str, object_id: str) -> No
     obj = (object_type, object_id)
     object_store.bump_object_unfollow_counter(obj)  # fan-out in flight checks after its writes
     store.drop_pull_authors(user_id)
+    source = object_source(object_type, object_id)
+    followees_changed(follower_id=user_id, followee_id=source, following=False)
+    store.announce_follow(user_id, source, following=False)
     oldest = store.feed_oldest_id(user_id)
     if oldest is not None:
         sources = activity_sources_from(obj=obj, min_id=oldest)
@@ -263,6 +271,7 @@ def hidden_refresh(*, user_ids: list[int]) -> None:
     for user_id in user_ids:
         ids = hidden_author_ids(user_id=user_id)
         store.set_hidden(user_id, ids, settings.FEEDSITE_PULL_AUTHORS_CACHE_SECONDS)
+        store.announce_hidden(user_id)  # open streams take the new list
 
 
 def mute_changed(*, muter_id: int, muted_id: int, muted: bool) -> None:

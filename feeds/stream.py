@@ -738,12 +738,13 @@ async def _caller(
     limit Throttled is raised before any query) and the lists from PostgreSQL. Without a Token
     header, the session cookie. (None, None, None) when nothing authenticates."""
     meta = {"HTTP_AUTHORIZATION": headers.get(b"authorization", b"").decode("latin-1")}
+    key: str | None
     try:
         key = token_from_header(meta)
     except exceptions.AuthenticationFailed:
         key = ""  # malformed: header_user counts it
     claimed = claimed_user_id(key) if key else None
-    if claimed is not None:
+    if key and claimed is not None:
         try:
             raw, followees_raw, hidden_raw = await connect_reads(
                 gw.redis, token_digest(key), claimed
@@ -762,7 +763,7 @@ async def _caller(
                 return user, ("token", key), heard
     if key is not None:  # a Token header (authenticating or not): no session is looked at
         key, user = await _with_db_returned(header_user)(meta, address)
-        return user, (("token", key) if user is not None else None), None
+        return user, (("token", key) if user is not None and key else None), None
     cookie = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
     morsel = cookie.get(settings.SESSION_COOKIE_NAME)
     if morsel is not None and morsel.value:

@@ -90,7 +90,7 @@ def followees_fill(user_id: int, version: int, ids: Sequence[Source], ttl: int) 
     """Cache the list read from PostgreSQL after "#v" read ``version``; False when a follow
     change came in between (the list stays unbuilt; the next reader fills it)."""
     key = followees_key(user_id)
-    args = (str(version), ttl, *map(str, ids))
+    args = [str(version), str(ttl), *map(str, ids)]
     return bool(with_script(_FILL_LUA, lambda sha: client().evalsha(sha, 1, key, *args)))
 
 

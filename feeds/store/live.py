@@ -134,7 +134,7 @@ class LiveSubscription:
     async def _reconnected(self, connection: object) -> None:
         self.reconnects += 1
 
-    async def resubscribe(self, author_ids: Iterable[int], user_ids: Iterable[int]) -> None:
+    async def resubscribe(self, author_ids: Iterable[int | str], user_ids: Iterable[int]) -> None:
         """Subscribe again to every channel the gateway needs (a no-op for those it holds): a
         reconnect whose own resubscription failed half-way is left subscribed to them all."""
         await self._sub(
@@ -151,10 +151,10 @@ class LiveSubscription:
         sent before it has run (subscriptions included)."""
         await self._pubsub.ping(str(token))
 
-    async def follow(self, author_ids: Iterable[int]) -> None:
+    async def follow(self, author_ids: Iterable[int | str]) -> None:
         await self._sub(True, [live_channel(a) for a in author_ids])
 
-    async def unfollow(self, author_ids: Iterable[int]) -> None:
+    async def unfollow(self, author_ids: Iterable[int | str]) -> None:
         await self._sub(False, [live_channel(a) for a in author_ids])
 
     async def watch_follows(self, user_ids: Iterable[int]) -> None:
@@ -215,13 +215,14 @@ def announce_hidden(user_id: int) -> None:
     client().publish(follows_channel(user_id), "h")
 
 
-def announce_objects(sources: Sequence[str], activity_id: int) -> None:
+def announce_objects(sources: Sequence[str], activity_id: int, *, update: bool = False) -> None:
     """Tell open streams hearing these objects (their names) that an activity about them
-    landed: one PUBLISH each, pipelined."""
+    landed (or, ``update``, was edited): one PUBLISH each, pipelined."""
     if sources:
+        data = f"u{activity_id}" if update else str(activity_id)
         pipe = client().pipeline(transaction=False)
         for source in dict.fromkeys(sources):
-            pipe.publish(live_channel(source), str(activity_id))
+            pipe.publish(live_channel(source), data)
         pipe.execute()
 
 
