@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -255,6 +255,10 @@ OBJECT_PARAMS = [
 def object_ref(data) -> tuple[str, str]:
     """(type, id) from a body or the query parameters: a 400 naming ``type`` or ``id`` when
     missing or invalid (the rules of an activity's object_type and object_id)."""
+    if not hasattr(data, "get"):  # a JSON list or string: neither field is there
+        raise serializers.ValidationError(
+            {"type": ["This field is required."], "id": ["This field is required."]}
+        )
     ref = ObjectRefSerializer(data=data)
     ref.is_valid(raise_exception=True)
     return ref.validated_data["type"], ref.validated_data["id"]

@@ -213,6 +213,9 @@ def test_non_string_type_or_id_in_a_body_is_400():
     for given, field in [({"type": ["a"], "id": "x"}, "type"), ({"type": "a", "id": {}}, "id")]:
         res = client.post(FOLLOW, given, format="json")
         assert res.status_code == 400 and field in res.json()
+    for body in (["repo", "x"], "repo:x", 7):  # not an object at all: both fields named
+        res = client.post(FOLLOW, body, format="json")
+        assert res.status_code == 400 and {"type", "id"} <= set(res.json()), res.content
 
 
 @pytest.mark.parametrize(
