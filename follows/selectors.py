@@ -502,7 +502,7 @@ def followed_object_activity_entries(
         "min": min_id,
     }
     if connection.vendor != "postgresql":
-        return _followed_object_entries_orm(params)
+        return _followed_object_entries_orm({**params, "from_follow": from_follow})
     with connection.cursor() as cur:
         cur.execute(sql, params)
         return [(row[0], row[1]) for row in cur.fetchall()]

@@ -217,13 +217,11 @@ def announce_hidden(user_id: int) -> None:
 
 def announce_objects(sources: Sequence[str], activity_id: int, *, update: bool = False) -> None:
     """Tell open streams hearing these objects (their names) that an activity about them
-    landed (or, ``update``, was edited): one PUBLISH each, pipelined."""
-    if sources:
-        data = f"u{activity_id}" if update else str(activity_id)
-        pipe = client().pipeline(transaction=False)
-        for source in dict.fromkeys(sources):
-            pipe.publish(live_channel(source), data)
-        pipe.execute()
+        landed (or, ``update``, was edited). Not pipelined: a cluster pipeline has no key to route a
+    PUBLISH by."""
+    data = f"u{activity_id}" if update else str(activity_id)
+    for source in dict.fromkeys(sources):  # an object and a target at most: one PUBLISH each
+        client().publish(live_channel(source), data)
 
 
 def announce_notification(user_id: int, activity_id: int) -> None:
