@@ -46,6 +46,16 @@ def served_one(django_db_setup, django_db_blocker) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(autouse=True)
+def _postgresql_idle_before_teardown() -> Iterator[None]:
+    """After each test, what it set going elsewhere (the stream server, a worker) has finished
+    its queries before the teardown truncates the tables (a TRUNCATE meeting a query that holds
+    one table and wants another is a deadlock)."""
+    yield
+    with tables_locked():  # no table: only its wait for PostgreSQL to be idle
+        pass
+
+
 async def _open(port: int, token: str, timeout: float) -> tuple[int, bool, asyncio.StreamWriter]:
     """(status, whether `retry:` arrived within ``timeout``, the connection)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -98,7 +108,7 @@ def tables_locked(*tables: str) -> Iterator[psycopg.Connection]:
             time.sleep(0.2)
             busy = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND state = 'active' AND pid <> pg_backend_pid()"
+                "AND state <> 'idle' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
             ).fetchone()[0]
             quiet = quiet + 1 if busy == 0 else 0
         conn.close()
