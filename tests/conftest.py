@@ -42,6 +42,33 @@ def _delete_prefixed() -> None:
         r.delete(*keys[start : start + 1000])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def flush_survives_a_deadlock() -> Iterator[None]:
+    """The table flush after a transactional test can meet a query another process started
+    (the worker's backfill of a follow the test made, a stream's catch-up): that query holds one
+    table and wants the next, the TRUNCATE holds the next and wants the first, and PostgreSQL
+    ends one of the two. The flush runs in one transaction that the deadlock rolled back, so it
+    is run again once the other query has finished."""
+    from django.db import OperationalError
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    original = BaseDatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(5):
+            try:
+                return original(self, sql_list)
+            except OperationalError as exc:
+                if "deadlock detected" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.5)
+        return None
+
+    BaseDatabaseOperations.execute_sql_flush = execute_sql_flush  # type: ignore[method-assign]
+    yield
+    BaseDatabaseOperations.execute_sql_flush = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def clean_redis() -> Iterator[None]:
     _delete_prefixed()
