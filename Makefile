@@ -50,7 +50,8 @@ test: $(STAMP)
 	$(TEST_ENV) $(PY) -m feedsite.embedded -- $(PY) -m pytest $(PYTEST_ARGS)
 
 # The fan-out, read, stream and recovery integration tests again on a real 3-master Redis
-# Cluster (feedsite.devcluster: redis-server processes on loopback ports); the Celery broker is
+# Cluster with a replica behind each master (feedsite.devcluster: redis-server processes on
+# loopback ports; cluster-node-timeout 15 s, tests that fail a master over shorten it); the Celery broker is
 # the single Redis (embedded, or REDIS_URL's), as a cluster cannot be a Celery broker.
 CLUSTER_TESTS ?= tests/integration/test_cluster.py tests/integration/test_fanout.py \
 	tests/integration/test_feed_read.py tests/integration/test_page_read.py \
@@ -62,7 +63,7 @@ CLUSTER_TESTS ?= tests/integration/test_cluster.py tests/integration/test_fanout
 # take 50 ms, and their pages must be whole; test_cluster.py sets 50 ms and stops a node.
 test-cluster: $(STAMP)
 	$(TEST_ENV) FEEDSITE_READ_DEADLINE_MS=1000 $(PY) -m feedsite.embedded -- sh -c 'CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$$REDIS_URL} \
-		exec $(PY) -m feedsite.devcluster -- $(PY) -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)'
+		exec $(PY) -m feedsite.devcluster --replicas 1 --node-timeout 15000 -- $(PY) -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

