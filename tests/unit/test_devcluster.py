@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +231,72 @@ def test_the_command_line_runs_a_cluster_until_sigterm():
             os.kill(pid, signal.SIGKILL)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _role(port: int) -> tuple[str, int | None]:
+    """(role, its master's port for a replica) as the node on ``port`` reports it (ROLE)."""
+    client = redis.Redis(port=port, socket_timeout=1)
+    try:
+        reply = client.execute_command("ROLE")
+    finally:
+        client.close()
+    role = reply[0].decode()
+    return role, int(reply[2]) if role == "slave" else None
+
+
+def _wait(predicate, timeout: float) -> float:
+    """Poll ``predicate`` until true; the seconds it took (AssertionError after ``timeout``)."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_replicas_follow_their_masters_and_take_over_when_one_is_killed():
+    # A short cluster-node-timeout: the killed master is failed over within seconds.
+    c = start_cluster(3, replicas=1, node_timeout_ms=1000)
+    rc = redis.RedisCluster.from_url(c.cluster_client_url())
+    try:
+        assert len(c.ports) == 6 and c.replica_of == {3: 0, 4: 1, 5: 2}
+        assert c.roles() == {0: "master", 1: "master", 2: "master"} | {
+            3: "slave",
+            4: "slave",
+            5: "slave",
+        }
+        for replica, master in c.replica_of.items():
+            assert _role(c.ports[replica]) == ("slave", c.ports[master])
+            assert c.replicas_of(master) == [replica]
+        assert c.problems() == []
+        # A key on master 0, acknowledged by its replica (WAIT) before the kill.
+        key = f"devcluster-test:{{{_tag_on(c, 0)}}}"
+        rc.set(key, "kept")
+        owner = redis.Redis(port=c.ports[0])
+        assert owner.execute_command("WAIT", 1, 2000) == 1
+        owner.close()
+        c.kill(0)
+        took = _wait(lambda: c.roles().get(3) == "master", timeout=15)
+        print(f"replica promoted {took:.1f} s after its master was killed")
+        assert 0 not in c.roles()
+        # The client relearns the slot map: every slot is served again, the key with it.
+        _wait(lambda: _served(rc, key), timeout=10)
+        assert rc.get(key) == b"kept"
+        # Back with its identity: it rejoins as the replica of the node that took over.
+        c.restart(0)
+        c.wait_healthy(30)
+        assert c.roles()[0] == "slave" and c.roles()[3] == "master"
+        assert _role(c.ports[0]) == ("slave", c.ports[3])
+        assert redis.Redis(port=c.ports[3]).execute_command("WAIT", 1, 2000) == 1
+    finally:
+        rc.close()
+        c.stop()
+    assert redis_server_pids(c.ports) == []
+
+
+def _served(rc: redis.RedisCluster, key: str) -> bool:
+    try:
+        rc.get(key)
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException):
+        return False
+    return True
