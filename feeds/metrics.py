@@ -51,6 +51,8 @@ class FeedCollector:
             ("dead_letters", "Batches dead-lettered"),
             ("rebuilds", "Feeds rebuilt lazily on read"),
             ("read_partial", "Feed pages served partial: a cluster node did not answer in time"),
+            ("read_hedges_sent", "Read shares also sent to a replica (hedge delay passed)"),
+            ("read_hedges_won", "Read shares a replica answered before its master"),
         ):
             yield CounterMetricFamily(f"feedsite_{stat}", doc, value=store.read_stat(stat))
         yield _histogram("feedsite_fanout_batch_seconds", "Fan-out batch duration", "batch_seconds")

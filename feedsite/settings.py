@@ -144,6 +144,11 @@ REDIS_CLUSTER = REDIS_URL.startswith("redis+cluster://")
 # A feed read on a cluster gathers the reader's sources from several nodes: what has not
 # arrived after this many ms is left out of that page, which says "partial": true.
 FEEDSITE_READ_DEADLINE_MS = env_int("FEEDSITE_READ_DEADLINE_MS", 50)
+# On a cluster with replicas, a read's share of a master not answered after the hedge delay is
+# also sent to a replica, and the first answer wins (feeds.store.connection.scatter): "auto" (the
+# node's observed p95, at least the floor, at most half the deadline), a number of ms, or "off".
+FEEDSITE_READ_HEDGE_MS = os.environ.get("FEEDSITE_READ_HEDGE_MS", "auto")
+FEEDSITE_READ_HEDGE_FLOOR_MS = env_int("FEEDSITE_READ_HEDGE_FLOOR_MS", 5)
 # On a cluster with replicas, a fan-out batch, an edit and a delete wait this long for one replica
 # of each master they wrote to (connection.replicate): a failover loses none of them.
 FEEDSITE_REPLICATE_TIMEOUT_MS = env_int("FEEDSITE_REPLICATE_TIMEOUT_MS", 1000)
@@ -269,6 +274,14 @@ FEEDSITE_SETTINGS_LOCAL_SECONDS = env_int("FEEDSITE_SETTINGS_LOCAL_SECONDS", 1)
 FEEDSITE_FANOUT_MAX_RETRIES = env_int("FEEDSITE_FANOUT_MAX_RETRIES", 8)
 FEEDSITE_FANOUT_BACKOFF_MAX = env_int("FEEDSITE_FANOUT_BACKOFF_MAX", 60)
 FEEDSITE_MAX_DELIVERIES = env_int("FEEDSITE_MAX_DELIVERIES", 5)
+# On a cluster with replicas, a fan-out step (a batch, the author-side writes of a job) counts as
+# done only once what it wrote reached one replica of each master concerned (WAIT; feeds.store.
+# failover): a master lost right after acknowledging takes none of a done batch's entries with it.
+FEEDSITE_FANOUT_REPLICATE = env_bool("FEEDSITE_FANOUT_REPLICATE", True)
+# A fan-out task that meets a failover (a master gone or silent, a write not replicated) waits at
+# most this long for the cluster to serve every slot again before its retry (cluster-node-timeout,
+# 15 s, plus the election), so the bounded retries are not spent seconds apart on a dead master.
+FEEDSITE_FAILOVER_WAIT_SECONDS = env_int("FEEDSITE_FAILOVER_WAIT_SECONDS", 40)
 FEEDSITE_SWEEP_PENDING_SECONDS = env_int("FEEDSITE_SWEEP_PENDING_SECONDS", 30)
 # A running job with no batch finished for this long has lost batches (a worker killed with
 # them, a broker error while sending): the sweeper sends the uncounted ones again (a batch still

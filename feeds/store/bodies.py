@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import redis
 from django.conf import settings
 
-from .connection import client, is_cluster, scatter, with_script
+from .connection import client, is_cluster, replicate, scatter, with_script
 from .keys import body_key
 
 # What a deleted activity's body key holds: no JSON (no reader can take it for a body), one
@@ -110,8 +110,11 @@ def _scatter_fill(bodies: Mapping[int, bytes]) -> None:
 def replace_body(activity_id: int, body: bytes) -> bool:
     """An edit's body, written once the edit committed: it replaces any older copy (and a copy
     of the same edit), never a tombstone. Errors raise: an edit must not answer before every
-    later read sees it. Returns whether it was written (False: deleted, or a newer edit won)."""
-    return bool(_write([(activity_id, body, "commit")])[0])
+    later read sees it, a read a replica answers (connection.replicate: on a cluster with
+    replicas, one of the master's replicas has it before this returns) included. Returns whether it was written (False: deleted, or a newer edit won)."""
+    written = bool(_write([(activity_id, body, "commit")])[0])
+    replicate([body_key(activity_id)])  # a hedged read (a replica) sees it too
+    return written
 
 
 def bury_body(activity_id: int) -> None:
@@ -124,6 +127,7 @@ def bury_bodies(activity_ids: Sequence[int]) -> None:
     """bury_body for several activities: one pipelined round trip."""
     if activity_ids:
         _write([(aid, b"", "bury") for aid in activity_ids])
+        replicate([body_key(aid) for aid in activity_ids])  # a hedged read sees them too
 
 
 def get_bodies(activity_ids: Sequence[int], *, tombstones: bool = False) -> dict[int, bytes]:

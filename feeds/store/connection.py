@@ -9,9 +9,11 @@ share a hash slot) to the node owning its slot."""
 
 from __future__ import annotations
 
+import random
+import select
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import hiredis
@@ -191,73 +193,325 @@ def best_effort(*commands: tuple[str, tuple]) -> None:
         round_trip(*(command for _, command in commands))
 
 
+# What a hedge may send to a replica: reads. A write in a node's share (a throttle hit, a cache
+# refill, a metric) is not hedged: when the replica answers first it is simply missed (fail
+# open). EXPIRE is a read's mark on its feed whose reply says whether the feed exists: a replica
+# is asked EXISTS, the same reply without the write.
+HEDGED_READS = frozenset(
+    {
+        "GET", "GETRANGE", "MGET", "STRLEN", "EXISTS", "TTL", "PTTL",
+        "ZRANGE", "ZRANGEBYLEX", "ZREVRANGEBYLEX", "ZRANGEBYSCORE", "ZREVRANGE",
+        "ZREVRANGEBYSCORE", "ZCARD", "ZSCORE", "HGET", "HGETALL", "HMGET", "SMEMBERS",
+        "SISMEMBER", "LRANGE",
+    }
+)  # fmt: skip
+
+
+def hedge_form(command: tuple) -> tuple | None:
+    """What a replica is asked in place of ``command`` (None: a write, not hedged). Pure."""
+    name = command[0].decode() if isinstance(command[0], bytes) else str(command[0])
+    name = name.upper()
+    if name in HEDGED_READS:
+        return command
+    if name == "EXPIRE":
+        return ("EXISTS", command[1])
+    return None
+
+
+def hedge_delay_ms(samples: Sequence[float], floor_ms: float, cap_ms: float) -> float:
+    """The hedge delay from a node's recent round times (ms): their p95, at least ``floor_ms``
+    (a fast node is not hedged on every round's jitter), at most ``cap_ms`` (the hedge must
+    have time to answer before the deadline). Pure."""
+    if len(samples) < 20:
+        return min(max(floor_ms, 0.0), cap_ms)
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    return min(max(p95, floor_ms), cap_ms)
+
+
+class _Node:
+    """What scatter remembers of a master: its recent round times (the hedge delay) and until
+    when it counts as slow (a replica answered for it first: ask both at once)."""
+
+    __slots__ = ("samples", "delay", "slow_until", "seen")
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.delay: float | None = None
+        self.slow_until = 0.0
+        self.seen = 0
+
+    def observe(self, ms: float) -> None:
+        self.samples.append(ms)
+        if len(self.samples) > 256:
+            del self.samples[:128]
+        self.seen += 1
+        if self.seen % 32 == 1:
+            self.delay = None  # recomputed on next use
+
+
+_nodes: dict[str, _Node] = {}
+hedge_counts = {"sent": 0, "won": 0}  # flushed to the stats by stats.flush_buffered
+
+
+def take_hedge_counts() -> dict[str, int]:
+    """This process's hedges sent and won since the last call (and reset them)."""
+    counts = dict(hedge_counts)
+    hedge_counts["sent"] = hedge_counts["won"] = 0
+    return counts
+
+
+def _hedge_delay(name: str, deadline: float) -> float | None:
+    """Seconds after which a round's share of master ``name`` is also sent to a replica (None:
+    hedging is off, FEEDSITE_READ_HEDGE_MS=off). FEEDSITE_READ_HEDGE_MS=auto (default): the
+    node's observed p95, at least FEEDSITE_READ_HEDGE_FLOOR_MS, at most half the deadline; a
+    number: that many ms."""
+    setting = str(settings.FEEDSITE_READ_HEDGE_MS).strip().lower()
+    if setting == "off":
+        return None
+    state = _nodes.setdefault(name, _Node())
+    if time.monotonic() < state.slow_until:
+        return 0.0
+    if setting != "auto":
+        return float(setting) / 1000
+    if state.delay is None:
+        state.delay = hedge_delay_ms(
+            state.samples, settings.FEEDSITE_READ_HEDGE_FLOOR_MS, deadline * 500
+        )
+    return state.delay / 1000
+
+
+class _Leg:
+    """One connection's share of a scatter round: the commands at ``idx`` (as sent, in order)
+    and the replies read so far."""
+
+    __slots__ = ("name", "pool", "conn", "idx", "replies", "extra", "failed", "sent_at")
+
+    def __init__(self, name: str, pool, conn, idx: list[int], extra: int = 0) -> None:
+        self.name, self.pool, self.conn, self.idx = name, pool, conn, idx
+        self.replies: list = []
+        self.extra = extra  # leading replies to drop (READONLY)
+        self.failed = False
+        self.sent_at = time.monotonic()
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and len(self.replies) == len(self.idx) + self.extra
+
+    def drain(self) -> None:
+        """Read every reply already arrived (a reply begun is read to its end)."""
+        try:
+            while not self.complete and self.conn.can_read(timeout=0):
+                try:
+                    self.replies.append(self.conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    self.replies.append(exc)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            self.failed = True
+
+    def close(self, *, drop: bool) -> None:
+        if drop:
+            self.conn.disconnect()  # replies may still come: never reuse it
+        self.pool.release(self.conn)
+
+    def fileno(self) -> int | None:
+        sock = getattr(self.conn, "_sock", None)
+        return sock.fileno() if sock is not None else None
+
+
+def _send(
+    node: ClusterNode, commands: Sequence[Any], idx: list[int], prefix: tuple = ()
+) -> _Leg | None:
+    """Write ``commands[i]`` for i in ``idx`` (after ``prefix``) on a pooled connection of
+    ``node``; None when it cannot be written (the connection is dropped)."""
+    pool = node.redis_connection.connection_pool
+    try:
+        conn = pool.get_connection()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        return None
+    try:
+        conn.send_packed_command(
+            [
+                b"".join(
+                    [
+                        *map(hiredis.pack_command, prefix),
+                        *(hiredis.pack_command(commands[i]) for i in idx),
+                    ]
+                )
+            ]
+        )
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        conn.disconnect()
+        pool.release(conn)
+        return None
+    return _Leg(node.name, pool, conn, idx, extra=len(prefix))
+
+
+def _replica_of(c: RedisCluster, key: str) -> ClusterNode | None:
+    """A replica of the master holding ``key``'s slot, from the client's slot map (None: none
+    known). With several, one at random."""
+    nodes = c.nodes_manager.slots_cache.get(c.keyslot(key)) or []
+    if len(nodes) < 2:
+        return None
+    replica = nodes[1] if len(nodes) == 2 else random.choice(nodes[1:])
+    if replica.redis_connection is None:
+        return None
+    return replica
+
+
+def _wait_readable(legs: Sequence[_Leg], until: float) -> None:
+    """Sleep until one of ``legs``' sockets has data or ``until`` (monotonic) passes."""
+    left = until - time.monotonic()
+    if left <= 0:
+        return
+    poller = select.poll()
+    for leg in legs:
+        fd = leg.fileno()
+        if fd is not None:
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    poller.poll(max(1, int(left * 1000 + 0.999)))
+
+
+class _Share:
+    """A master's share of a round: its leg, the hedge to a replica once sent, and when to send
+    it."""
+
+    __slots__ = ("name", "node", "idx", "master", "replica", "hedge_at", "hedgeable", "done")
+
+    def __init__(self, name: str, node: ClusterNode, idx: list[int]) -> None:
+        self.name, self.node, self.idx = name, node, idx
+        self.master: _Leg | None = None
+        self.replica: _Leg | None = None
+        self.hedge_at: float | None = None
+        self.hedgeable: list[int] = []
+        self.done = False
+
+
 def scatter(
     commands: Sequence[tuple[str, tuple]], deadline: float, *, skip_suspect: bool = True
 ) -> tuple[list, set[str]]:
     """One parallel round on a cluster with a deadline: ``commands`` are (routing key, command);
-    each node's share is written on one of its pooled connections, all before any is read, and
-    each node's replies are read until ``deadline`` seconds after the start. Returns (replies,
-    names of the nodes that did not answer in time or at all); a missing node's replies are
-    LOST and its connections are dropped (never reused with replies pending). An error reply
-    comes back as the exception object in its place. A node that timed out in the last
-    SUSPECT_SECONDS is not asked (its replies are LOST at once) unless ``skip_suspect`` is
-    False (a read that cannot do without it asks anyway). On one Redis: round_trip (no
-    deadline)."""
+    each master's share is written on one of its pooled connections, all before any is read,
+    and read until ``deadline`` seconds after the start. A share not answered within the hedge
+    delay (_hedge_delay) is also sent, its reads only (hedge_form), to a replica of that master
+    on a READONLY connection: the first complete answer wins and the other connection is
+    dropped; when the replica wins, the share's writes are missed (fail open). Returns
+    (replies, names of the masters whose share neither answered in time); a missing share's
+    replies are LOST. An error reply comes back as the exception object in its place (a
+    replica's error reply, e.g. MASTERDOWN, makes its hedge lose instead). A master that timed
+    out in the last SUSPECT_SECONDS is not asked (its reads go to a replica at once, its writes
+    are LOST) unless ``skip_suspect`` is False. On one Redis: round_trip (no deadline)."""
     if not is_cluster():
         return round_trip(*(command for _, command in commands)), set()
     c = _gather_client()
     now = time.monotonic()
     end = now + deadline
-    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+    shares: dict[str, _Share] = {}
     for i, (key, _) in enumerate(commands):
         node = c.get_node_from_key(key)
-        groups.setdefault(node.name, (node, []))[1].append(i)
+        share = shares.get(node.name)
+        if share is None:
+            share = shares[node.name] = _Share(node.name, node, [])
+        share.idx.append(i)
     replies: list = [LOST] * len(commands)
+    hedged = [hedge_form(command) for _, command in commands]
     failed: set[str] = set()
-    sent = []
-    for name, (node, idx) in groups.items():
-        if skip_suspect and _suspect.get(name, 0.0) > now:  # timed out a moment ago
+    moved = False
+    for name, share in shares.items():
+        share.hedgeable = [i for i in share.idx if hedged[i] is not None]
+        delay = _hedge_delay(name, deadline) if share.hedgeable else None
+        suspect = skip_suspect and _suspect.get(name, 0.0) > now
+        if not suspect:
+            share.master = _send(share.node, [cmd for _, cmd in commands], share.idx)
+            if share.master is None:
+                _suspect[name] = time.monotonic() + SUSPECT_SECONDS
+                moved = True
+        if share.master is None:
+            delay = 0.0 if delay is not None else None  # straight to a replica, if any
+        if delay is not None:
+            share.hedge_at = now + delay
+        if share.master is None and share.hedge_at is None:
+            share.done = True
             failed.add(name)
-            continue
-        pool = node.redis_connection.connection_pool
-        try:
-            conn = pool.get_connection()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            _suspect[name] = time.monotonic() + SUSPECT_SECONDS
-            failed.add(name)
-            continue
-        try:
-            conn.send_packed_command([b"".join(hiredis.pack_command(commands[i][1]) for i in idx)])
-            sent.append((name, pool, conn, idx))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-            conn.disconnect()
-            pool.release(conn)
-            _suspect[name] = time.monotonic() + SUSPECT_SECONDS
-            failed.add(name)
-    moved = bool(failed)
-    for name, pool, conn, idx in sent:
-        try:
-            for i in idx:
-                # Past the deadline a node is still read if its answer is already here (a slow
-                # node read first must not make the others' answers late).
-                left = max(end - time.monotonic(), 0.0)
-                if not conn.can_read(timeout=left):
-                    raise redis.exceptions.TimeoutError(f"{name}: no answer in {deadline}s")
-                try:
-                    replies[i] = conn.read_response()
-                except redis.exceptions.ResponseError as exc:
+    pending = [s for s in shares.values() if not s.done]
+    while pending:
+        now = time.monotonic()
+        for share in pending:
+            legs = [leg for leg in (share.master, share.replica) if leg and not leg.failed]
+            for leg in legs:
+                leg.drain()
+            master, replica = share.master, share.replica
+            if master is not None and master.complete:
+                for i, reply in zip(share.idx, master.replies, strict=True):
+                    replies[i] = reply
                     moved |= isinstance(
-                        exc, redis.exceptions.MovedError | redis.exceptions.AskError
+                        reply, redis.exceptions.MovedError | redis.exceptions.AskError
                     )
-                    replies[i] = exc
-            _suspect.pop(name, None)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            conn.disconnect()  # replies may still come: never reuse it
-            _suspect[name] = time.monotonic() + SUSPECT_SECONDS
-            failed.add(name)
-            moved |= not isinstance(exc, redis.exceptions.TimeoutError)  # gone, not slow
-        finally:
-            pool.release(conn)
+                _nodes.setdefault(share.name, _Node()).observe((now - master.sent_at) * 1000)
+                _suspect.pop(share.name, None)
+                share.done = True
+            elif replica is not None and replica.complete:
+                got = replica.replies[replica.extra :]
+                if any(isinstance(r, redis.exceptions.ResponseError) for r in got):
+                    moved |= any(isinstance(r, redis.exceptions.MovedError) for r in got)
+                    replica.failed = True  # not serving these slots (MASTERDOWN, MOVED)
+                else:
+                    for i, reply in zip(replica.idx, got, strict=True):
+                        replies[i] = reply
+                    hedge_counts["won"] += 1
+                    _suspect.pop(replica.name, None)
+                    _nodes.setdefault(share.name, _Node()).slow_until = now + SUSPECT_SECONDS
+                    share.done = True
+            if share.done:
+                continue
+            if master is not None and master.failed:
+                _suspect[share.name] = now + SUSPECT_SECONDS
+                moved = True
+                if share.hedge_at is not None:
+                    share.hedge_at = now  # gone, not slow: the replica at once
+            if share.replica is None and share.hedge_at is not None and now >= share.hedge_at:
+                share.hedge_at = None
+                replica_node = _replica_of(c, commands[share.hedgeable[0]][0])
+                if replica_node is not None and skip_suspect:
+                    if _suspect.get(replica_node.name, 0.0) > now:  # it timed out too
+                        replica_node = None
+                if replica_node is not None:
+                    hedge = [hedged[i] for i in range(len(commands))]
+                    share.replica = _send(
+                        replica_node, hedge, share.hedgeable, prefix=(("READONLY",),)
+                    )
+                    hedge_counts["sent"] += share.replica is not None
+            alive = [leg for leg in (share.master, share.replica) if leg and not leg.failed]
+            if not alive and share.hedge_at is None:
+                share.done = True
+                failed.add(share.name)
+        pending = [s for s in pending if not s.done]
+        if not pending:
+            break
+        now = time.monotonic()
+        if now >= end:
+            break
+        wake = min([end, *(s.hedge_at for s in pending if s.hedge_at is not None)])
+        _wait_readable(
+            [leg for s in pending for leg in (s.master, s.replica) if leg and not leg.failed], wake
+        )
+    for share in shares.values():
+        if not share.done:  # past the deadline, an answer already here still counts
+            for late in (share.master, share.replica):
+                if late is not None and not late.failed:
+                    late.drain()
+            if share.master is not None and share.master.complete:
+                for i, reply in zip(share.idx, share.master.replies, strict=True):
+                    replies[i] = reply
+                share.done = True
+        if not share.done:
+            failed.add(share.name)
+            if share.replica is not None:
+                _suspect[share.replica.name] = time.monotonic() + SUSPECT_SECONDS
+            _suspect[share.name] = time.monotonic() + SUSPECT_SECONDS
+        for ended in (share.master, share.replica):
+            if ended is not None:
+                ended.close(drop=not ended.complete or ended.failed)
     if moved:  # slots moved or a node is gone (resharding, failover): learn the new owners
         _relearn_slots(c)
     return replies, failed
@@ -296,6 +550,11 @@ def _gather_client() -> RedisCluster:
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
             retry=Retry(NoBackoff(), 0),  # scatter has its own deadline and circuit breaker
+            # No handshake on connect (RESP2: no HELLO; no CLIENT SETINFO): a new connection
+            # to a node that hangs would wait out the socket timeout on it (a hedge to a
+            # stalled replica) instead of leaving it to the round's deadline.
+            protocol=2,
+            driver_info=None,
         )
     return _gather
 
@@ -326,7 +585,7 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
     if not keys or not is_cluster():
         return
     timeout = settings.FEEDSITE_REPLICATE_TIMEOUT_MS if timeout_ms is None else timeout_ms
-    c = client()
+    c: Any = client()  # a RedisCluster here
     for attempt in (1, 2):
         by_node: dict[str, tuple[ClusterNode, str]] = {}
         for key in keys:
@@ -347,8 +606,8 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
             try:
                 conn.send_packed_command(
                     [
-                        hiredis.pack_command(("SET", marker, "1", "PX", 60000))
-                        + hiredis.pack_command(("WAIT", 1, timeout))
+                        hiredis.pack_command(("SET", marker, "1", "PX", 60000))  # type: ignore[arg-type]
+                        + hiredis.pack_command(("WAIT", 1, timeout))  # type: ignore[arg-type]
                     ]
                 )
             except (redis.exceptions.ConnectionError, OSError):

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from .connection import best_effort, client, is_cluster
+from .connection import best_effort, client, is_cluster, take_hedge_counts
 from .keys import stats_key
 
 
@@ -75,8 +75,12 @@ def flush_buffered(older_than: float = 0.0) -> None:
         pending = {k: v for k, v in _buffered.items() if v}
         _buffered.clear()
         _flushed_at = now
+    hedges = {f"read_hedges_{k}": n for k, n in take_hedge_counts().items() if n}
     if is_cluster():  # metrics of the read path never hold a read up on a slow node
-        best_effort(*(c for hist, v in pending.items() for c in _histogram_commands(hist, v)))
+        best_effort(
+            *(c for hist, v in pending.items() for c in _histogram_commands(hist, v)),
+            *((stats_key(k), ("INCRBY", stats_key(k), n)) for k, n in hedges.items()),
+        )
         return
     pipe = client().pipeline(transaction=False)
     for hist, values in pending.items():

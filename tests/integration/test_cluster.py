@@ -1,7 +1,8 @@
 """On a real Redis Cluster (`make test-cluster`: REDIS_URL=redis+cluster://, three masters of
 feedsite.devcluster): the layout keeps a virtual shard's feeds in one slot and spreads shards
-over every node, and a node that stops answering (SIGSTOP) during reads makes a partial page
-within the deadline, never a hang or an error, whose next cursor skips nothing."""
+over every node, and a node that stops answering (SIGSTOP; its replicas too: one of them would
+answer, see test_hedged_reads.py) during reads makes a partial page within the deadline, never
+a hang or an error, whose next cursor skips nothing."""
 
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ pytestmark = [
 
 def node_of(key: str) -> str:
     return store.client().get_node_from_key(key).name
+
+
+def _replica_names(master: str) -> list[str]:
+    """The replicas of ``master``, as the client's slot map names them (none without)."""
+    for nodes in store.client().nodes_manager.slots_cache.values():
+        if nodes[0].name == master:
+            return [n.name for n in nodes[1:]]
+    return []
 
 
 def test_a_shard_is_one_slot_and_shards_cover_every_node():
@@ -129,10 +138,14 @@ def test_a_stopped_node_makes_a_partial_page_in_time_and_the_cursor_skips_nothin
     cut_off.credentials(HTTP_AUTHORIZATION=f"Token {_token_elsewhere(reader, stopped, True)}")
     assert cut_off.get("/api/feed/", {"limit": 100}).status_code == 200
 
-    node = c.get_node(node_name=stopped)
-    pid = int(node.redis_connection.info("server")["process_id"])
+    # The node and its replicas (a replica answers a hedged read: the page would be whole).
+    names = [stopped, *_replica_names(stopped)]
+    pids = [
+        int(c.get_node(node_name=n).redis_connection.info("server")["process_id"]) for n in names
+    ]
     partial_before = store.read_stat("read_partial")
-    os.kill(pid, signal.SIGSTOP)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         times = []
         for _ in range(3):
@@ -180,7 +193,8 @@ def test_a_stopped_node_makes_a_partial_page_in_time_and_the_cursor_skips_nothin
         ids, nxt2, partial, _ = read(cursor=FeedCursor(top=MAX_ID, last=MAX_ID + 1), limit=100)
         assert partial and nxt2 == FeedCursor(top=MAX_ID, last=MAX_ID + 1)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
     assert store.read_stat("read_partial") >= partial_before + 3
     # The node is back: the cursor the partial page gave shows what was missing.
     deadline = time.monotonic() + 10
