@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -379,6 +382,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--hedging",
+        action="store_true",
+        help="on a Redis Cluster with replicas (make bench-read-cluster): hedged reads on vs "
+        "off in alternating rounds, then a master stalled for 5 s under load",
+    )
     args = parser.parse_args()
     if "postgresql" not in settings.DATABASES["default"]["ENGINE"] or not os.environ.get(
         "REDIS_URL"
@@ -418,12 +427,17 @@ def main() -> None:
         FEEDSITE_THROTTLE_FEED="100000000/min",
     )
 
-    def measure(path: str, seconds: float, concurrency: int = args.concurrency) -> Run:
-        url = f"http://127.0.0.1:{args.port}{path}"
+    def measure(
+        path: str, seconds: float, concurrency: int = args.concurrency, port: int = args.port
+    ) -> Run:
+        url = f"http://127.0.0.1:{port}{path}"
         if generator == "wrk":
             return run_wrk(url, tokens_file, concurrency, seconds)
         return run_python(url, tokens, concurrency, seconds)
 
+    if args.hedging:
+        hedging(args, env, tokens, measure)
+        return
     log = open(Path(settings.VAR_DIR) / "bench-read-server.log", "w")  # noqa: SIM115
     with serving(env, port=args.port, stdout=log):
         base = f"http://127.0.0.1:{args.port}"
@@ -493,6 +507,106 @@ def main() -> None:
         f"client_c{LIGHT}_p50_ms={light.client_p50_ms:.2f} "
         f"client_c{LIGHT}_p99_ms={light.client_p99_ms:.2f}"
     )
+
+
+def _stall(pid: int, after: float, seconds: float) -> threading.Thread:
+    """SIGSTOP ``pid`` ``after`` seconds from now for ``seconds`` (a thread; SIGCONT at the end)."""
+
+    def run() -> None:
+        time.sleep(after)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def hedging(args, env: dict[str, str], tokens: list[str], measure) -> None:
+    """The read on a cluster with replicas, hedging on (FEEDSITE_READ_HEDGE_MS=auto) and off,
+    two servers side by side measured in alternating rounds (the ratio of their medians: what
+    hedging costs when no node is slow); then, on each, a master stalled (SIGSTOP, 5 s, under
+    cluster-node-timeout) in the middle of a run: its p99, the pages served partial and the
+    hedges won."""
+    if not store.is_cluster():
+        raise SystemExit("--hedging needs REDIS_URL=redis+cluster:// (make bench-read-cluster)")
+    client = store.client()
+    replicated = all(len(n) > 1 for n in client.nodes_manager.slots_cache.values())
+    print(f"cluster: {len(client.get_primaries())} masters, replicas: {replicated}", flush=True)
+    ports = {"on": args.port, "off": args.port + 1}
+    envs = {
+        "on": dict(env, FEEDSITE_READ_HEDGE_MS="auto"),
+        "off": dict(env, FEEDSITE_READ_HEDGE_MS="off"),
+    }
+    logs = {k: open(Path(settings.VAR_DIR) / f"bench-read-hedge-{k}.log", "w") for k in ports}  # noqa: SIM115
+    with contextlib.ExitStack() as stack:
+        for k, port in ports.items():
+            stack.enter_context(serving(envs[k], port=port, stdout=logs[k]))
+        for port in ports.values():
+            asyncio.run(
+                load(
+                    f"http://127.0.0.1:{port}/api/feed/?limit=20",
+                    tokens,
+                    args.concurrency,
+                    3600,
+                    True,
+                )
+            )
+            measure_at(measure, port, "/api/feed/?limit=20", args.warmup)
+        rounds = []
+        for i in range(args.rounds):
+            order = ("on", "off") if i % 2 == 0 else ("off", "on")
+            got = {
+                k: measure_at(measure, ports[k], "/api/feed/?limit=20", args.seconds / args.rounds)
+                for k in order
+            }
+            rounds.append(got)
+            print(
+                f"round {i + 1}: hedging on {got['on'].rps:.0f} req/s, off {got['off'].rps:.0f} "
+                f"(ratio {got['on'].rps / got['off'].rps:.3f})",
+                flush=True,
+            )
+        on = statistics.median(r["on"].rps for r in rounds)
+        off = statistics.median(r["off"].rps for r in rounds)
+        for k in ("on", "off"):
+            print(
+                Run.combine([r[k] for r in rounds]).line(f"/api/feed/ on the cluster, hedging {k}")
+            )
+        print(
+            f"hedging on / off: {on:.0f} / {off:.0f} req/s = {on / off:.3f} (medians of {len(rounds)} alternating rounds)"
+        )
+        # A master stalled for 5 s in the middle of an 8 s run (cluster-node-timeout 15 s).
+        busy = client.get_node_from_key(store.pull_version_key()).name
+        master = next(n for n in client.get_primaries() if n.name != busy)
+        pid = int(master.redis_connection.info("server")["process_id"])
+        for k in ("on", "off"):
+            store.flush_buffered()
+            before = {
+                s: store.read_stat(s)
+                for s in ("read_partial", "read_hedges_sent", "read_hedges_won")
+            }
+            staller = _stall(pid, 1.5, 5.0)
+            run = measure_at(measure, ports[k], "/api/feed/?limit=20", 8)
+            staller.join()
+            time.sleep(1.5)  # the servers' buffered counters
+            measure_at(measure, ports[k], "/api/feed/?limit=20", 1)
+            after = {s: store.read_stat(s) - before[s] for s in before}
+            print(
+                f"master {master.name} stalled 5 s, hedging {k}: {run.requests} requests, "
+                f"{run.errors} errors, {run.rps:.0f} req/s, server p50 {pct(run.server_ms, 0.5):.2f} "
+                f"ms p99 {pct(run.server_ms, 0.99):.2f} ms, client p99 {run.client_p99_ms:.1f} ms; "
+                f"partial pages {after['read_partial']}, hedges sent {after['read_hedges_sent']} "
+                f"won {after['read_hedges_won']} (read deadline {settings.FEEDSITE_READ_DEADLINE_MS} ms)",
+                flush=True,
+            )
+            time.sleep(2)  # the node's suspicion (1 s) passes
+
+
+def measure_at(measure, port: int, path: str, seconds: float) -> Run:
+    return measure(path, seconds, port=port)
 
 
 if __name__ == "__main__":

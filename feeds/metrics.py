@@ -55,6 +55,17 @@ class FeedCollector:
             ("read_hedges_won", "Read shares a replica answered before its master"),
         ):
             yield CounterMetricFamily(f"feedsite_{stat}", doc, value=store.read_stat(stat))
+        topology = store.cluster_topology()
+        if topology is not None:  # Redis Cluster: its shape (a failover shows here)
+            for figure, doc in (
+                ("masters", "Cluster masters serving slots"),
+                ("replicas", "Cluster replicas (not failed)"),
+                ("failed", "Cluster nodes flagged failed"),
+                ("masters_without_replica", "Masters with no replica (after a failover)"),
+                ("slots_ok", "Hash slots served"),
+                ("epoch", "Cluster current epoch (a failover raises it)"),
+            ):
+                yield GaugeMetricFamily(f"feedsite_redis_cluster_{figure}", doc, topology[figure])
         yield _histogram("feedsite_fanout_batch_seconds", "Fan-out batch duration", "batch_seconds")
         yield _histogram("feedsite_feed_read_seconds", "GET /api/feed/ duration", "read_seconds")
         depth = GaugeMetricFamily("feedsite_queue_depth", "Messages waiting", labels=["queue"])

@@ -165,6 +165,7 @@ from .tokens import (
     token_set,
     token_tombstone,
 )
+from .topology import cluster_topology
 
 __all__ = [
     "EDGE_ALL",
@@ -224,6 +225,7 @@ __all__ = [
     "bump_pull_version",
     "bump_unfollow_counter",
     "client",
+    "cluster_topology",
     "count_stat",
     "count_stat_best_effort",
     "delete_body",

@@ -172,6 +172,9 @@ def test_a_stalled_master_leaves_every_page_complete_and_in_time(settings):
         if line.startswith("feedsite_read_hedges_won_total")
     )
     assert won_total >= hedges_won  # what an operator sees
+    text = scraped.content.decode()
+    assert "feedsite_redis_cluster_masters 3.0" in text  # a stall is no failover
+    assert "feedsite_redis_cluster_masters_without_replica 0.0" in text
 
 
 @pytest.mark.django_db(transaction=True)
@@ -186,7 +189,7 @@ def test_a_replica_never_answers_a_deleted_activity_or_an_older_body(settings):
     follow_create(follower_id=reader.pk, followee_id=author.pk)
     ids = [_publish(author, n) for n in range(40)]
     activate(reader, author)  # the feed built from PostgreSQL (no worker here)
-    master = node_of(store.body_key(ids[0]))
+    master = _stalled_master()  # not the node of the global keys (settings, stats)
     edited, deleted = [i for i in ids if node_of(store.body_key(i)) == master][:2]
     keys = feed_read_open(reader.pk)
     items, _ = feed_page(user_id=reader.pk, limit=100, cursor=None, source=RedisSource(keys))
