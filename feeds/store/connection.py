@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import select
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -230,15 +231,13 @@ def hedge_delay_ms(samples: Sequence[float], floor_ms: float, cap_ms: float) -> 
 
 
 class _Node:
-    """What scatter remembers of a master: its recent round times (the hedge delay) and until
-    when it counts as slow (a replica answered for it first: ask both at once)."""
+    """What scatter remembers of a master: its recent round times (the hedge delay)."""
 
-    __slots__ = ("samples", "delay", "slow_until", "seen")
+    __slots__ = ("samples", "delay", "seen")
 
     def __init__(self) -> None:
         self.samples: list[float] = []
         self.delay: float | None = None
-        self.slow_until = 0.0
         self.seen = 0
 
     def observe(self, ms: float) -> None:
@@ -261,6 +260,45 @@ def take_hedge_counts() -> dict[str, int]:
     return counts
 
 
+# A master's shares a replica answered first, their replies still due: the connections are kept
+# (not dropped, not reused) until the master has answered them all. While a master has one, it
+# is behind: a round does not wait on it again (its reads go to a replica at once, its writes
+# are missed), and it is back the moment it has answered (no timer, no reconnect per round to a
+# node that hangs).
+_behind: dict[str, list] = {}
+_behind_lock = threading.Lock()
+BEHIND_GIVE_UP_SECONDS = 30.0  # a master silent this long: its kept connections are dropped
+
+
+def _is_behind(name: str) -> bool:
+    """Whether master ``name`` has not yet answered a share a replica answered for it (reads
+    what has arrived meanwhile, and releases the connections it has answered on)."""
+    with _behind_lock:
+        legs = _behind.get(name)
+        if not legs:
+            return False
+        now = time.monotonic()
+        left = []
+        for leg in legs:
+            leg.drain()
+            if leg.complete:
+                leg.close(drop=False)
+            elif leg.failed or now - leg.sent_at > BEHIND_GIVE_UP_SECONDS:
+                leg.close(drop=True)
+            else:
+                left.append(leg)
+        if left:
+            _behind[name] = left
+        else:
+            del _behind[name]
+        return bool(left)
+
+
+def _keep_behind(leg) -> None:
+    with _behind_lock:
+        _behind.setdefault(leg.name, []).append(leg)
+
+
 def _hedge_delay(name: str, deadline: float) -> float | None:
     """Seconds after which a round's share of master ``name`` is also sent to a replica (None:
     hedging is off, FEEDSITE_READ_HEDGE_MS=off). FEEDSITE_READ_HEDGE_MS=auto (default): the
@@ -270,8 +308,6 @@ def _hedge_delay(name: str, deadline: float) -> float | None:
     if setting == "off":
         return None
     state = _nodes.setdefault(name, _Node())
-    if time.monotonic() < state.slow_until:
-        return 0.0
     if setting != "auto":
         return float(setting) / 1000
     if state.delay is None:
@@ -376,7 +412,9 @@ class _Share:
     """A master's share of a round: its leg, the hedge to a replica once sent, and when to send
     it."""
 
-    __slots__ = ("name", "node", "idx", "master", "replica", "hedge_at", "hedgeable", "done")
+    __slots__ = (
+        "name", "node", "idx", "master", "replica", "hedge_at", "hedgeable", "done"
+    )  # fmt: skip
 
     def __init__(self, name: str, node: ClusterNode, idx: list[int]) -> None:
         self.name, self.node, self.idx = name, node, idx
@@ -421,6 +459,7 @@ def scatter(
         share.hedgeable = [i for i in share.idx if hedged[i] is not None]
         delay = _hedge_delay(name, deadline) if share.hedgeable else None
         suspect = skip_suspect and _suspect.get(name, 0.0) > now
+        suspect = suspect or _is_behind(name)  # a replica answered for it: not waited on
         if not suspect:
             share.master = _send(share.node, [cmd for _, cmd in commands], share.idx)
             if share.master is None:
@@ -460,7 +499,9 @@ def scatter(
                         replies[i] = reply
                     hedge_counts["won"] += 1
                     _suspect.pop(replica.name, None)
-                    _nodes.setdefault(share.name, _Node()).slow_until = now + SUSPECT_SECONDS
+                    if master is not None and not master.failed:
+                        _keep_behind(master)  # its replies are still due: kept, not dropped
+                        share.master = None
                     share.done = True
             if share.done:
                 continue
@@ -491,7 +532,7 @@ def scatter(
         now = time.monotonic()
         if now >= end:
             break
-        wake = min([end, *(s.hedge_at for s in pending if s.hedge_at is not None)])
+        wake = min([end, *(s.hedge_at for s in pending if s.hedge_at)])
         _wait_readable(
             [leg for s in pending for leg in (s.master, s.replica) if leg and not leg.failed], wake
         )
