@@ -44,6 +44,7 @@ from .conf import FeedConf, get_conf
 from .models import FanoutBatch, FanoutDeadLetter, FanoutJob
 from .rebuild import object_timelines_rebuild, timelines_rebuild
 from .store import objects as object_store
+from .store.failover import fanout_replicate
 from .store.feeds import went_push_at
 from .store.followees import object_source
 
@@ -218,6 +219,7 @@ def _plan(job: FanoutJob) -> None:
             job.state, job.finished_at = Job.State.DONE, now
             return
         store.set_bodies({activity.id: encode_body(activity_to_dict(activity))})
+        fanout_replicate(bodies=[activity.id])
         job.boundaries = notifications.recipient_id_boundaries(
             activity_id=job.activity_id, batch_size=conf.fanout_batch_size
         )
@@ -236,6 +238,14 @@ def _plan(job: FanoutJob) -> None:
         counts = object_follower_counts(objects=objects)
         _cache_and_timeline(activity, conf.feed_max_length)
         _object_timelines_add(activity.id, objects, counts, conf.feed_max_length)
+        # On a replica before the job runs (a retry of the plan writes them again): a failover
+        # now loses neither the timeline that pull readers merge nor the body.
+        fanout_replicate(
+            feeds=[activity.actor_id],
+            timelines=[activity.actor_id],
+            objects=objects,
+            bodies=[activity.id],
+        )
         if not Activity.objects.filter(id=activity.id).exists():
             # Deleted while we cached it: its remove job may already have run, so undo here.
             _uncache_and_untimeline(job.actor_id, job.activity_id, objects)
@@ -251,6 +261,12 @@ def _plan(job: FanoutJob) -> None:
     else:
         objects = plan_objects(job.boundaries)
         _uncache_and_untimeline(job.actor_id, job.activity_id, objects)
+        fanout_replicate(
+            feeds=[job.actor_id],
+            timelines=[job.actor_id],
+            objects=objects,
+            bodies=[job.activity_id],
+        )
         notifications.notifications_withdraw(activity_id=job.activity_id)
         if not job.home:  # it went to no home feed: no follower to visit
             job.strategy, job.state, job.finished_at = Job.Strategy.PUSH, Job.State.DONE, now
@@ -450,6 +466,9 @@ def fanout_apply_batch(
             store.remove_from_feeds([f for f in followers if f not in still], [aid])
     else:
         store.remove_from_feeds(followers, [aid])
+    # Counted done only once its writes are on a replica: a master lost before fails the batch,
+    # whose retry writes them again on the promoted replica (feeds.store.failover).
+    fanout_replicate(feeds=followers)
     skipped = len(followers) - written  # owners of missing feeds: rebuilt when they next read
     batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=written, skipped=skipped)
     if job["kind"] == Job.Kind.PUBLISH and _pulled_any(job["boundaries"]):
@@ -482,6 +501,7 @@ def _notify_batch(
     )
     if not Activity.objects.filter(id=aid).exists():
         store.notifications_remove(recipients, [aid])
+    fanout_replicate(notifications=recipients)  # on a replica before it counts (as above)
     skipped = len(recipients) - written  # feeds never built: built from PostgreSQL when read
     batch_mark_done(job_id=job_id, batch_no=batch_no, delivered=written, skipped=skipped)
     store.observe("batch_seconds", (time.perf_counter() - started) * 1000)

@@ -29,8 +29,11 @@ user's followees (a follow announced in the gap is lost too), sends a PING and, 
 proves the subscriptions are in force, replays from Redis what those channels may have carried
 since shortly before the loss: each subscribed author's timeline (written before its
 announcement) and each streaming user's notification feed (written before its announcement),
-through the same once-per-activity queues, so nothing arrives twice. A replay that cannot be
-read ends every stream with `event: dropped`, and clients reconnect with `Last-Event-ID`.
+through the same once-per-activity queues, so nothing arrives twice. On Redis Cluster the
+subscription moves to another node when its node dies (feeds.store.pubsub_nodes), and a replay
+that finds the store unavailable (a master lost, its replica not yet promoted) is tried again
+every second for up to 30 s, the streams kept open. A replay that still cannot be read ends
+every stream with `event: dropped`, and clients reconnect with `Last-Event-ID`.
 
 Every FEEDSITE_SSE_RECHECK_SECONDS (15) the gateway checks every open stream's credentials again,
 in one pass for the process: one pipelined round trip reads the token cache entries of all the
@@ -113,6 +116,12 @@ REPLAY_MARGIN_SECONDS = LAG_SECONDS  # 300: the lag the reconnect's catch-up ass
 REPLAY_MAX = 100  # per author and per user: more in one gap ends the stream (queue full)
 # A pong not back within 5 s: the connection is presumed dead and the resync starts again.
 PONG_TIMEOUT_SECONDS = 5.0
+# A replay whose reads find the store unavailable (a master lost: its replica is promoted within
+# cluster-node-timeout, 15 s, plus the election) is tried again every second for this long after
+# the loss, the streams kept open, before it gives up and ends them (their reconnects would need
+# the same reads).
+REPLAY_RETRY_SECONDS = 30.0
+REPLAY_RETRY_EVERY_SECONDS = 1.0
 TOO_SLOW = b"too slow: reconnect"
 INTERRUPTED = b"live updates interrupted: reconnect"
 REVOKED = b"credentials revoked or expired, or the user deactivated: sign in again"
@@ -327,6 +336,7 @@ class Gateway:
         self._reconnects = 0
         self._ping: int | None = None
         self._ping_at = 0.0
+        self._resync_at = 0.0  # no resync before (a replay waiting for the store)
         self._pings = 0
         self.ledger = LedgerWriter()
 
@@ -428,7 +438,9 @@ class Gateway:
                     self._lost()
                 if self._lost_at is None:
                     self._healthy_at = started
-                elif self._ping is None or time.time() - self._ping_at > PONG_TIMEOUT_SECONDS:
+                elif (
+                    self._ping is None or time.time() - self._ping_at > PONG_TIMEOUT_SECONDS
+                ) and time.time() >= self._resync_at:
                     await self._resubscribe()
                 if message is None:
                     continue
@@ -490,9 +502,12 @@ class Gateway:
     async def _replay(self) -> None:
         """Every channel is subscribed again: offer each stream what its authors published and
         its user was notified of since shortly before the loss (the once-per-activity queues
-        drop what was sent already). If Redis cannot be read, every stream ends instead."""
+        drop what was sent already). If Redis is unavailable, the resync (subscribe, PING,
+        replay) runs again a second later, for up to REPLAY_RETRY_SECONDS after the loss; if it
+        still cannot be read, every stream ends instead."""
         assert self._lost_at is not None
-        floor = _id_at(self._lost_at - REPLAY_MARGIN_SECONDS)
+        lost_at = self._lost_at
+        floor = _id_at(lost_at - REPLAY_MARGIN_SECONDS)
         self._lost_at, self._ping = None, None
         # What an object's channel carried meanwhile is not in one timeline (push objects keep
         # none): a stream hearing an object ends, and its client's reconnect catches up from
@@ -506,7 +521,17 @@ class Gateway:
             activities, notifications, hidden = await _with_db_returned(_missed)(
                 authors, users, floor
             )
-        except Exception:  # noqa: BLE001 - whatever failed, the clients' reconnect replays
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the clients' reconnect replays
+            if (
+                isinstance(exc, store.STORE_ERRORS)
+                and store.store_unavailable(exc)
+                and time.time() - lost_at < REPLAY_RETRY_SECONDS
+            ):
+                # A failover under way: subscribe, ping and replay again in a second (the
+                # queues send each activity once), the streams kept open meanwhile.
+                log.warning("stream gateway: replay waits for Redis (%s)", exc)
+                self._lost_at, self._resync_at = lost_at, time.time() + REPLAY_RETRY_EVERY_SECONDS
+                return
             log.exception("stream gateway: replay failed; open streams end to be replayed")
             for streams in list(self.by_user.values()):
                 for stream in list(streams):

@@ -13,6 +13,7 @@ from feedsite import queues
 
 from . import fanout, notifications, store
 from .store import TRANSIENT_ERRORS
+from .store.failover import failover_wait
 
 log = logging.getLogger("feeds.tasks")
 RETRYABLE = (
@@ -44,7 +45,9 @@ def enqueue_batches(batches: list[fanout.BatchRef]) -> None:
 def fanout_start_task(job_id: int) -> None:
     """The one entry task of every fan-out job, publish or remove (feeds.services hands off the
     job id; the sweeper and a repush re-enqueue it)."""
-    enqueue_batches(fanout.fanout_start(job_id=job_id))
+    with failover_wait():  # a master lost: its retry waits for the promotion first
+        batches = fanout.fanout_start(job_id=job_id)
+    enqueue_batches(batches)
 
 
 # Aliases: task names that messages queued by earlier versions may still carry (they enqueued
@@ -77,14 +80,15 @@ class BatchTask(Task):
     name="feeds.fanout_batch", base=BatchTask, bind=True, soft_time_limit=50, time_limit=60, **RETRY
 )
 def fanout_batch_task(self, job_id: int, batch_no: int, lo: int | None, hi: int | None) -> None:
-    instant = fanout.fanout_apply_batch(
-        job_id=job_id,
-        batch_no=batch_no,
-        lo=lo,
-        hi=hi,
-        retries=self.request.retries or 0,
-        send=fanout_start_task.delay,  # a job that replans (a pulled source went push)
-    )
+    with failover_wait():  # a master lost: its retry waits for the promotion first
+        instant = fanout.fanout_apply_batch(
+            job_id=job_id,
+            batch_no=batch_no,
+            lo=lo,
+            hi=hi,
+            retries=self.request.retries or 0,
+            send=fanout_start_task.delay,  # a job that replans (a pulled source went push)
+        )
     for row_id in instant:  # (a broker error here: the email sweep sends them within minutes)
         notification_email_task.delay(row_id)
 

@@ -13,6 +13,9 @@ Redis command is sent from here; nothing else in the project talks to Redis.
   errors      which Redis errors mean "unavailable" (503, fail open) and which are bugs (500)
   consistency what the feed checker asks besides the feeds' reads (exists, remove)
   snapshot    the FeedSettings snapshot (Django's cache: django-redis)
+  failover    fan-out through a failover: writes on a replica before a step counts (WAIT),
+              a task's retry after the promotion
+  pubsub_nodes the stream gateway's pub/sub on a cluster, moved to a live node when its own dies
 
 Every command touches a single key or keys of one hash slot (a virtual shard's feeds, a user's
 notification keys), and multi-key work is a non-transactional pipeline, which redis-py's

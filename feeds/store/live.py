@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .connection import async_pubsub_client, client, is_cluster
+from .connection import client, is_cluster
 from .followees import followees_key
 from .keys import (
     follows_channel,
@@ -16,6 +16,7 @@ from .keys import (
     streams_key,
     token_key,
 )
+from .pubsub_nodes import NodePubSub
 
 # GETs per pipeline in token_entries: 1,000 keys of ~300 bytes each is one ~300 KB reply,
 # parsed without holding the event loop for long.
@@ -117,8 +118,9 @@ class LiveSubscription:
     is open). The gateway asks for the next message; the store speaks to Redis."""
 
     def __init__(self, r) -> None:
-        # On a cluster, pub/sub runs on a plain client of one node (async_pubsub_client).
-        self._pubsub = (async_pubsub_client() if is_cluster() else r).pubsub()
+        # On a cluster, pub/sub runs on a plain connection to one node, moved to another node
+        # when that one is lost (pubsub_nodes); it calls _reconnected after a move.
+        self._pubsub: Any = NodePubSub(self._reconnected) if is_cluster() else r.pubsub()
         self._live = live_channel("")
         self._follows = follows_channel("")
         # How many times the connection was made again (redis-py reconnects by itself and
@@ -129,7 +131,8 @@ class LiveSubscription:
         # A channel of its own from the start: reading a pub/sub connection with no
         # subscription is an error, and the gateway reads before its first stream subscribes.
         await self._pubsub.subscribe(live_channel("gateway"))
-        self._pubsub.connection.register_connect_callback(self._reconnected)
+        if not is_cluster():  # (NodePubSub registers it on every connection it makes)
+            self._pubsub.connection.register_connect_callback(self._reconnected)
 
     async def _reconnected(self, connection: object) -> None:
         self.reconnects += 1
