@@ -556,6 +556,8 @@ def hedging(args, env: dict[str, str], tokens: list[str], measure) -> None:
                 )
             )
             measure_at(measure, port, "/api/feed/?limit=20", args.warmup)
+        store.flush_buffered()
+        hedges_before = {k: store.read_stat(f"read_hedges_{k}") for k in ("sent", "won")}
         rounds = []
         for i in range(args.rounds):
             order = ("on", "off") if i % 2 == 0 else ("off", "on")
@@ -569,6 +571,15 @@ def hedging(args, env: dict[str, str], tokens: list[str], measure) -> None:
                 f"(ratio {got['on'].rps / got['off'].rps:.3f})",
                 flush=True,
             )
+        time.sleep(1.5)  # the servers' buffered counters
+        measure_at(measure, ports["on"], "/api/feed/?limit=20", 1)
+        hedged = {k: store.read_stat(f"read_hedges_{k}") - hedges_before[k] for k in hedges_before}
+        served = sum(r["on"].requests for r in rounds)
+        print(
+            f"healthy rounds, hedging on: {hedged['sent']} hedges sent for {served} reads "
+            f"({hedged['sent'] / max(served, 1):.3f} per read), {hedged['won']} won",
+            flush=True,
+        )
         on = statistics.median(r["on"].rps for r in rounds)
         off = statistics.median(r["off"].rps for r in rounds)
         for k in ("on", "off"):

@@ -260,11 +260,12 @@ def take_hedge_counts() -> dict[str, int]:
     return counts
 
 
-# A master's shares a replica answered first, their replies still due: the connections are kept
-# (not dropped, not reused) until the master has answered them all. While a master has one, it
-# is behind: a round does not wait on it again (its reads go to a replica at once, its writes
-# are missed), and it is back the moment it has answered (no timer, no reconnect per round to a
-# node that hangs).
+# Shares whose other leg answered first (a master a replica answered for, a hedge that lost),
+# their replies still due: the connections are kept (not dropped, not reused) until the node
+# has answered them all, then go back to the pool (no reconnect per hedge). While a master has
+# one, it is behind: a round does not wait on it again (its reads go to a replica at once, its
+# writes are missed), and it is back the moment it has answered (no timer, no reconnect per
+# round to a node that hangs).
 _behind: dict[str, list] = {}
 _behind_lock = threading.Lock()
 BEHIND_GIVE_UP_SECONDS = 30.0  # a master silent this long: its kept connections are dropped
@@ -517,6 +518,8 @@ def scatter(
                     if _suspect.get(replica_node.name, 0.0) > now:  # it timed out too
                         replica_node = None
                 if replica_node is not None:
+                    _is_behind(replica_node.name)  # its connections back from lost hedges
+                if replica_node is not None:
                     hedge = [hedged[i] for i in range(len(commands))]
                     share.replica = _send(
                         replica_node, hedge, share.hedgeable, prefix=(("READONLY",),)
@@ -551,7 +554,11 @@ def scatter(
                 _suspect[share.replica.name] = time.monotonic() + SUSPECT_SECONDS
             _suspect[share.name] = time.monotonic() + SUSPECT_SECONDS
         for ended in (share.master, share.replica):
-            if ended is not None:
+            if ended is None:
+                continue
+            if share.done and not ended.complete and not ended.failed:
+                _keep_behind(ended)  # the hedge that lost: its replies come, kept till then
+            else:
                 ended.close(drop=not ended.complete or ended.failed)
     if moved:  # slots moved or a node is gone (resharding, failover): learn the new owners
         _relearn_slots(c)
