@@ -433,8 +433,10 @@ def scatter(
     each master's share is written on one of its pooled connections, all before any is read,
     and read until ``deadline`` seconds after the start. A share not answered within the hedge
     delay (_hedge_delay) is also sent, its reads only (hedge_form), to a replica of that master
-    on a READONLY connection: the first complete answer wins and the other connection is
-    dropped; when the replica wins, the share's writes are missed (fail open). Returns
+    on a READONLY connection: the first complete answer wins; the other connection is kept
+    aside until its replies have come (_keep_behind). When the replica wins, the share's
+    writes are missed (fail open), and the master is behind: later rounds send its reads
+    straight to a replica until it has answered. Returns
     (replies, names of the masters whose share neither answered in time); a missing share's
     replies are LOST. An error reply comes back as the exception object in its place (a
     replica's error reply, e.g. MASTERDOWN, makes its hedge lose instead). A master that timed
