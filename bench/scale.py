@@ -1,5 +1,7 @@
 """Workers that scale: fan-out deliveries per second with 1, 2 and 4 worker processes, on one
-Redis and on a 3-master Redis Cluster (feedsite.devcluster, started here), printed as a table.
+Redis, on a 3-master Redis Cluster and on 3 masters with a replica each (feedsite.devcluster,
+started here; there a batch counts done once a replica has its writes: WAIT, see
+feeds.store.failover), printed as a table.
 Each cell is bench/fanout.py --fanout-only in a child process (publish-to-done median of one
 author's activity to N followers whose feeds are full, at feed_max_length, so every add pays its
 trim, through a real Celery worker whose prefork pool has that many processes); the broker is
@@ -58,6 +60,10 @@ def main() -> None:
         for w in counts:
             table[w]["cluster"] = run_cell(cluster.url, broker, w, args)
             print(f"{w} worker process(es), cluster: {table[w]['cluster']}", flush=True)
+    with start_cluster(3, replicas=1, node_timeout_ms=15000) as cluster:
+        for w in counts:
+            table[w]["replicas"] = run_cell(cluster.url, broker, w, args)
+            print(f"{w} worker process(es), cluster + replicas: {table[w]['replicas']}", flush=True)
 
     def fmt(v: float | None) -> str:
         return "failed" if v is None else f"{v:,.0f}"
@@ -66,12 +72,16 @@ def main() -> None:
         f"\nfan-out deliveries/s into full feeds, {args.followers:,} followers, "
         f"median of {args.runs} runs"
     )
-    print("| worker processes | one Redis | 3-master Redis Cluster | cluster / one |")
-    print("|---:|---:|---:|---:|")
+    print(
+        "| worker processes | one Redis | 3-master Redis Cluster | cluster / one "
+        "| 3 masters + 3 replicas (WAIT) | replicas / cluster |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     for w in counts:
-        s, c = table[w]["single"], table[w]["cluster"]
+        s, c, r = table[w]["single"], table[w]["cluster"], table[w]["replicas"]
         ratio = f"{c / s:.2f}" if s and c else "-"
-        print(f"| {w} | {fmt(s)} | {fmt(c)} | {ratio} |")
+        cost = f"{r / c:.2f}" if r and c else "-"
+        print(f"| {w} | {fmt(s)} | {fmt(c)} | {ratio} | {fmt(r)} | {cost} |")
 
 
 if __name__ == "__main__":
