@@ -76,7 +76,7 @@ def _refill_confirm(loaded: Mapping[int, dict[str, Any]]) -> None:
         if aid in now and format_edited_at(now[aid]) != body.get("edited_at")
     ]
     if gone:
-        store.bury_bodies(gone)
+        store.bury_bodies(gone, replicated=False)  # the delete's bury waited for a replica
     if changed:
         fresh = {aid: activity_to_dict(a) for aid, a in activities_by_ids(changed).items()}
         store.set_bodies({aid: encode_body(b) for aid, b in fresh.items()}, best_effort=True)

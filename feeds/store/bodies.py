@@ -123,11 +123,15 @@ def bury_body(activity_id: int) -> None:
     bury_bodies([activity_id])
 
 
-def bury_bodies(activity_ids: Sequence[int]) -> None:
-    """bury_body for several activities: one pipelined round trip."""
+def bury_bodies(activity_ids: Sequence[int], *, replicated: bool = True) -> None:
+    """bury_body for several activities: one pipelined round trip, then (``replicated``) the
+    wait for a replica to have them (connection.replicate), so that a hedged read sees them
+    too. A read that finds a body it cached was deleted meanwhile buries it without the wait:
+    the delete's own bury waited."""
     if activity_ids:
         _write([(aid, b"", "bury") for aid in activity_ids])
-        replicate([body_key(aid) for aid in activity_ids])  # a hedged read sees them too
+        if replicated:
+            replicate([body_key(aid) for aid in activity_ids])
 
 
 def get_bodies(activity_ids: Sequence[int], *, tombstones: bool = False) -> dict[int, bytes]:
