@@ -14,7 +14,7 @@ TEST_ENV := DEBUG=1 SECRET_KEY=test-only-$(shell od -An -N24 -tx1 /dev/urandom |
 	FEEDSITE_THROTTLE_REGISTER=1000/min FEEDSITE_THROTTLE_LOGIN=1000/min \
 	FEEDSITE_THROTTLE_WRITE=10000/min FEEDSITE_THROTTLE_FEED=100000/min
 
-.PHONY: install lock run test test-cluster lint format bench bench-fanout bench-read bench-read-cluster bench-scale bench-streams soak fuzz screenshots
+.PHONY: install lock run test test-cluster lint format bench bench-fanout bench-read bench-read-cluster bench-replicate bench-scale bench-streams soak fuzz screenshots
 
 # Two pip runs: with --require-hashes pip refuses any requirement without a hash, and the project
 # itself (editable, --no-deps: its dependencies are the lock's) has none; it is built with the
@@ -94,6 +94,12 @@ bench-read: $(STAMP)
 bench-read-cluster: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} $(PY) -m feedsite.devcluster --replicas 1 \
 		--node-timeout 15000 -- $(PY) bench/read.py --hedging --rounds 6 $(BENCH_ARGS)
+
+# What fan-out's WAIT for a replica costs (3 masters + 3 replicas), WAIT on vs off in alternating
+# rounds, beside a check after the job.
+bench-replicate: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} $(PY) bench/replicate.py \
+		--followers 100000 --rounds 3 $(BENCH_ARGS)
 
 # Fan-out deliveries/s with 1, 2 and 4 worker processes, one Redis vs a 3-master cluster.
 bench-scale: $(STAMP)

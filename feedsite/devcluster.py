@@ -132,8 +132,9 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        """The cluster's address as the project's REDIS_URL spells it."""
-        return f"redis+cluster://{HOST}:{self.ports[0]}"
+        """The cluster's address as the project's REDIS_URL spells it: every node a startup
+        node, so a client made while one of them is down (killed, failing over) still starts."""
+        return "redis+cluster://" + ",".join(f"{HOST}:{port}" for port in self.ports)
 
     def cluster_client_url(self) -> str:
         """A startup node for ``redis.RedisCluster.from_url`` (which wants plain redis://)."""
@@ -270,7 +271,8 @@ class Cluster:
 
     def stop(self, timeout: float = 10) -> None:
         """Terminate every node (SIGCONT first: a paused node would not act on SIGTERM), wait
-        for them (SIGKILL after ``timeout`` seconds), then remove the files: the whole workdir
+        for them (SIGKILL after ``timeout`` seconds), shut down whatever still answers on their
+        ports (a node restarted by another process), then remove the files: the whole workdir
         when start_cluster made it, else only the nodes' files in it."""
         running = [p for p in self.processes if p.poll() is None]
         for proc in running:
@@ -287,6 +289,11 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for port in self.ports:  # a node another process restarted (a failover test)
+            try:
+                command(port, "SHUTDOWN", "NOSAVE", timeout=0.5)
+            except (OSError, ClusterError):
+                pass  # nothing there (refused), or it went down as asked
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:

@@ -32,7 +32,12 @@ T = TypeVar("T")
 # Errors a batch retries. Every Redis error, not only connection ones: OOM ("used memory >
 # maxmemory"), LOADING, and Cluster MOVED/TRYAGAIN arrive as error replies and pass with time.
 # A permanent one (WRONGTYPE) spends the bounded retry budget and becomes a dead letter.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
+# RedisClusterException ("Redis Cluster cannot be connected": a client made while its startup
+# nodes are down, a failover under way) is no RedisError, and passes with time too.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+)
 
 
 _client: redis.Redis | None = None
@@ -112,19 +117,6 @@ def async_client():
         settings.REDIS_URL, max_connections=64, timeout=10
     )
     return redis.asyncio.Redis(connection_pool=pool)
-
-
-def async_pubsub_client():
-    """The async client whose pub/sub the stream gateway listens on. On a cluster, a plain
-    client of one node: Redis Cluster delivers a PUBLISH on any node to subscribers on every
-    node (and redis-py's async cluster client has no pub/sub)."""
-    if not is_cluster():
-        return async_client()
-    import redis.asyncio
-
-    node = cluster_nodes(settings.REDIS_URL)[0]
-    password = urlsplit(settings.REDIS_URL).password
-    return redis.asyncio.Redis(host=node.host, port=node.port, password=password)
 
 
 _script_shas: dict[str, str] = {}
