@@ -59,7 +59,7 @@ CLUSTER_TESTS ?= tests/integration/test_cluster.py tests/integration/test_fanout
 	tests/integration/test_notifications.py tests/integration/test_blocks_mutes.py \
 	tests/integration/test_migrate_keys.py tests/integration/test_feed_history.py \
 	tests/integration/test_object_sources.py tests/integration/test_object_sources_read.py \
-	tests/integration/test_failover.py
+	tests/integration/test_hedged_reads.py tests/integration/test_failover.py
 # The suites run with a 1 s read deadline: on a loaded 2-core CI machine a healthy node can
 # take 50 ms, and their pages must be whole; test_cluster.py sets 50 ms and stops a node.
 test-cluster: $(STAMP)

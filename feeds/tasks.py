@@ -45,7 +45,7 @@ def enqueue_batches(batches: list[fanout.BatchRef]) -> None:
 def fanout_start_task(job_id: int) -> None:
     """The one entry task of every fan-out job, publish or remove (feeds.services hands off the
     job id; the sweeper and a repush re-enqueue it)."""
-    with failover_wait():  # a master lost: its retry waits for the promotion first
+    with failover_wait(time_limit=280):  # a master lost: its retry waits for the promotion
         batches = fanout.fanout_start(job_id=job_id)
     enqueue_batches(batches)
 
@@ -80,7 +80,7 @@ class BatchTask(Task):
     name="feeds.fanout_batch", base=BatchTask, bind=True, soft_time_limit=50, time_limit=60, **RETRY
 )
 def fanout_batch_task(self, job_id: int, batch_no: int, lo: int | None, hi: int | None) -> None:
-    with failover_wait():  # a master lost: its retry waits for the promotion first
+    with failover_wait(time_limit=50):  # a master lost: its retry waits for the promotion
         instant = fanout.fanout_apply_batch(
             job_id=job_id,
             batch_no=batch_no,

@@ -147,7 +147,13 @@ FEEDSITE_READ_DEADLINE_MS = env_int("FEEDSITE_READ_DEADLINE_MS", 50)
 # On a cluster with replicas, a read's share of a master not answered after the hedge delay is
 # also sent to a replica, and the first answer wins (feeds.store.connection.scatter): "auto" (the
 # node's observed p95, at least the floor, at most half the deadline), a number of ms, or "off".
-FEEDSITE_READ_HEDGE_MS = os.environ.get("FEEDSITE_READ_HEDGE_MS", "auto")
+FEEDSITE_READ_HEDGE_MS = os.environ.get("FEEDSITE_READ_HEDGE_MS", "auto").strip().lower()
+if FEEDSITE_READ_HEDGE_MS not in {"auto", "off"} and not FEEDSITE_READ_HEDGE_MS.isdigit():
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"FEEDSITE_READ_HEDGE_MS={FEEDSITE_READ_HEDGE_MS!r}: auto, off or a whole number of ms"
+    )
 FEEDSITE_READ_HEDGE_FLOOR_MS = env_int("FEEDSITE_READ_HEDGE_FLOOR_MS", 5)
 # On a cluster with replicas, a fan-out batch, an edit and a delete wait this long for one replica
 # of each master they wrote to (connection.replicate): a failover loses none of them.
@@ -155,7 +161,9 @@ FEEDSITE_REPLICATE_TIMEOUT_MS = env_int("FEEDSITE_REPLICATE_TIMEOUT_MS", 1000)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
+        # A list: django-redis splits a LOCATION string at commas (its primary + replicas form),
+        # which would cut a cluster's startup nodes (host:port,host:port) apart.
+        "LOCATION": [REDIS_URL],
         # The hash tag {g}: on a cluster the cache lives on the node of the other global keys.
         "KEY_PREFIX": os.environ.get("FEEDSITE_KEY_PREFIX", "fs") + ":cache:{g}",
         "OPTIONS": {

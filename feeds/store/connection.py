@@ -163,7 +163,7 @@ def _cluster_round(commands: Sequence[tuple]) -> list:
         pipe.execute_command(*command)
     replies = pipe.execute(raise_on_error=False)
     for reply in replies:
-        if isinstance(reply, redis.exceptions.ResponseError):
+        if isinstance(reply, Exception):  # an error reply, or a node that did not answer
             raise reply
     return replies
 
@@ -243,12 +243,19 @@ class _Node:
 
 _nodes: dict[str, _Node] = {}
 hedge_counts = {"sent": 0, "won": 0}  # flushed to the stats by stats.flush_buffered
+_counts_lock = threading.Lock()
+
+
+def _count_hedge(what: str) -> None:
+    with _counts_lock:
+        hedge_counts[what] += 1
 
 
 def take_hedge_counts() -> dict[str, int]:
     """This process's hedges sent and won since the last call (and reset them)."""
-    counts = dict(hedge_counts)
-    hedge_counts["sent"] = hedge_counts["won"] = 0
+    with _counts_lock:
+        counts = dict(hedge_counts)
+        hedge_counts["sent"] = hedge_counts["won"] = 0
     return counts
 
 
@@ -288,6 +295,7 @@ def _is_behind(name: str) -> bool:
 
 
 def _keep_behind(leg) -> None:
+    leg.kept = True
     with _behind_lock:
         _behind.setdefault(leg.name, []).append(leg)
 
@@ -314,13 +322,26 @@ class _Leg:
     """One connection's share of a scatter round: the commands at ``idx`` (as sent, in order)
     and the replies read so far."""
 
-    __slots__ = ("name", "pool", "conn", "idx", "replies", "extra", "failed", "sent_at")
+    __slots__ = (
+        "name",
+        "pool",
+        "conn",
+        "idx",
+        "replies",
+        "extra",
+        "failed",
+        "sent_at",
+        "closed",
+        "kept",
+    )
 
     def __init__(self, name: str, pool, conn, idx: list[int], extra: int = 0) -> None:
         self.name, self.pool, self.conn, self.idx = name, pool, conn, idx
         self.replies: list = []
         self.extra = extra  # leading replies to drop (READONLY)
         self.failed = False
+        self.closed = False
+        self.kept = False  # in _behind: its replies still due
         self.sent_at = time.monotonic()
 
     @property
@@ -339,6 +360,9 @@ class _Leg:
             self.failed = True
 
     def close(self, *, drop: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if drop:
             self.conn.disconnect()  # replies may still come: never reuse it
         self.pool.release(self.conn)
@@ -406,7 +430,7 @@ class _Share:
     it."""
 
     __slots__ = (
-        "name", "node", "idx", "master", "replica", "hedge_at", "hedgeable", "done"
+        "name", "node", "idx", "master", "replica", "hedge_at", "hedgeable", "done", "give_up"
     )  # fmt: skip
 
     def __init__(self, name: str, node: ClusterNode, idx: list[int]) -> None:
@@ -416,6 +440,7 @@ class _Share:
         self.hedge_at: float | None = None
         self.hedgeable: list[int] = []
         self.done = False
+        self.give_up: float | None = None  # writes alone: not waited for past this
 
 
 def scatter(
@@ -450,110 +475,137 @@ def scatter(
     hedged = [hedge_form(command) for _, command in commands]
     failed: set[str] = set()
     moved = False
-    for name, share in shares.items():
-        share.hedgeable = [i for i in share.idx if hedged[i] is not None]
-        delay = _hedge_delay(name, deadline) if share.hedgeable else None
-        suspect = skip_suspect and _suspect.get(name, 0.0) > now
-        suspect = suspect or _is_behind(name)  # a replica answered for it: not waited on
-        if not suspect:
-            share.master = _send(share.node, [cmd for _, cmd in commands], share.idx)
+    try:
+        for name, share in shares.items():
+            share.hedgeable = [i for i in share.idx if hedged[i] is not None]
+            delay = _hedge_delay(name, deadline) if share.hedgeable else None
+            suspect = skip_suspect and _suspect.get(name, 0.0) > now
+            suspect = suspect or _is_behind(name)  # a replica answered for it: not waited on
+            if not suspect:
+                share.master = _send(share.node, [cmd for _, cmd in commands], share.idx)
+                if share.master is None:
+                    _suspect[name] = time.monotonic() + SUSPECT_SECONDS
+                    moved = True
             if share.master is None:
-                _suspect[name] = time.monotonic() + SUSPECT_SECONDS
-                moved = True
-        if share.master is None:
-            delay = 0.0 if delay is not None else None  # straight to a replica, if any
-        if delay is not None:
-            share.hedge_at = now + delay
-        if share.master is None and share.hedge_at is None:
-            share.done = True
-            failed.add(name)
-    pending = [s for s in shares.values() if not s.done]
-    while pending:
-        now = time.monotonic()
-        for share in pending:
-            legs = [leg for leg in (share.master, share.replica) if leg and not leg.failed]
-            for leg in legs:
-                leg.drain()
-            master, replica = share.master, share.replica
-            if master is not None and master.complete:
-                for i, reply in zip(share.idx, master.replies, strict=True):
-                    replies[i] = reply
-                    moved |= isinstance(
-                        reply, redis.exceptions.MovedError | redis.exceptions.AskError
-                    )
-                _nodes.setdefault(share.name, _Node()).observe((now - master.sent_at) * 1000)
-                _suspect.pop(share.name, None)
+                delay = 0.0 if delay is not None else None  # straight to a replica, if any
+            if delay is not None:
+                share.hedge_at = now + delay
+            if share.master is None and share.hedge_at is None:
                 share.done = True
-            elif replica is not None and replica.complete:
-                got = replica.replies[replica.extra :]
-                if any(isinstance(r, redis.exceptions.ResponseError) for r in got):
-                    moved |= any(isinstance(r, redis.exceptions.MovedError) for r in got)
-                    replica.failed = True  # not serving these slots (MASTERDOWN, MOVED)
-                else:
-                    for i, reply in zip(replica.idx, got, strict=True):
+                failed.add(name)
+            elif not share.hedgeable and settings.FEEDSITE_READ_HEDGE_MS != "off":
+                # Writes alone (a cache refill, a throttle hit, metrics): where a replica could
+                # answer the reads, the master is not waited for past the hedge delay (fail open).
+                if _replica_of(c, commands[share.idx[0]][0]) is not None:
+                    share.give_up = now + (_hedge_delay(name, deadline) or 0.0)
+        pending = [s for s in shares.values() if not s.done]
+        while pending:
+            now = time.monotonic()
+            for share in pending:
+                legs = [leg for leg in (share.master, share.replica) if leg and not leg.failed]
+                for leg in legs:
+                    leg.drain()
+                master, replica = share.master, share.replica
+                if master is not None and master.complete:
+                    for i, reply in zip(share.idx, master.replies, strict=True):
                         replies[i] = reply
-                    hedge_counts["won"] += 1
-                    _suspect.pop(replica.name, None)
+                        moved |= isinstance(
+                            reply, redis.exceptions.MovedError | redis.exceptions.AskError
+                        )
+                    _nodes.setdefault(share.name, _Node()).observe((now - master.sent_at) * 1000)
+                    _suspect.pop(share.name, None)
+                    share.done = True
+                elif replica is not None and replica.complete:
+                    got = replica.replies[replica.extra :]
+                    if any(isinstance(r, redis.exceptions.ResponseError) for r in got):
+                        moved |= any(isinstance(r, redis.exceptions.MovedError) for r in got)
+                        replica.failed = True  # not serving these slots (MASTERDOWN, MOVED)
+                    else:
+                        for i, reply in zip(replica.idx, got, strict=True):
+                            replies[i] = reply
+                        _count_hedge("won")
+                        _suspect.pop(replica.name, None)
+                        if master is not None and not master.failed:
+                            _keep_behind(master)  # its replies are still due: kept, not dropped
+                            share.master = None
+                        share.done = True
+                if share.done:
+                    continue
+                if share.give_up is not None and now >= share.give_up:
                     if master is not None and not master.failed:
                         _keep_behind(master)  # its replies are still due: kept, not dropped
                         share.master = None
                     share.done = True
-            if share.done:
-                continue
-            if master is not None and master.failed:
-                _suspect[share.name] = now + SUSPECT_SECONDS
-                moved = True
-                if share.hedge_at is not None:
-                    share.hedge_at = now  # gone, not slow: the replica at once
-            if share.replica is None and share.hedge_at is not None and now >= share.hedge_at:
-                share.hedge_at = None
-                replica_node = _replica_of(c, commands[share.hedgeable[0]][0])
-                if replica_node is not None and skip_suspect:
-                    if _suspect.get(replica_node.name, 0.0) > now:  # it timed out too
-                        replica_node = None
-                if replica_node is not None:
-                    _is_behind(replica_node.name)  # its connections back from lost hedges
-                if replica_node is not None:
-                    hedge = [hedged[i] for i in range(len(commands))]
-                    share.replica = _send(
-                        replica_node, hedge, share.hedgeable, prefix=(("READONLY",),)
-                    )
-                    hedge_counts["sent"] += share.replica is not None
-            alive = [leg for leg in (share.master, share.replica) if leg and not leg.failed]
-            if not alive and share.hedge_at is None:
-                share.done = True
+                    failed.add(share.name)
+                    continue
+                if master is not None and master.failed:
+                    _suspect[share.name] = now + SUSPECT_SECONDS
+                    moved = True
+                    if share.hedge_at is not None:
+                        share.hedge_at = now  # gone, not slow: the replica at once
+                if share.replica is None and share.hedge_at is not None and now >= share.hedge_at:
+                    share.hedge_at = None
+                    replica_node = _replica_of(c, commands[share.hedgeable[0]][0])
+                    if replica_node is not None and skip_suspect:
+                        if _suspect.get(replica_node.name, 0.0) > now:  # it timed out too
+                            replica_node = None
+                    if replica_node is not None:
+                        _is_behind(replica_node.name)  # its connections back from lost hedges
+                    if replica_node is not None:
+                        hedge = [hedged[i] for i in range(len(commands))]
+                        share.replica = _send(
+                            replica_node, hedge, share.hedgeable, prefix=(("READONLY",),)
+                        )
+                        if share.replica is not None:
+                            _count_hedge("sent")
+                alive = [leg for leg in (share.master, share.replica) if leg and not leg.failed]
+                if not alive and share.hedge_at is None:
+                    share.done = True
+                    failed.add(share.name)
+            pending = [s for s in pending if not s.done]
+            if not pending:
+                break
+            now = time.monotonic()
+            if now >= end:
+                break
+            wake = min(
+                [
+                    end,
+                    *(s.hedge_at for s in pending if s.hedge_at),
+                    *(s.give_up for s in pending if s.give_up),
+                ]
+            )
+            _wait_readable(
+                [leg for s in pending for leg in (s.master, s.replica) if leg and not leg.failed],
+                wake,
+            )
+        for share in shares.values():
+            if not share.done:  # past the deadline, an answer already here still counts
+                for late in (share.master, share.replica):
+                    if late is not None and not late.failed:
+                        late.drain()
+                if share.master is not None and share.master.complete:
+                    for i, reply in zip(share.idx, share.master.replies, strict=True):
+                        replies[i] = reply
+                    share.done = True
+            if not share.done:
                 failed.add(share.name)
-        pending = [s for s in pending if not s.done]
-        if not pending:
-            break
-        now = time.monotonic()
-        if now >= end:
-            break
-        wake = min([end, *(s.hedge_at for s in pending if s.hedge_at)])
-        _wait_readable(
-            [leg for s in pending for leg in (s.master, s.replica) if leg and not leg.failed], wake
-        )
-    for share in shares.values():
-        if not share.done:  # past the deadline, an answer already here still counts
-            for late in (share.master, share.replica):
-                if late is not None and not late.failed:
-                    late.drain()
-            if share.master is not None and share.master.complete:
-                for i, reply in zip(share.idx, share.master.replies, strict=True):
-                    replies[i] = reply
-                share.done = True
-        if not share.done:
-            failed.add(share.name)
-            if share.replica is not None:
-                _suspect[share.replica.name] = time.monotonic() + SUSPECT_SECONDS
-            _suspect[share.name] = time.monotonic() + SUSPECT_SECONDS
-        for ended in (share.master, share.replica):
-            if ended is None:
-                continue
-            if share.done and not ended.complete and not ended.failed:
-                _keep_behind(ended)  # the hedge that lost: its replies come, kept till then
-            else:
-                ended.close(drop=not ended.complete or ended.failed)
+                if share.replica is not None:
+                    _suspect[share.replica.name] = time.monotonic() + SUSPECT_SECONDS
+                _suspect[share.name] = time.monotonic() + SUSPECT_SECONDS
+            for ended in (share.master, share.replica):
+                if ended is None:
+                    continue
+                if share.done and not ended.complete and not ended.failed:
+                    _keep_behind(ended)  # the hedge that lost: its replies come, kept till then
+                else:
+                    ended.close(drop=not ended.complete or ended.failed)
+    except BaseException:
+        for share in shares.values():  # an unexpected error: no connection goes back dirty
+            for open_leg in (share.master, share.replica):
+                if open_leg is not None and not open_leg.kept:
+                    open_leg.close(drop=True)
+        raise
     if moved:  # slots moved or a node is gone (resharding, failover): learn the new owners
         _relearn_slots(c)
     return replies, failed
@@ -636,7 +688,7 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
             if len(nodes) < 2:  # no replica known for this slot
                 continue
             by_node.setdefault(nodes[0].name, (nodes[0], key))
-        sent = []
+        sent: list[tuple[str, Any, Any]] = []
         for name, (node, key) in by_node.items():
             node = c.get_node(node_name=name) or node
             if node.redis_connection is None:
@@ -653,16 +705,21 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
                     ]
                 )
             except (redis.exceptions.ConnectionError, OSError):
-                conn.disconnect()
-                pool.release(conn)
+                for _, sent_pool, sent_conn in [*sent, (name, pool, conn)]:
+                    sent_conn.disconnect()  # replies pending: never reused
+                    sent_pool.release(sent_conn)
                 raise
             sent.append((name, pool, conn))
         behind = []
         error: BaseException | None = None
         for name, pool, conn in sent:
             try:
-                conn.read_response()
-                if int(conn.read_response()) < 1:
+                conn.read_response()  # the marker's OK
+                # WAIT answers after up to `timeout` ms: read it past the socket timeout.
+                if not conn.can_read(timeout=timeout / 1000 + 1.0):
+                    conn.disconnect()
+                    behind.append(name)
+                elif int(conn.read_response()) < 1:
                     behind.append(name)
             except (redis.exceptions.RedisError, OSError) as exc:
                 conn.disconnect()

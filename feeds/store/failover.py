@@ -122,16 +122,22 @@ def after_failover(exc: BaseException) -> bool:
 
 
 @contextmanager
-def failover_wait() -> Iterator[None]:
+def failover_wait(time_limit: float | None = None) -> Iterator[None]:
     """Around a fan-out task's work: an error a failover causes waits (at most
-    FEEDSITE_FAILOVER_WAIT_SECONDS) until the cluster serves every slot again, then propagates,
-    so that the task's retry meets the promoted replica. Anything else propagates at once."""
+    FEEDSITE_FAILOVER_WAIT_SECONDS, and never past ``time_limit`` seconds from the start less a
+    5 s margin: the task's soft time limit) until the cluster serves every slot again, then
+    propagates, so that the task's retry meets the promoted replica. Anything else propagates
+    at once."""
+    entered = time.monotonic()
     try:
         yield
     except STORE_ERRORS as exc:
         if after_failover(exc):
             started = time.monotonic()
-            served = wait_for_cluster(settings.FEEDSITE_FAILOVER_WAIT_SECONDS)
+            budget = float(settings.FEEDSITE_FAILOVER_WAIT_SECONDS)
+            if time_limit is not None:
+                budget = max(0.0, min(budget, time_limit - (started - entered) - 5))
+            served = wait_for_cluster(budget)
             log.warning(
                 "fan-out met a failover (%s: %s); %s after %.1f s",
                 type(exc).__name__,

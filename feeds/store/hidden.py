@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .connection import best_effort, client, round_trip
+from django.conf import settings
+
+from .connection import best_effort, client, is_cluster, round_trip, scatter
 from .keys import hidden_key
 
 
@@ -30,4 +32,11 @@ def set_hidden(
 
 
 def get_hidden_raw(user_id: int) -> bytes | None:
-    return round_trip(("GET", hidden_key(user_id)))[0]
+    """The cached list as stored (None: not cached). On a cluster a hedged scatter round with
+    the read deadline: a node (and replica) that does not answer makes it a miss, read from
+    PostgreSQL."""
+    key = hidden_key(user_id)
+    if is_cluster():
+        raw = scatter([(key, ("GET", key))], settings.FEEDSITE_READ_DEADLINE_MS / 1000)[0][0]
+        return raw if isinstance(raw, bytes) else None
+    return round_trip(("GET", key))[0]

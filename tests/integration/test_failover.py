@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
@@ -36,6 +35,7 @@ from feeds.models import FanoutDeadLetter, FanoutJob
 from feeds.notifications import notifications_ensure
 from feeds.rebuild import users_rebuild
 from feeds.services import feed_settings_update
+from feeds.store.connection import cluster_nodes
 from feeds.store.failover import cluster_serving
 from feedsite.devcluster import Cluster, ClusterError, command
 from follows.services import follow_create, object_follow_create
@@ -95,7 +95,7 @@ def answers(port: int) -> bool:
 
 def startup_port() -> int:
     """The node REDIS_URL names: the stream gateway's first pub/sub node."""
-    return int(urlsplit(settings.REDIS_URL).netloc.rpartition(":")[2])
+    return cluster_nodes(settings.REDIS_URL)[0].port
 
 
 def problems(ports: list[int]) -> list[str]:
@@ -422,8 +422,8 @@ def test_an_open_stream_whose_pubsub_node_dies_gets_later_activities(live_worker
         if heir is not None:
             wait_until(lambda: role(heir) == "master", timeout=30, interval=0.05)
         failover = time.monotonic() - killed_at
-        # REDIS_URL names this node alone: a process's first client needs it, so it comes
-        # back (a replica now) before the next requests. The gateway listens elsewhere.
+        # It comes back (a replica now), so that the tests after this one meet a whole
+        # cluster. The gateway listens elsewhere by then.
         cluster.restart_killed()
         wait_until(cluster_serving, timeout=30, interval=0.1)
         later = [during, *(int(post(author, f"after-{n}")) for n in range(2))]
