@@ -9,6 +9,7 @@ share a hash slot) to the node owning its slot."""
 
 from __future__ import annotations
 
+import logging
 import random
 import select
 import threading
@@ -27,6 +28,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 T = TypeVar("T")
+log = logging.getLogger("feeds.store.connection")
 
 
 # Errors a batch retries. Every Redis error, not only connection ones: OOM ("used memory >
@@ -430,7 +432,8 @@ class _Share:
     it."""
 
     __slots__ = (
-        "name", "node", "idx", "master", "replica", "hedge_at", "hedgeable", "done", "give_up"
+        "name", "node", "idx", "master", "replica", "hedge_at", "hedgeable", "done", "give_up",
+        "asked",
     )  # fmt: skip
 
     def __init__(self, name: str, node: ClusterNode, idx: list[int]) -> None:
@@ -441,6 +444,7 @@ class _Share:
         self.hedgeable: list[int] = []
         self.done = False
         self.give_up: float | None = None  # writes alone: not waited for past this
+        self.asked = False  # the master was sent this share (or is not to be)
 
 
 def scatter(
@@ -480,8 +484,12 @@ def scatter(
             share.hedgeable = [i for i in share.idx if hedged[i] is not None]
             delay = _hedge_delay(name, deadline) if share.hedgeable else None
             suspect = skip_suspect and _suspect.get(name, 0.0) > now
-            suspect = suspect or _is_behind(name)  # a replica answered for it: not waited on
+            if suspect:
+                share.asked = True  # timed out a moment ago: not asked again (LOST at once)
+            elif _is_behind(name):
+                suspect = True  # a replica answered for it: not waited on (asked if need be)
             if not suspect:
+                share.asked = True
                 share.master = _send(share.node, [cmd for _, cmd in commands], share.idx)
                 if share.master is None:
                     _suspect[name] = time.monotonic() + SUSPECT_SECONDS
@@ -520,6 +528,7 @@ def scatter(
                     if any(isinstance(r, redis.exceptions.ResponseError) for r in got):
                         moved |= any(isinstance(r, redis.exceptions.MovedError) for r in got)
                         replica.failed = True  # not serving these slots (MASTERDOWN, MOVED)
+                        log.info("hedge to %s refused: %r", replica.name, got[:1])
                     else:
                         for i, reply in zip(replica.idx, got, strict=True):
                             replies[i] = reply
@@ -538,6 +547,12 @@ def scatter(
                     share.done = True
                     failed.add(share.name)
                     continue
+                if share.replica is not None and share.replica.failed and not share.asked:
+                    # The replica cannot answer and the master was passed over (behind, or
+                    # timed out a moment ago): ask it after all, rather than leave it out.
+                    share.asked = True
+                    share.master = _send(share.node, [cmd for _, cmd in commands], share.idx)
+                    master = share.master
                 if master is not None and master.failed:
                     _suspect[share.name] = now + SUSPECT_SECONDS
                     moved = True
@@ -549,6 +564,10 @@ def scatter(
                     if replica_node is not None and skip_suspect:
                         if _suspect.get(replica_node.name, 0.0) > now:  # it timed out too
                             replica_node = None
+                    if replica_node is None and not share.asked:
+                        # No replica to ask, and the master was passed over: ask it after all.
+                        share.asked = True
+                        share.master = _send(share.node, [cmd for _, cmd in commands], share.idx)
                     if replica_node is not None:
                         _is_behind(replica_node.name)  # its connections back from lost hedges
                     if replica_node is not None:
