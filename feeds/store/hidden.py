@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from .connection import best_effort, client, is_cluster, round_trip, scatter
+from .connection import best_effort, client, is_cluster, replicate, round_trip, scatter
 from .keys import hidden_key
 
 
@@ -29,6 +29,7 @@ def set_hidden(
         best_effort((key, ("SET", key, value, "EX", ttl, "NX")))
     else:
         client().set(key, value, ex=ttl)
+        replicate([key])  # a block or mute: a read a replica answers hides them too
 
 
 def get_hidden_raw(user_id: int) -> bytes | None:
