@@ -513,13 +513,15 @@ def read_page_gathered(
     nbodies: int,
     shown: tuple[int, int] | None = None,
     mark_ttl: int | None = None,
-    deadline: float = 0.05,
+    deadline: float | None = None,
 ) -> PageRead:
     """read_page on Redis Cluster, where the reader's feed and the pull authors' timelines live
     on several nodes: two scatter-gather rounds (connection.scatter), the sources then their
     bodies, each sent to every node at once and read until ``deadline`` seconds. A source whose
     node did not answer in time (or whose slot moved) is left out and the page says
     ``partial``; a body that did not arrive is read from PostgreSQL like any uncached body."""
+    if deadline is None:  # the read deadline (FEEDSITE_READ_DEADLINE_MS)
+        deadline = settings.FEEDSITE_READ_DEADLINE_MS / 1000
     first = lex_start(max_id)
     commands: list[tuple[str, tuple]] = []
     if mark_ttl is not None:
