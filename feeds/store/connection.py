@@ -462,9 +462,30 @@ def scatter(
     replies are LOST. An error reply comes back as the exception object in its place (a
     replica's error reply, e.g. MASTERDOWN, makes its hedge lose instead). A master that timed
     out in the last SUSPECT_SECONDS is not asked (its reads go to a replica at once, its writes
-    are LOST) unless ``skip_suspect`` is False. On one Redis: round_trip (no deadline)."""
+    are LOST) unless ``skip_suspect`` is False. A command refused with MOVED (a failover or a
+    resharding since the slot map was learned) is sent once more, to the new owner, within the
+    same deadline. On one Redis: round_trip (no deadline)."""
     if not is_cluster():
         return round_trip(*(command for _, command in commands)), set()
+    start = time.monotonic()
+    replies, failed = _scatter_round(commands, deadline, skip_suspect)
+    moved = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.MovedError)]
+    left = deadline - (time.monotonic() - start)
+    if moved and left > 0:
+        # A slot moved (a failover, a resharding): the slot map was learned anew when the
+        # round saw it; what was refused is sent once more, to the new owners, in what is
+        # left of the deadline. A refused command did not run, so a write is not doubled.
+        again, failed_again = _scatter_round([commands[i] for i in moved], left, skip_suspect)
+        for i, reply in zip(moved, again, strict=True):
+            replies[i] = reply
+        failed |= failed_again
+    return replies, failed
+
+
+def _scatter_round(
+    commands: Sequence[tuple[str, tuple]], deadline: float, skip_suspect: bool
+) -> tuple[list, set[str]]:
+    """scatter's one round on a cluster (no following of MOVED)."""
     c = _gather_client()
     now = time.monotonic()
     end = now + deadline
@@ -626,18 +647,20 @@ def scatter(
                     open_leg.close(drop=True)
         raise
     if moved:  # slots moved or a node is gone (resharding, failover): learn the new owners
-        _relearn_slots(c)
+        refused = any(isinstance(r, redis.exceptions.MovedError) for r in replies)
+        _relearn_slots(c, min_gap=MOVED_RELEARN_SECONDS if refused else SUSPECT_SECONDS)
     return replies, failed
 
 
 _relearned_at = 0.0
 
 
-def _relearn_slots(c: RedisCluster) -> None:
-    """Ask the cluster for its slot map again, at most once per SUSPECT_SECONDS."""
+def _relearn_slots(c: RedisCluster, min_gap: float) -> None:
+    """Ask the cluster for its slot map again, at most once per ``min_gap`` seconds (a node
+    gone: SUSPECT_SECONDS; a MOVED reply, which says the map is wrong now: far less)."""
     global _relearned_at
     now = time.monotonic()
-    if now - _relearned_at < SUSPECT_SECONDS:
+    if now - _relearned_at < min_gap:
         return
     _relearned_at = now
     try:
@@ -649,6 +672,9 @@ def _relearn_slots(c: RedisCluster) -> None:
 # A node that did not answer a gather in time is not asked again for this long: reads meanwhile
 # leave it out at once instead of each waiting out the deadline (or a reconnect's handshake).
 SUSPECT_SECONDS = 1.0
+# A MOVED reply relearns the slot map at most this often (every reader seeing it at once asks
+# once, not each).
+MOVED_RELEARN_SECONDS = 0.05
 _suspect: dict[str, float] = {}
 _gather: RedisCluster | None = None
 
