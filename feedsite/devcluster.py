@@ -208,6 +208,7 @@ class Cluster:
         cluster connected with no fail flag)."""
         found = []
         expected = {f"{HOST}:{port}" for port in self.ports}
+        views: dict[int, set[tuple[str, ...]]] = {}
         for i, port in enumerate(self.ports):
             if self.processes[i].poll() is not None:
                 found.append(f"node {port} exited with {self.processes[i].returncode}")
@@ -223,6 +224,7 @@ class Cluster:
             if info.get("cluster_slots_assigned") != str(SLOTS):
                 found.append(f"node {port}: {info.get('cluster_slots_assigned')} slots assigned")
             seen = set()
+            view = views[port] = set()
             for line in nodes:
                 # <id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots...>
                 parts = line.split()
@@ -230,6 +232,8 @@ class Cluster:
                 if address.startswith(":") and "myself" in flags:
                     address = HOST + address  # a node learns its own IP from a peer's packet
                 seen.add(address)
+                role = "slave" if "slave" in flags.split(",") else "master"
+                view.add((parts[0], role, parts[3], *parts[8:]))  # who follows whom, who owns what
                 bad = {"handshake", "noaddr", "fail", "fail?"} & set(flags.split(","))
                 if bad or link != "connected":
                     found.append(f"node {port} sees {address} as {flags} {link}")
@@ -240,6 +244,10 @@ class Cluster:
                 replication = command(port, "INFO", "replication").decode()
                 if "master_link_status:up" not in replication:
                     found.append(f"replica {port}: link to its master is not up")
+        if not found and len({frozenset(v) for v in views.values()}) > 1:
+            # Gossip still spreading a replica or a failover: a client asking one node for the
+            # slot map would not see what another node sees.
+            found.append("the nodes do not yet agree on roles and slots")
         return found
 
     def wait_healthy(self, timeout: float = FORM_TIMEOUT) -> None:
