@@ -720,7 +720,8 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
     acknowledged by a replica so is everything written before it, on any connection) and runs
     ``WAIT 1 timeout``. A master whose replica did not acknowledge in time raises
     NotReplicated (after a look at the slot map: a replica that failed is no longer listed, and
-    a master left with none has nothing to wait for)."""
+    a master left with none has nothing to wait for), unless no replica of it accepts a
+    connection (_replicas_gone: dead, it answers no read)."""
     if not keys or not is_cluster():
         return
     timeout = settings.FEEDSITE_REPLICATE_TIMEOUT_MS if timeout_ms is None else timeout_ms
@@ -773,11 +774,48 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
                 pool.release(conn)
         if error is not None:
             raise error
+        behind = [name for name in behind if not _replicas_gone(c, name)]
         if not behind:
             return
         if attempt == 1:
             c.nodes_manager.initialize()  # a replica that failed leaves the slot map
     raise NotReplicated(f"no replica acknowledged the writes of {sorted(behind)} in {timeout} ms")
+
+
+def _replicas_gone(c: RedisCluster, master: str) -> bool:
+    """Whether no replica of ``master`` (the client's slot map) accepts a connection: a replica
+    that is dead (its port refuses) answers no read, so there is nothing to wait for; it syncs
+    before it serves again (replica-serve-stale-data no). One that connects but does not answer
+    (stalled, or slow) may answer reads from before the write later: it is waited for. Until
+    the cluster flags a dead replica failed (cluster-node-timeout), this spares every edit,
+    delete, block and fan-out step on its master a 503 or a retry."""
+    replicas = {
+        n.name: n
+        for nodes in c.nodes_manager.slots_cache.values()
+        if nodes and nodes[0].name == master
+        for n in nodes[1:]
+    }
+    for node in replicas.values():
+        if node.redis_connection is None:
+            continue
+        pool = node.redis_connection.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_connect_timeout": 0.25, "socket_timeout": 0.25}
+        conn = pool.connection_class(**kwargs)
+        try:
+            conn.connect()
+        except (redis.exceptions.TimeoutError, redis.exceptions.AuthenticationError):
+            return False  # no answer in time (maybe stalled), or it answered: not gone
+        except (redis.exceptions.ConnectionError, OSError):
+            continue  # refused or unreachable: gone
+        except redis.exceptions.RedisError:
+            return False  # it answered (an error reply): there
+        else:
+            return False  # it is there: its replication is behind
+        finally:
+            conn.disconnect()
+    if replicas:
+        log.warning("replicate: no replica of %s accepts a connection; not waited for", master)
+    return True
 
 
 def with_script(source: str, run: Callable[[str], T]) -> T:

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.management import call_command
 
-from activities.services import activity_publish
+from activities.services import activity_edit, activity_publish
 from bench.common import ensure_follows, ensure_users
 from feeds import store
 from feeds.fanout import fanout_apply_batch, fanout_start
@@ -357,6 +358,43 @@ def test_without_the_wait_the_same_failover_loses_acknowledged_entries(settings,
     missing, summary = missing_entries()
     assert missing > 0, summary
     print(f"\nwithout the WAIT, the same failover: {summary.split(': ', 1)[1]}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_replica_holds_no_edit_back(settings, restarted):
+    """An edit answers once a replica has its write (connection.replicate); a replica that is
+    dead (SIGKILL; the cluster has not flagged it yet: cluster-node-timeout 15 s here) answers
+    no read, so the edit does not wait for it past one WAIT timeout, and once started again
+    the replica syncs the edit before it serves (a stalled replica, which could answer later
+    from before the edit, still holds it back: test_hedged_reads)."""
+    settings.FEEDSITE_REPLICATE_TIMEOUT_MS = 500
+    control = ClusterControl(restarted)
+    assert not control.problems(), control.problems()
+    feed_settings_update(celebrity_threshold=10**6)
+    author = UserFactory()
+    data = {"verb": "posted", "object_type": "note"}
+    aids = [activity_publish(actor_id=author.pk, data={**data, "object_id": f"n{n}"})[0].id
+            for n in range(30)]  # fmt: skip
+    startup = startup_port()
+    aid, master = next(
+        (a, node_port(store.body_key(a))) for a in aids if node_port(store.body_key(a)) != startup
+    )
+    replica = control.replica_of(master)
+    try:
+        control.kill(replica)
+        started = time.monotonic()
+        activity_edit(activity_id=aid, changes={"object_title": "after the edit"})
+        took = time.monotonic() - started
+        assert role(master) == "master"  # no failover: the master was never gone
+    finally:
+        control.restart_killed()
+    wait_until(lambda: not control.problems(), timeout=60, interval=0.2)
+    with redis.Redis(port=replica, socket_timeout=2) as r:  # a replica in sync answers reads
+        r.execute_command("READONLY")
+        body = r.get(store.body_key(aid))
+    print(f"\nan edit with its master's only replica dead answered in {took * 1000:.0f} ms")
+    assert took < 2, took  # one WAIT (0.5 s) and a refused connect, not a 503
+    assert body is not None and b"after the edit" in body
 
 
 def _read_events(stream: Stream, seen: dict[int, int], until: float) -> tuple[int | None, bool]:
