@@ -233,7 +233,8 @@ class Cluster:
                     address = HOST + address  # a node learns its own IP from a peer's packet
                 seen.add(address)
                 role = "slave" if "slave" in flags.split(",") else "master"
-                view.add((parts[0], role, parts[3], *parts[8:]))  # who follows whom, who owns what
+                owned = [p for p in parts[8:] if not p.startswith("[")]  # (a migration: own line)
+                view.add((parts[0], role, parts[3], *owned))  # who follows whom, who owns what
                 bad = {"handshake", "noaddr", "fail", "fail?"} & set(flags.split(","))
                 if bad or link != "connected":
                     found.append(f"node {port} sees {address} as {flags} {link}")

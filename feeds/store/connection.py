@@ -472,14 +472,29 @@ def scatter(
     moved = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.MovedError)]
     left = deadline - (time.monotonic() - start)
     if moved and left > 0:
-        # A slot moved (a failover, a resharding): the slot map was learned anew when the
-        # round saw it; what was refused is sent once more, to the new owners, in what is
-        # left of the deadline. A refused command did not run, so a write is not doubled.
+        # A slot moved (a failover, a resharding): the round moved each refused slot to the
+        # node its MOVED names (_follow_moved); what was refused is sent once more, there, in
+        # what is left of the deadline. A refused command did not run: no write is doubled.
         again, failed_again = _scatter_round([commands[i] for i in moved], left, skip_suspect)
         for i, reply in zip(moved, again, strict=True):
             replies[i] = reply
         failed |= failed_again
+    if moved:  # the other slots that moved with these: the whole map, at most once a second
+        _relearn_slots(_gather_client(), min_gap=SUSPECT_SECONDS)
     return replies, failed
+
+
+def _follow_moved(c: RedisCluster, refused: Sequence[redis.exceptions.MovedError]) -> bool:
+    """Move each refused slot to the node its MOVED reply names, in the client's slot map
+    (redis-py's own move_slot: the old master becomes that slot's replica after a failover).
+    False when a named node is one the client has no connection to yet (the map is to be
+    learned anew)."""
+    known = True
+    for err in {e.slot_id: e for e in refused}.values():
+        c.nodes_manager.move_slot(err)
+        node = c.nodes_manager.slots_cache[err.slot_id][0]
+        known &= node.redis_connection is not None
+    return known
 
 
 def _scatter_round(
@@ -647,8 +662,9 @@ def _scatter_round(
                     open_leg.close(drop=True)
         raise
     if moved:  # slots moved or a node is gone (resharding, failover): learn the new owners
-        refused = any(isinstance(r, redis.exceptions.MovedError) for r in replies)
-        _relearn_slots(c, min_gap=MOVED_RELEARN_SECONDS if refused else SUSPECT_SECONDS)
+        refused = [r for r in replies if isinstance(r, redis.exceptions.MovedError)]
+        if not refused or not _follow_moved(c, refused):
+            _relearn_slots(c, min_gap=SUSPECT_SECONDS)
     return replies, failed
 
 
@@ -656,8 +672,7 @@ _relearned_at = 0.0
 
 
 def _relearn_slots(c: RedisCluster, min_gap: float) -> None:
-    """Ask the cluster for its slot map again, at most once per ``min_gap`` seconds (a node
-    gone: SUSPECT_SECONDS; a MOVED reply, which says the map is wrong now: far less)."""
+    """Ask the cluster for its slot map again, at most once per ``min_gap`` seconds."""
     global _relearned_at
     now = time.monotonic()
     if now - _relearned_at < min_gap:
@@ -665,16 +680,13 @@ def _relearn_slots(c: RedisCluster, min_gap: float) -> None:
     _relearned_at = now
     try:
         c.nodes_manager.initialize()
-    except redis.exceptions.RedisError:
-        pass  # no node answers now: the next round tries again
+    except TRANSIENT_ERRORS:
+        pass  # no node answers now, or they disagree: the next round tries again
 
 
 # A node that did not answer a gather in time is not asked again for this long: reads meanwhile
 # leave it out at once instead of each waiting out the deadline (or a reconnect's handshake).
 SUSPECT_SECONDS = 1.0
-# A MOVED reply relearns the slot map at most this often (every reader seeing it at once asks
-# once, not each).
-MOVED_RELEARN_SECONDS = 0.05
 _suspect: dict[str, float] = {}
 _gather: RedisCluster | None = None
 
@@ -783,38 +795,53 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
 
 
 def _replicas_gone(c: RedisCluster, master: str) -> bool:
-    """Whether no replica of ``master`` (the client's slot map) accepts a connection: a replica
-    that is dead (its port refuses) answers no read, so there is nothing to wait for; it syncs
-    before it serves again (replica-serve-stale-data no). One that connects but does not answer
-    (stalled, or slow) may answer reads from before the write later: it is waited for. Until
-    the cluster flags a dead replica failed (cluster-node-timeout), this spares every edit,
-    delete, block and fan-out step on its master a 503 or a retry."""
+    """Whether every replica of ``master`` (the client's slot map) is dead: the master no
+    longer lists it among its connected replicas and its port refuses a connection. A dead
+    replica answers no read, so there is nothing to wait for; started again, it syncs before
+    it serves (replica-serve-stale-data no). One the master still lists, or that connects
+    (stalled, slow, or cut off from the master but not from us), may answer reads from before
+    the write: it is waited for, as is anything not known for sure. Until the cluster flags a
+    dead replica failed (cluster-node-timeout), this spares every edit, delete, block and
+    fan-out step on its master a 503 or a retry."""
     replicas = {
         n.name: n
         for nodes in c.nodes_manager.slots_cache.values()
         if nodes and nodes[0].name == master
         for n in nodes[1:]
     }
+    master_node = c.get_node(node_name=master)
+    if not replicas or master_node is None or master_node.redis_connection is None:
+        return False
+    try:
+        info = master_node.redis_connection.info("replication")
+    except TRANSIENT_ERRORS:
+        return False
+    listed = {
+        f"{v.get('ip')}:{v.get('port')}"
+        for k, v in info.items()
+        if k.startswith("slave") and isinstance(v, dict)
+    }
     for node in replicas.values():
-        if node.redis_connection is None:
-            continue
+        if node.name in listed or node.redis_connection is None:
+            return False
         pool = node.redis_connection.connection_pool
         kwargs = {**pool.connection_kwargs, "socket_connect_timeout": 0.25, "socket_timeout": 0.25}
         conn = pool.connection_class(**kwargs)
         try:
             conn.connect()
-        except (redis.exceptions.TimeoutError, redis.exceptions.AuthenticationError):
-            return False  # no answer in time (maybe stalled), or it answered: not gone
-        except (redis.exceptions.ConnectionError, OSError):
-            continue  # refused or unreachable: gone
+        except (redis.exceptions.ConnectionError, OSError) as exc:
+            if isinstance(
+                exc, redis.exceptions.AuthenticationError | redis.exceptions.BusyLoadingError
+            ):
+                return False  # it answered
+            continue  # refused or unreachable, and its master has let it go: gone
         except redis.exceptions.RedisError:
-            return False  # it answered (an error reply): there
+            return False  # no answer in time (maybe stalled), or an error reply: there
         else:
             return False  # it is there: its replication is behind
         finally:
             conn.disconnect()
-    if replicas:
-        log.warning("replicate: no replica of %s accepts a connection; not waited for", master)
+    log.warning("replicate: no replica of %s is connected or reachable; not waited for", master)
     return True
 
 

@@ -393,7 +393,7 @@ def test_a_dead_replica_holds_no_edit_back(settings, restarted):
         r.execute_command("READONLY")
         body = r.get(store.body_key(aid))
     print(f"\nan edit with its master's only replica dead answered in {took * 1000:.0f} ms")
-    assert took < 2, took  # one WAIT (0.5 s) and a refused connect, not a 503
+    assert 0.45 < took < 2, took  # one WAIT (0.5 s: it was waited for), then not a 503
     assert body is not None and b"after the edit" in body
 
 

@@ -291,7 +291,6 @@ def test_a_read_just_after_a_failover_follows_moved_and_is_whole():
     assert (len(replies[0]), failed) == (3, set())
     _fail_over_to(replica, master)
     try:
-        time.sleep(0.1)  # past the MOVED relearn's gap
         replies, failed = scatter(read, 1.0)
         assert not isinstance(replies[0], Exception), replies[0]
         assert (sorted(replies[0]), failed) == (
