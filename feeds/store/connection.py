@@ -724,16 +724,18 @@ def _hash_tag(key: str) -> str:
 
 def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
     """Block until every write made so far to the masters holding ``keys`` has reached one
-    replica of each (Redis Cluster with replicas; a no-op on one Redis or a master with no
-    replica). Redis replication is asynchronous: a master that acknowledged a write and died
-    before sending it on takes the write with it, and the promoted replica never had it. On
-    every master concerned, in parallel, one connection writes a small marker key in the slot
-    of one of the keys (replication is one ordered stream per master, so once the marker is
-    acknowledged by a replica so is everything written before it, on any connection) and runs
-    ``WAIT 1 timeout``. A master whose replica did not acknowledge in time raises
-    NotReplicated (after a look at the slot map: a replica that failed is no longer listed, and
-    a master left with none has nothing to wait for), unless no replica of it accepts a
-    connection (_replicas_gone: dead, it answers no read)."""
+    replica of each (Redis Cluster; a no-op on one Redis or on a master with no replica).
+    Redis replication is asynchronous: a master that acknowledged a write and died before
+    sending it on takes the write with it, and the promoted replica never had it; a replica
+    that lags answers a hedged read from before it. On every master concerned, in parallel, one
+    connection asks ROLE (the master's own list of its replicas: a client's slot map can lag a
+    replica that joined since) and writes a small marker key in the slot of one of the keys
+    (replication is one ordered stream per master, so once the marker is acknowledged by a
+    replica so is everything written before it, on any connection); where ROLE lists a
+    replica, ``WAIT 1 timeout`` follows on that connection. A master whose replica did not
+    acknowledge in time raises NotReplicated (after the slot map is learned again and the wait
+    tried once more), unless no replica of it is left (_replicas_gone: dead, it answers no
+    read)."""
     if not keys or not is_cluster():
         return
     timeout = settings.FEEDSITE_REPLICATE_TIMEOUT_MS if timeout_ms is None else timeout_ms
@@ -741,11 +743,8 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
     for attempt in (1, 2):
         by_node: dict[str, tuple[ClusterNode, str]] = {}
         for key in keys:
-            slot = c.keyslot(key)
-            nodes = c.nodes_manager.slots_cache.get(slot) or []
-            if len(nodes) < 2:  # no replica known for this slot
-                continue
-            by_node.setdefault(nodes[0].name, (nodes[0], key))
+            node = c.get_node_from_key(key)
+            by_node.setdefault(node.name, (node, key))
         sent: list[tuple[str, Any, Any]] = []
         for name, (node, key) in by_node.items():
             node = c.get_node(node_name=name) or node
@@ -758,8 +757,8 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
             try:
                 conn.send_packed_command(
                     [
-                        hiredis.pack_command(("SET", marker, "1", "PX", 60000))  # type: ignore[arg-type]
-                        + hiredis.pack_command(("WAIT", 1, timeout))  # type: ignore[arg-type]
+                        hiredis.pack_command(("ROLE",))
+                        + hiredis.pack_command(("SET", marker, "1", "PX", 60000))  # type: ignore[arg-type]
                     ]
                 )
             except (redis.exceptions.ConnectionError, OSError):
@@ -768,11 +767,23 @@ def replicate(keys: Sequence[str], timeout_ms: int | None = None) -> None:
                     sent_pool.release(sent_conn)
                 raise
             sent.append((name, pool, conn))
-        behind = []
+        waiting: list[tuple[str, Any, Any]] = []
         error: BaseException | None = None
         for name, pool, conn in sent:
             try:
-                conn.read_response()  # the marker's OK
+                role = conn.read_response()
+                conn.read_response()  # the marker's OK (MOVED, if the slot moved: raises)
+                if role and role[0] in (b"master", "master") and len(role) > 2 and role[2]:
+                    conn.send_packed_command([hiredis.pack_command(("WAIT", 1, timeout))])  # type: ignore[arg-type]
+                    waiting.append((name, pool, conn))
+                    continue
+            except (redis.exceptions.RedisError, OSError) as exc:
+                conn.disconnect()
+                error = error or exc
+            pool.release(conn)
+        behind = []
+        for name, pool, conn in waiting:
+            try:
                 # WAIT answers after up to `timeout` ms: read it past the socket timeout.
                 if not conn.can_read(timeout=timeout / 1000 + 1.0):
                     conn.disconnect()

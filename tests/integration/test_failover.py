@@ -363,10 +363,11 @@ def test_without_the_wait_the_same_failover_loses_acknowledged_entries(settings,
 @pytest.mark.django_db(transaction=True)
 def test_a_dead_replica_holds_no_edit_back(settings, restarted):
     """An edit answers once a replica has its write (connection.replicate); a replica that is
-    dead (SIGKILL; the cluster has not flagged it yet: cluster-node-timeout 15 s here) answers
-    no read, so the edit does not wait for it past one WAIT timeout, and once started again
-    the replica syncs the edit before it serves (a stalled replica, which could answer later
-    from before the edit, still holds it back: test_hedged_reads)."""
+    dead (SIGKILL; the cluster has not flagged it yet: cluster-node-timeout 15 s here, and the
+    client's slot map still lists it) answers no read, so the edit does not wait for it (its
+    master no longer lists it, or it refuses connections), and once started again the replica
+    syncs the edit before it serves (a stalled replica, which could answer later from before
+    the edit, still holds it back: test_hedged_reads)."""
     settings.FEEDSITE_REPLICATE_TIMEOUT_MS = 500
     control = ClusterControl(restarted)
     assert not control.problems(), control.problems()
@@ -393,7 +394,7 @@ def test_a_dead_replica_holds_no_edit_back(settings, restarted):
         r.execute_command("READONLY")
         body = r.get(store.body_key(aid))
     print(f"\nan edit with its master's only replica dead answered in {took * 1000:.0f} ms")
-    assert 0.45 < took < 2, took  # one WAIT (0.5 s: it was waited for), then not a 503
+    assert took < 2, took  # at most one WAIT (0.5 s), not a 503
     assert body is not None and b"after the edit" in body
 
 

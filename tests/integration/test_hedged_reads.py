@@ -248,6 +248,40 @@ def test_a_replica_never_answers_a_deleted_activity_or_an_older_body(settings):
     assert "after the edit" in json.dumps(shown[edited])
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_replica_the_client_has_not_learned_yet_is_waited_for(settings):
+    """Whether a master has a replica to wait for is the master's own word (ROLE), not the
+    client's slot map: a replica that joined after the map was learned (a lost master back as
+    a replica) is waited for, as hedged reads may reach it as soon as any client learns it."""
+    settings.FEEDSITE_REPLICATE_TIMEOUT_MS = 5000
+    feed_settings_update(celebrity_threshold=1000)
+    author = UserFactory()
+    ids = [_publish(author, n) for n in range(30)]
+    master = _stalled_master()
+    aid = next(i for i in ids if node_of(store.body_key(i)) == master)
+    replica = _replica_names(master)[0]
+    c = store.client()
+    slot = c.keyslot(store.body_key(aid))
+    answered: list[float] = []
+
+    def edit() -> None:
+        activity_edit(activity_id=aid, changes={"object_title": "after the edit"})
+        answered.append(time.monotonic())
+
+    try:
+        stop = _Stopped(replica)
+        c.nodes_manager.slots_cache[slot] = c.nodes_manager.slots_cache[slot][:1]  # no replica
+        with stop:
+            worker = threading.Thread(target=edit)
+            worker.start()
+            time.sleep(0.5)
+            assert not answered  # its replica has not got the edit: the edit has not answered
+        worker.join(10)
+        assert answered and answered[0] >= stop.resumed
+    finally:
+        c.nodes_manager.initialize()
+
+
 def _role(name: str) -> str:
     host, port = name.rsplit(":", 1)
     with redis.Redis(host=host, port=int(port), socket_timeout=2) as r:
