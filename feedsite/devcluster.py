@@ -232,10 +232,11 @@ class Cluster:
                 if address.startswith(":") and "myself" in flags:
                     address = HOST + address  # a node learns its own IP from a peer's packet
                 seen.add(address)
-                role = "slave" if "slave" in flags.split(",") else "master"
+                flag_set = set(flags.split(","))
+                role = "slave" if "slave" in flag_set else "master"
                 owned = [p for p in parts[8:] if not p.startswith("[")]  # (a migration: own line)
                 view.add((parts[0], role, parts[3], *owned))  # who follows whom, who owns what
-                bad = {"handshake", "noaddr", "fail", "fail?"} & set(flags.split(","))
+                bad = {"handshake", "noaddr", "fail", "fail?"} & flag_set
                 if bad or link != "connected":
                     found.append(f"node {port} sees {address} as {flags} {link}")
             if seen != expected:

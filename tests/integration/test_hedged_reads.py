@@ -29,6 +29,7 @@ from feedsite.api.auth import token_digest
 from follows.services import follow_create
 from tests.conftest import activate, make_token, wait_until
 from tests.factories import UserFactory
+from tests.integration.test_failover import role
 
 
 def _replicated() -> bool:
@@ -282,12 +283,6 @@ def test_a_replica_the_client_has_not_learned_yet_is_waited_for(settings):
         c.nodes_manager.initialize()
 
 
-def _role(name: str) -> str:
-    host, port = name.rsplit(":", 1)
-    with redis.Redis(host=host, port=int(port), socket_timeout=2) as r:
-        return r.info("replication")["role"]
-
-
 def _fail_over_to(replica: str, master: str) -> None:
     """A coordinated failover (CLUSTER FAILOVER on ``replica``, once it is in sync): no write
     is lost; done when the two nodes have swapped roles. An election can be refused (the
@@ -295,7 +290,11 @@ def _fail_over_to(replica: str, master: str) -> None:
     gossip lags on a loaded machine): then TAKEOVER, which needs no votes (nothing writes to
     these slots meanwhile, and the replica is in sync)."""
     host, port = replica.rsplit(":", 1)
-    swapped = lambda: (_role(replica), _role(master)) == ("master", "slave")  # noqa: E731
+    master_port = int(master.rsplit(":", 1)[1])
+
+    def swapped() -> bool:
+        return (role(int(port)), role(master_port)) == ("master", "slave")
+
     with redis.Redis(host=host, port=int(port), socket_timeout=5) as r:
         wait_until(lambda: r.info("replication").get("master_link_status") == "up", 30)
         r.execute_command("CLUSTER", "FAILOVER")
